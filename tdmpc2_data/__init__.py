@@ -1,0 +1,28 @@
+"""tdmpc2_data: tasks, simulators, zarr shard datasets, converters, Hub IO and the loader.
+
+Heavy submodules (simulators, zarr, torch) are imported on first use so that
+``import tdmpc2_data`` and ``tdmpc2-data list`` stay fast.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from tdmpc2_data.tasks import TASK_SETS, TASKS, Task, get_task, resolve_task_name
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "make_env": "tdmpc2_data.envs",
+    "open_dataset": "tdmpc2_data.format",
+    "ShardWriter": "tdmpc2_data.format",
+    "WindowSampler": "tdmpc2_data.loader",
+    "to_hf_dataset": "tdmpc2_data.hub",
+}
+
+__all__ = ["TASKS", "TASK_SETS", "Task", "get_task", "resolve_task_name", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tdmpc2_data' has no attribute {name!r}")
