@@ -1,0 +1,187 @@
+"""`tdmpc2-data`: list tasks, collect, convert, verify, inspect, download and push datasets.
+
+Every subcommand is a thin wrapper over a library function, so everything here is also
+callable (and tested) from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from tdmpc2_data.tasks import TASK_SETS, TASKS
+
+EPILOG = """examples:
+  tdmpc2-data list
+  tdmpc2-data collect --task walker-walk --episodes 20 data/walker
+  tdmpc2-data convert mt80/chunk_0.pt data/mt80 --from legacy-pt --task-set mt80
+  tdmpc2-data verify data/mt80
+  tdmpc2-data info data/mt80
+  tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80-small
+  tdmpc2-data push data/my-set me/my-set --private
+"""
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one paragraph, exit code 2 (no traceback)."""
+
+
+def not_implemented(feature: str) -> int:
+    print(f"tdmpc2-data: {feature} is not implemented yet.", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------- list
+def cmd_list(args: argparse.Namespace) -> int:
+    names = TASK_SETS[args.set] if args.set else list(TASKS)
+    ids = {n: i for i, n in enumerate(TASK_SETS["mt80"])}
+    print(f"{'task':<30} {'domain':<10} {'obs':>4} {'act':>4} {'T':>4} {'gamma':>6}  mt80 id")
+    for name in names:
+        t = TASKS[name]
+        tid = ids.get(name, "")
+        print(
+            f"{name:<30} {t.domain:<10} {t.obs_dim:>4} {t.action_dim:>4} "
+            f"{t.episode_length:>4} {t.discount:>6.3f}  {tid}"
+        )
+    print(
+        f"\n{len(names)} tasks. Task sets: "
+        + ", ".join(f"{k} ({len(v)})" for k, v in TASK_SETS.items())
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- collect
+def cmd_collect(args: argparse.Namespace) -> int:
+    return not_implemented("collect")
+
+
+# ---------------------------------------------------------------- convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    return not_implemented("convert")
+
+
+# ---------------------------------------------------------------- verify
+def cmd_verify(args: argparse.Namespace) -> int:
+    return not_implemented("verify")
+
+
+# ---------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    return not_implemented("info")
+
+
+# ---------------------------------------------------------------- download
+def cmd_download(args: argparse.Namespace) -> int:
+    return not_implemented("download")
+
+
+# ---------------------------------------------------------------- push
+def cmd_push(args: argparse.Namespace) -> int:
+    return not_implemented("push")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdmpc2-data",
+        description="TD-MPC2 datasets: tasks, simulators, zarr shards, Hub.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help: str, example: str):
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("list", cmd_list, "Print the task registry as a table.", "tdmpc2-data list --set mt30")
+    p.add_argument("--set", choices=sorted(TASK_SETS), help="only the tasks of this task set")
+
+    p = add(
+        "collect",
+        cmd_collect,
+        "Roll out a policy in a simulator and append the episodes to a shard dataset.",
+        "tdmpc2-data collect --task walker-walk --episodes 20 data/walker",
+    )
+    p.add_argument("dir", help="dataset directory (created or appended to)")
+    p.add_argument("--task", required=True, action="append", help="task name (repeatable)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
+    p.add_argument("--policy", default="random", help="'random' or a checkpoint (default random)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task-set", help="task table of a new dataset (default: the given tasks)")
+
+    p = add(
+        "convert",
+        cmd_convert,
+        "Convert replay buffers, legacy chunks, npz or HDF5 files into a shard dataset.",
+        "tdmpc2-data convert chunk_0.pt chunk_1.pt data/mt80 --from legacy-pt --task-set mt80",
+    )
+    p.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then the destination")
+    p.add_argument(
+        "--from",
+        dest="source_format",
+        choices=["legacy-pt", "torchrl", "minari", "npz", "hdf5", "shards"],
+        help="source format (default: guessed from the file)",
+    )
+    p.add_argument("--tasks", help="keep only these tasks (comma list)")
+    p.add_argument(
+        "--task-set", help="task table of the destination (e.g. mt80 keeps published ids)"
+    )
+
+    p = add(
+        "verify", cmd_verify, "Check every shard; exit 1 on damage.", "tdmpc2-data verify data/mt80"
+    )
+    p.add_argument("dir")
+
+    p = add(
+        "info",
+        cmd_info,
+        "Print tasks, episodes, transitions and bytes of a dataset (local or on the Hub).",
+        "tdmpc2-data info data/mt80",
+    )
+    p.add_argument("dataset", metavar="DIR|OWNER/NAME")
+    p.add_argument("--revision")
+
+    p = add(
+        "download",
+        cmd_download,
+        "Download a dataset (shards, or the legacy mt80/mt30 chunks converted on the fly).",
+        "tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80",
+    )
+    p.add_argument("name", metavar="mt80|mt30|OWNER/NAME")
+    p.add_argument("--tasks", help="only the shards/episodes of these tasks (comma list)")
+    p.add_argument("--dir", help="target directory (default: the Hugging Face cache)")
+    p.add_argument("--revision", help="branch, tag or commit to pin")
+
+    p = add(
+        "push",
+        cmd_push,
+        "Upload a dataset directory to a Hub dataset repo, with a dataset card.",
+        "tdmpc2-data push data/my-set me/my-set --private",
+    )
+    p.add_argument("dir")
+    p.add_argument("repo_id", metavar="OWNER/NAME")
+    p.add_argument("--card", help="dataset card (markdown) to use instead of the generated one")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="tag to create for the pushed commit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CLIError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"tdmpc2-data {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
