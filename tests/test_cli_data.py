@@ -1,0 +1,39 @@
+"""`tdmpc2-data` basics: the task table, --help with examples, clean errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tdmpc2_data.cli import main
+
+
+def test_list_prints_all_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "mw-door-open" in out and "myo-pen-twirl-hard" in out and "104 tasks" in out
+
+
+def test_list_of_a_task_set_keeps_published_ids(capsys):
+    assert main(["list", "--set", "mt30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("cup-spin "))
+    assert row.split()[-1] == "28"
+
+
+@pytest.mark.parametrize("command", ["list", "collect", "convert", "verify", "info", "download", "push"])
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "example" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [sys.executable, "-m", "tdmpc2_data.cli", "list", "--set", "mt30"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "walker-stand" in result.stdout
