@@ -1,0 +1,177 @@
+"""Checkpoints of the original TD-MPC2 implementation (``agent.save()``: ``{"model": state_dict}``).
+
+Loading never runs pickled code (``torch.load(weights_only=True)``). The state dict is
+translated to this package's layout (which keeps the original names), and the config is
+inferred from tensor shapes; see shared/fixtures/legacy/README.md for both Q layouts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from tdmpc2_data.tasks import TASK_SETS, TASKS
+from tdmpc2_model.config import SIZE_PRESETS, TDMPC2Config, preset
+from tdmpc2_model.world_model import action_masks
+
+_FLAT_Q = re.compile(r"^(_Qs\.params|_target_Qs\.params)\.(\d+)$")
+_FLAT_NAMES = ("weight", "bias", "ln.weight", "ln.bias")
+_REQUIRED = ("_encoder.state.0.weight", "_dynamics.0.weight", "_reward.0.weight", "_pi.0.weight")
+_TASK_SET_BY_SIZE = {len(TASK_SETS[k]): k for k in ("mt30", "mt80")}
+
+
+class LegacyCheckpointError(ValueError):
+    """A file that is not a readable TD-MPC2 checkpoint."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The raw state dict of a legacy ``.pt`` file, loaded without running pickled code."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise LegacyCheckpointError(
+            f"{path}: cannot be read as a TD-MPC2 checkpoint with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
+        ) from exc
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise LegacyCheckpointError(
+            f"{path}: not a TD-MPC2 checkpoint; expected a dict with a 'model' state dict, "
+            f"got {type(obj).__name__}."
+        )
+    missing = [k for k in _REQUIRED if not isinstance(state.get(k), torch.Tensor)]
+    if missing:
+        found = ", ".join(list(state)[:5]) or "nothing"
+        raise LegacyCheckpointError(
+            f"{path}: not a TD-MPC2 checkpoint; missing {', '.join(missing)} (found: {found})."
+        )
+    return state
+
+
+def convert_state_dict(state: dict[str, object]) -> dict[str, torch.Tensor]:
+    """Translate to this package's layout: drop tensordict metadata (``__batch_size``,
+    ``__device``), the detached Q copy (a view of the online Q) and the ``log_std_*``
+    buffers (they live in the config); rename the old flat Q layout."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.rsplit(".", 1)[-1].startswith("__") or key.startswith("_detach_Qs"):
+            continue
+        if key in ("log_std_min", "log_std_dif"):
+            continue
+        flat = _FLAT_Q.match(key)
+        if flat:
+            prefix = "_Qs.params" if flat.group(1) == "_Qs.params" else "_target_Qs_params"
+            n = int(flat.group(2))
+            key = f"{prefix}.{n // 4}.{_FLAT_NAMES[n % 4]}"
+        out[key] = value
+    return out
+
+
+def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.weight$")
+    return 1 + max(int(m.group(1)) for k in state if (m := pattern.match(k)))
+
+
+def infer_config(
+    state: dict[str, torch.Tensor], tasks: str | list[str] | None = None, source: str = "checkpoint"
+) -> TDMPC2Config:
+    """Config of a legacy state dict (either Q layout), from its tensor shapes.
+
+    Multitask checkpoints with 30 or 80 task embeddings are mt30 / mt80; other task counts
+    need ``tasks``. Single-task checkpoints take an optional task name (action dims and
+    discount from the registry); without one, the episode length is taken from the
+    registry tasks with the same dims when they agree.
+    """
+    multitask = "_task_emb.weight" in state
+    num_tasks, task_dim = state["_task_emb.weight"].shape if multitask else (1, 0)
+    enc_layers = _count_layers(state, "_encoder.state")
+    latent_dim = state[f"_encoder.state.{enc_layers - 1}.weight"].shape[0]
+    dyn0 = state["_dynamics.0.weight"]
+    q0 = state.get("_Qs.params.0.weight", state.get("_Qs.params.0"))  # either Q layout
+    if q0 is None:
+        raise LegacyCheckpointError(
+            f"{source}: not a TD-MPC2 checkpoint; no Q ensemble (_Qs.params)."
+        )
+    arch = dict(
+        enc_dim=state["_encoder.state.0.weight"].shape[0],
+        mlp_dim=dyn0.shape[0],
+        latent_dim=latent_dim,
+        num_enc_layers=max(enc_layers, 2),
+        num_q=q0.shape[0],
+        task_dim=task_dim,
+    )
+    obs_dim = state["_encoder.state.0.weight"].shape[1] - task_dim
+    action_dim = dyn0.shape[1] - latent_dim - task_dim
+    num_bins = state[f"_reward.{_count_layers(state, '_reward') - 1}.weight"].shape[0]
+    log_std_min = float(state.get("log_std_min", torch.tensor(-10.0)))
+    log_std_max = log_std_min + float(state.get("log_std_dif", torch.tensor(12.0)))
+
+    extra: dict[str, object] = {}
+    if multitask:
+        if tasks is None:
+            if num_tasks not in _TASK_SET_BY_SIZE:
+                raise LegacyCheckpointError(
+                    f"{source}: multitask checkpoint with {num_tasks} task embeddings; only 30 "
+                    "(mt30) and 80 (mt80) are known, pass tasks=[...] in task id order."
+                )
+            tasks = _TASK_SET_BY_SIZE[num_tasks]
+    elif tasks is None:
+        lengths = {
+            t.episode_length
+            for t in TASKS.values()
+            if (t.obs_dim, t.action_dim) == (obs_dim, action_dim)
+        }
+        if len(lengths) != 1:
+            raise LegacyCheckpointError(
+                f"{source}: single-task checkpoint with obs_dim {obs_dim}, action_dim "
+                f"{action_dim}; pass the task name (tasks='walker-walk') to set its discount."
+            )
+        extra["episode_length"] = lengths.pop()
+    task_set = tasks if tasks in TASK_SETS else None
+    size = next((s for s in SIZE_PRESETS if _matches(preset(s, task_set), arch, multitask)), None)
+    cfg = TDMPC2Config(
+        size=size,
+        tasks=tasks,
+        multitask=multitask,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        num_bins=num_bins,
+        log_std_min=log_std_min,
+        log_std_max=log_std_max,
+        **arch,
+        **extra,
+    )
+    if cfg.num_tasks != num_tasks:
+        raise LegacyCheckpointError(
+            f"{source}: {num_tasks} task embeddings, but tasks={tasks!r} names {cfg.num_tasks}."
+        )
+    return cfg
+
+
+def _matches(arch: dict[str, int], found: dict[str, int], multitask: bool) -> bool:
+    keys = [k for k in arch if k != "task_dim" or multitask]
+    return all(arch[k] == found[k] for k in keys)
+
+
+def load_legacy(
+    path: str | Path, tasks: str | list[str] | None = None
+) -> tuple[TDMPC2Config, dict[str, torch.Tensor]]:
+    """(config, state dict in this package's layout) of a legacy ``.pt`` checkpoint.
+    Old multitask checkpoints lack ``_action_masks``; they are rebuilt from the config."""
+    raw = read_state_dict(path)
+    cfg = infer_config(raw, tasks, source=str(path))
+    state = convert_state_dict(raw)
+    if cfg.multitask:
+        masks = action_masks(cfg)
+        found = state.setdefault("_action_masks", masks)
+        if not torch.equal(found, masks):
+            raise LegacyCheckpointError(
+                f"{path}: its _action_masks do not match the action dims of tasks "
+                f"{cfg.task_names[:3]}...; pass the checkpoint's task list as tasks=[...]."
+            )
+    return cfg, state
