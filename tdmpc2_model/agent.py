@@ -1,0 +1,192 @@
+"""`TDMPC2`: the agent. Owns the world model, its two optimizers and the running Q scale;
+acts by MPPI planning (``planner.plan``) and learns with ``update`` (``losses``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from tdmpc2_model import losses
+from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.planner import plan
+from tdmpc2_model.world_model import WorldModel
+
+
+class TDMPC2(nn.Module):
+    """TD-MPC2 agent for single-task and multitask models.
+
+    >>> agent = TDMPC2(TDMPC2Config(size="1M", tasks="walker-walk"))
+    >>> action = agent.act(obs, t0=True)           # MPPI plan, eval mode
+    >>> info = agent.update(batch)                 # one gradient step; dict of floats
+    """
+
+    def __init__(self, cfg: TDMPC2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.model = WorldModel(cfg)
+        self.scale = losses.RunningScale(cfg.tau)
+        m = self.model
+        self.optim = torch.optim.Adam(
+            [
+                {"params": m._encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
+                {"params": m._dynamics.parameters()},
+                {"params": m._reward.parameters()},
+                {"params": m._Qs.parameters()},
+                {"params": m._task_emb.parameters() if cfg.multitask else []},
+            ],
+            lr=cfg.lr,
+        )
+        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
+        self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
+        self.register_buffer("_prev_mean", torch.zeros(cfg.horizon, cfg.action_dim))
+        self._model_loss = losses.model_loss
+        self._policy_loss = losses.policy_loss
+        self.model.eval()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_state_dict(cls, cfg: TDMPC2Config, state_dict: dict[str, torch.Tensor]) -> TDMPC2:
+        """Agent with world-model weights ``state_dict`` (this package's layout, strict)."""
+        agent = cls(cfg)
+        agent.model.load_state_dict(state_dict)
+        return agent
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, tasks: str | list[str] | None = None) -> TDMPC2:
+        """Load a checkpoint of the original implementation (a legacy ``.pt`` file); the config
+        is inferred from its tensors. ``tasks`` names the task(s) where shapes cannot tell
+        (a single-task checkpoint's task, a multitask task list other than mt30/mt80)."""
+        from tdmpc2_model.legacy import load_legacy
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file.")
+        cfg, state = load_legacy(path, tasks)
+        return cls.from_state_dict(cfg, state)
+
+    @property
+    def device(self) -> torch.device:
+        return self.discount.device
+
+    def compile_update(self, **kwargs: Any) -> TDMPC2:
+        """Compile the loss computations with ``torch.compile`` (kwargs passed on)."""
+        self._model_loss = torch.compile(losses.model_loss, **kwargs)
+        self._policy_loss = torch.compile(losses.policy_loss, **kwargs)
+        return self
+
+    # ----------------------------------------------------------------------- acting
+    def _task(
+        self, task: str | int | torch.Tensor | None, batch: int | None = None
+    ) -> torch.Tensor | None:
+        """Task id tensor for multitask models (name, id or tensor accepted); None otherwise."""
+        if not self.cfg.multitask:
+            if task is not None and not isinstance(task, torch.Tensor) and self.cfg.task_names:
+                self.cfg.task_id(task)  # rejects a task this model was not made for
+            return None
+        if task is None:
+            raise ValueError("This is a multitask model; pass task= (a task name or id).")
+        if isinstance(task, torch.Tensor):
+            return task.to(self.device, torch.long)
+        return torch.tensor([self.cfg.task_id(task)], device=self.device)
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: np.ndarray | torch.Tensor,
+        t0: bool = False,
+        eval_mode: bool = True,
+        task: str | int | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Action for one observation [obs_dim] (shorter observations are zero padded).
+
+        ``t0`` marks the first step of an episode (planning starts fresh instead of from
+        the previous plan). Returns the padded action [action_dim] (padding dims are 0),
+        as a numpy array for numpy input, else a CPU tensor.
+        """
+        as_numpy = isinstance(obs, np.ndarray)
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if obs.ndim != 1 or obs.shape[0] > self.cfg.obs_dim:
+            raise ValueError(
+                f"Got obs of shape {tuple(obs.shape)}; expected one observation of at most "
+                f"{self.cfg.obs_dim} values."
+            )
+        obs = torch.nn.functional.pad(obs, (0, self.cfg.obs_dim - obs.shape[0])).unsqueeze(0)
+        task_id = self._task(task)
+        if self.cfg.mpc:
+            discount = losses.task_discount(self._discount(), task_id)
+            prev = None if t0 else self._prev_mean
+            action, mean = plan(self.model, obs, task_id, discount, prev, eval_mode)
+            self._prev_mean.copy_(mean)
+        else:
+            sample, info = self.model.pi(self.model.encode(obs, task_id), task_id)
+            action = (info["mean"] if eval_mode else sample)[0]
+        action = action.cpu()
+        return action.numpy() if as_numpy else action
+
+    def _discount(self) -> torch.Tensor | float:
+        return self.discount if self.cfg.multitask else float(self.cfg.discounts[0])
+
+    # --------------------------------------------------------------------- learning
+    def _batch(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        if isinstance(batch, (tuple, list)):
+            obs, action, reward, task = (*batch, None)[:4]
+        else:
+            get = batch.get if isinstance(batch, dict) else lambda k: getattr(batch, k, None)
+            obs, action, reward, task = get("obs"), get("action"), get("reward"), get("task")
+        obs = obs.to(self.device, torch.float32, non_blocking=True)
+        action = action.to(self.device, torch.float32, non_blocking=True)
+        reward = reward.to(self.device, torch.float32, non_blocking=True)
+        if reward.ndim == 3:
+            reward = reward.squeeze(-1)
+        horizon, size = action.shape[:2]
+        expected = {
+            "obs": (obs, (horizon + 1, size, self.cfg.obs_dim)),
+            "action": (action, (horizon, size, self.cfg.action_dim)),
+            "reward": (reward, (horizon, size)),
+        }
+        for name, (tensor, shape) in expected.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"Got batch.{name} of shape {tuple(tensor.shape)}; expected {shape}."
+                )
+        if self.cfg.multitask:
+            if task is None:
+                raise ValueError("A multitask model needs batch.task (task ids [B]).")
+            task = task.to(self.device, torch.long, non_blocking=True).reshape(size)
+        else:
+            task = None
+        return obs, action, reward, task
+
+    def update(self, batch: Any) -> dict[str, float]:
+        """One update of model, policy and target Q (paper Sec. 3.2) on a batch with
+        ``obs`` [H+1, B, D], ``action`` [H, B, A], ``reward`` [H, B], ``task`` [B] (an
+        object with those attributes, a dict, or a tuple in that order). Returns the losses and norms as floats."""
+        obs, action, reward, task = self._batch(batch)
+        self.model.train()
+        try:
+            total, zs, info = self._model_loss(
+                self.model, obs, action, reward, task, self._discount()
+            )
+            self.optim.zero_grad(set_to_none=True)
+            total.backward()
+            info["grad_norm"] = nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.grad_clip_norm
+            )
+            self.optim.step()
+
+            pi_loss, pi_info = self._policy_loss(self.model, zs, task, self.scale)
+            self.pi_optim.zero_grad(set_to_none=True)
+            pi_loss.backward()
+            pi_info["pi_grad_norm"] = nn.utils.clip_grad_norm_(
+                self.model._pi.parameters(), self.cfg.grad_clip_norm
+            )
+            self.pi_optim.step()
+            self.model.soft_update_target_Q()
+        finally:
+            self.model.eval()
+        info.update(pi_info)
+        values = torch.stack([v.detach().float().reshape(()) for v in info.values()]).tolist()
+        return dict(zip(info, values, strict=True))
