@@ -1,0 +1,277 @@
+"""`open_dataset`: a lazy reader of shard datasets on a local disk or any fsspec URL (``hf://``).
+
+Only the root ``zarr.json`` is read on open; shard arrays are opened on first use and
+decoded on demand, so planning (sizes, task balance, DDP splits) costs one small request.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from tdmpc2_data import schema
+from tdmpc2_data.schema import SHARDS_DIR, DatasetError
+from tdmpc2_data.tasks import UnknownTaskError, resolve_task_name
+
+DEFAULT_FIELDS = ("obs", "action", "reward", "task")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One entry of the root ``shards`` index. Episodes in a shard are ordered by task id."""
+
+    path: str
+    episodes: int
+    episode_length: int
+    transitions: int
+    task_counts: dict[int, int]
+    nbytes: int | None = None
+
+    @property
+    def task_ranges(self) -> dict[int, range]:
+        """Episode range of each task inside this shard (shards are written in task order)."""
+        ranges, start = {}, 0
+        for tid in sorted(self.task_counts):
+            ranges[tid] = range(start, start + self.task_counts[tid])
+            start += self.task_counts[tid]
+        return ranges
+
+
+class Dataset:
+    """A shard dataset opened for reading; see ``open_dataset``."""
+
+    def __init__(
+        self, location: str, storage_options: dict[str, Any] | None = None, check_index: bool = True
+    ) -> None:
+        self.location = location
+        self.storage_options = storage_options
+        self._arrays: dict[tuple[int, str], zarr.Array] = {}
+        where = f"{location}/zarr.json"
+        try:
+            group = zarr.open_group(self.store, mode="r")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{where}: not found; is {location} a shard dataset?") from None
+        self.attrs: dict[str, Any] = group.attrs.asdict()
+        schema.check_root_attributes(self.attrs, where)
+        self.name: str = self.attrs["name"]
+        self.obs_dim: int = int(self.attrs["obs_dim"])
+        self.action_dim: int = int(self.attrs["action_dim"])
+        self.task_info: list[dict[str, Any]] = list(self.attrs["tasks"])
+        self.tasks: list[str] = [t["name"] for t in self.task_info]
+        self.shards: list[ShardInfo] = [
+            ShardInfo(
+                path=s["path"],
+                episodes=int(s["episodes"]),
+                episode_length=int(s["episode_length"]),
+                transitions=int(s["transitions"]),
+                task_counts={int(k): int(v) for k, v in s["task_counts"].items()},
+                nbytes=s.get("nbytes"),
+            )
+            for s in self.attrs["shards"]
+        ]
+        for s in self.shards:
+            bad = [k for k in s.task_counts if not 0 <= k < len(self.tasks)]
+            if bad or sum(s.task_counts.values()) != s.episodes:
+                raise DatasetError(
+                    f"{where}: index entry {s.path} has task_counts {s.task_counts} that do not "
+                    f"sum to its {s.episodes} episodes or name unknown task ids."
+                )
+        if check_index:
+            self._check_index()
+
+    # -------------------------------------------------------------- storage
+    @cached_property
+    def store(self) -> Store:
+        if "://" in self.location and not self.location.startswith("file://"):
+            return FsspecStore.from_url(
+                self.location, storage_options=self.storage_options, read_only=True
+            )
+        return LocalStore(self.location.removeprefix("file://"), read_only=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for DataLoader workers: stores and open arrays are re-created there."""
+        state = self.__dict__.copy()
+        state.pop("store", None)
+        state["_arrays"] = {}
+        return state
+
+    def _check_index(self) -> None:
+        """Warn about shards on disk missing from the index; refuse indexed shards that are gone."""
+        try:
+            on_disk = {n for n in sync(_list_dir(self.store, SHARDS_DIR)) if n.isdigit()}
+        except (FileNotFoundError, NotImplementedError):
+            on_disk = set()
+        indexed = {s.path.split("/")[-1] for s in self.shards}
+        gone = sorted(indexed - on_disk)
+        if gone:
+            raise DatasetError(
+                f"{self.location}/zarr.json: the shards index lists {SHARDS_DIR}/{gone[0]}"
+                f"{f' (and {len(gone) - 1} more)' if len(gone) > 1 else ''}, which is not on "
+                "storage. The dataset is incomplete; re-download it or run finalize."
+            )
+        extra = sorted(on_disk - indexed)
+        if extra:
+            warnings.warn(
+                f"{self.location}: {len(extra)} shard(s) on storage are not in the root index "
+                f"({', '.join(f'{SHARDS_DIR}/{n}' for n in extra[:5])}); they are ignored. A "
+                "writer is still running or stopped before indexing them; run "
+                "`tdmpc2_data.format.finalize(dir)` (or close the writer) to index them.",
+                stacklevel=3,
+            )
+
+    # -------------------------------------------------------------- metadata
+    @property
+    def num_episodes(self) -> int:
+        return sum(s.episodes for s in self.shards)
+
+    @property
+    def num_transitions(self) -> int:
+        return sum(s.transitions for s in self.shards)
+
+    @property
+    def nbytes(self) -> int:
+        """Stored bytes of all shards (from the index)."""
+        return sum(s.nbytes or 0 for s in self.shards)
+
+    def task_id(self, name: str | int) -> int:
+        """Dataset-local id of a task (full name, alias or unambiguous short name)."""
+        if isinstance(name, (int, np.integer)):
+            if not 0 <= name < len(self.tasks):
+                raise KeyError(
+                    f"Task id {name} is outside {self.location}'s {len(self.tasks)} tasks."
+                )
+            return int(name)
+        if name in self.tasks:
+            return self.tasks.index(name)
+        try:
+            full = resolve_task_name(name)
+        except UnknownTaskError:
+            full = None
+        if full not in self.tasks:
+            raise KeyError(
+                f"Task {name!r} is not in dataset {self.name!r} (tasks: {', '.join(self.tasks)})."
+            )
+        return self.tasks.index(full)
+
+    def action_mask(self, task: str | int) -> np.ndarray:
+        """float32 [A]: 1 on the task's real action dims, 0 on padding."""
+        return self.action_masks()[self.task_id(task)]
+
+    def action_masks(self) -> np.ndarray:
+        """float32 [num_tasks, A]."""
+        return schema.action_masks(self.task_info, self.action_dim)
+
+    def task_episodes(self, task: str | int) -> list[tuple[int, range]]:
+        """(shard index, episode range) of every run of ``task``'s episodes."""
+        tid = self.task_id(task)
+        return [(i, s.task_ranges[tid]) for i, s in enumerate(self.shards) if tid in s.task_counts]
+
+    def task_counts(self) -> dict[int, int]:
+        """Episodes per task id over all shards."""
+        counts: dict[int, int] = {}
+        for s in self.shards:
+            for k, v in s.task_counts.items():
+                counts[k] = counts.get(k, 0) + v
+        return counts
+
+    # -------------------------------------------------------------- data
+    def has_field(self, i: int, field: str) -> bool:
+        """Whether shard ``i`` stores the optional ``field`` (success, source)."""
+        try:
+            self.array(i, field)
+        except KeyError:
+            return False
+        return True
+
+    def array(self, i: int, field: str) -> zarr.Array:
+        """Lazy zarr array ``field`` of shard ``i``; its shape and dtype are checked against the index."""
+        key = (i, field)
+        if key not in self._arrays:
+            self._arrays[key] = self._open_array(self.shards[i], field)
+        return self._arrays[key]
+
+    def _open_array(self, shard: ShardInfo, field: str) -> zarr.Array:
+        spec = schema.FIELDS.get(field)
+        if spec is None:
+            raise KeyError(f"Unknown shard field {field!r}; fields: {list(schema.FIELDS)}.")
+        where = f"{self.location}/{shard.path}/{field}"
+        try:
+            arr = zarr.open_array(self.store, path=f"{shard.path}/{field}", mode="r")
+        except FileNotFoundError:
+            if spec.required:
+                raise DatasetError(f"{where}: required array is missing.") from None
+            raise KeyError(f"{where}: this shard has no {field!r} array.") from None
+        expected = spec.shape(shard.episodes, shard.episode_length, self.obs_dim, self.action_dim)
+        if arr.shape != expected:
+            raise DatasetError(
+                f"{where}: shape {arr.shape} disagrees with the attributes "
+                f"(expected {expected} for {shard.episodes} episodes of length "
+                f"{shard.episode_length}, obs_dim {self.obs_dim}, action_dim {self.action_dim})."
+            )
+        if str(arr.dtype) not in spec.dtypes:
+            raise DatasetError(f"{where}: dtype {arr.dtype}, expected one of {spec.dtypes}.")
+        if shard.episodes and not sync(
+            self.store.exists(f"{shard.path}/{field}/{_first_chunk_key(arr)}")
+        ):
+            raise DatasetError(f"{where}: the data file is missing (only its metadata is there).")
+        return arr
+
+    def read_shard(
+        self,
+        i: int,
+        fields: tuple[str, ...] = DEFAULT_FIELDS,
+        episodes: slice | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Decoded arrays of shard ``i`` (optionally only a range of its episodes)."""
+        out = {}
+        for field in fields:
+            arr = self.array(i, field)
+            try:
+                out[field] = arr[episodes if episodes is not None else slice(None)]
+            except ValueError as exc:  # crc32c mismatch / undecodable chunk
+                raise DatasetError(
+                    f"{self.location}/{self.shards[i].path}/{field}: damaged data ({exc})"
+                ) from exc
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.location!r}, name={self.name!r}, tasks={len(self.tasks)}, "
+            f"shards={len(self.shards)}, episodes={self.num_episodes}, "
+            f"transitions={self.num_transitions})"
+        )
+
+
+def _first_chunk_key(arr: zarr.Array) -> str:
+    return arr.metadata.encode_chunk_key((0,) * arr.ndim)
+
+
+async def _list_dir(store: Store, prefix: str) -> list[str]:
+    return [name async for name in store.list_dir(prefix)]
+
+
+def open_dataset(
+    path_or_url: str | os.PathLike,
+    storage_options: dict[str, Any] | None = None,
+    check_index: bool = True,
+) -> Dataset:
+    """Open a shard dataset: a local directory or any fsspec URL zarr accepts.
+
+    ``hf://datasets/OWNER/NAME@REV`` reads a Hub dataset at a branch, tag or commit (fsspec's
+    ``HfFileSystem`` resolves the ``@REV`` part; URL-encode slashes, e.g. ``@refs%2Fpr%2F1``).
+    ``check_index`` lists the shards directory once to warn about unindexed shards.
+    """
+    location = os.fspath(path_or_url)
+    if "://" not in location:
+        location = str(Path(location).resolve())
+    return Dataset(location.rstrip("/"), storage_options, check_index)
