@@ -63,12 +63,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- verify
 def cmd_verify(args: argparse.Namespace) -> int:
-    return not_implemented("verify")
+    from tdmpc2_data.format import verify_dataset
+
+    report = verify_dataset(args.dir, progress=True)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
-    return not_implemented("info")
+    from tdmpc2_data.format import open_dataset
+
+    print(open_dataset(args.dataset).summary())
+    return 0
 
 
 # ---------------------------------------------------------------- download

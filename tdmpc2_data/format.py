@@ -22,6 +22,7 @@ Choices made here on top of the spec (all readable by any zarr v3 reader):
 
 from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
 from tdmpc2_data.schema import FIELDS, FORMAT_VERSION, DatasetError
+from tdmpc2_data.verify import VerifyReport, verify_dataset
 from tdmpc2_data.writer import ShardWriter, compact, finalize
 
 __all__ = [
@@ -34,4 +35,6 @@ __all__ = [
     "compact",
     "finalize",
     "open_dataset",
+    "VerifyReport",
+    "verify_dataset",
 ]

@@ -244,6 +244,35 @@ class Dataset:
                 ) from exc
         return out
 
+    def summary(self) -> str:
+        """A table of tasks (episodes, transitions) and totals, for `tdmpc2-data info`."""
+        episodes: dict[int, int] = {}
+        steps: dict[int, int] = {}
+        for s in self.shards:
+            for k, n in s.task_counts.items():
+                episodes[k] = episodes.get(k, 0) + n
+                steps[k] = steps.get(k, 0) + n * s.episode_length
+        lines = [
+            f"{self.location}: dataset {self.name!r}, format {self.attrs['tdmpc2_format']}, "
+            f"obs_dim {self.obs_dim}, action_dim {self.action_dim}",
+            f"{'id':>3} {'task':<30} {'obs':>4} {'act':>4} {'episodes':>9} {'transitions':>12}",
+        ]
+        for k, t in enumerate(self.task_info):
+            if k in episodes:
+                lines.append(
+                    f"{k:>3} {t['name']:<30} {t['obs_dim']:>4} {t['action_dim']:>4} "
+                    f"{episodes[k]:>9} {steps[k]:>12}"
+                )
+        empty = len(self.tasks) - len(episodes)
+        if empty:
+            lines.append(f"    ({empty} of the {len(self.tasks)} tasks have no episodes)")
+        lines.append(
+            f"total: {len(self.shards)} shards, {self.num_episodes} episodes, "
+            f"{self.num_transitions} transitions, {self.nbytes / 1e6:.1f} MB "
+            f"({self.nbytes / max(1, self.num_transitions):.1f} bytes/transition)"
+        )
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         return (
             f"Dataset({self.location!r}, name={self.name!r}, tasks={len(self.tasks)}, "

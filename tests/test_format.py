@@ -15,9 +15,11 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import zarr
 
 from tdmpc2_data import TASK_SETS, ShardWriter, open_dataset
-from tdmpc2_data.format import DatasetError, compact, finalize
+from tdmpc2_data.cli import main as cli
+from tdmpc2_data.format import DatasetError, compact, finalize, verify_dataset
 
 
 def episode(obs_dim: int, action_dim: int, length: int, seed: int) -> dict[str, np.ndarray]:
@@ -278,6 +280,75 @@ def test_unindexed_shard_warns_and_finalize_indexes_it(mixed):
         assert len(open_dataset(root).shards) == 3
 
 
+# ---------------------------------------------------------------- verify
+def test_verify_clean_dataset_and_cli(mixed, capsys):
+    root, _ = mixed
+    report = verify_dataset(root)
+    assert report.ok and report.shards == 3 and report.episodes == 6, report.summary()
+    assert cli(["verify", str(root)]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
+    assert cli(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "walker-walk" in out and "6 episodes, 1000 transitions" in out
+
+
+def _poke(root: Path, shard: str, field: str, index: tuple, value) -> None:
+    """Change one stored value through zarr (valid crc): what a buggy converter would write."""
+    arr = zarr.open_array(root / "shards" / shard / field, mode="r+")
+    arr[index] = value
+
+
+@pytest.mark.parametrize(
+    "shard, field, index, value, message",
+    [
+        ("000000", "obs", (0, 5, 30), 1.0, "obs padding is not zero (episode 0, dim 30 of task"),
+        ("000001", "action", (1, 0, 5), -2.0, "action padding is not zero (episode 1, dim 5"),
+        ("000000", "reward", (2, 7), np.nan, "reward has NaN/inf (episode 2)"),
+        ("000002", "obs", (0, 3, 0), np.inf, "obs has NaN/inf (episode 0)"),
+        ("000001", "task", (0,), 79, "task ids count"),
+    ],
+)
+def test_verify_names_the_damaged_shard(mixed, capsys, shard, field, index, value, message):
+    root, _ = mixed
+    _poke(root, shard, field, index, value)
+    report = verify_dataset(root)
+    assert list(report.problems) == [f"shards/{shard}"]
+    assert any(message in p for p in report.problems[f"shards/{shard}"]), report.summary()
+    assert cli(["verify", str(root)]) == 1
+    assert f"DAMAGED shards/{shard}: " in capsys.readouterr().out
+
+
+def test_verify_detects_flipped_bytes_in_every_array(mixed):
+    root, _ = mixed
+    for field in ("obs", "action", "reward", "task"):
+        chunk = next((root / "shards/000001" / field).rglob("c/**/0"))
+        while chunk.is_dir():
+            chunk = chunk / "0"
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        chunk.write_bytes(bytes(data))
+        report = verify_dataset(root)
+        assert list(report.problems) == ["shards/000001"], report.summary()
+        assert f"shards/000001/{field}" in report.problems["shards/000001"][0]
+        data[len(data) // 2] ^= 0x10
+        chunk.write_bytes(bytes(data))
+    assert verify_dataset(root).ok
+
+
+def test_verify_reports_index_inconsistencies(mixed):
+    root, _ = mixed
+    import shutil
+
+    shutil.rmtree(root / "shards/000002")
+    report = verify_dataset(root)
+    assert report.problems == {"shards/000002": ["listed in the root index but not on disk"]}
+    finalize(root)
+    attrs = json.loads((root / "zarr.json").read_text())["attributes"]
+    _edit_root(root, shards=attrs["shards"][:1])
+    report = verify_dataset(root)
+    assert report.ok and "shards/000001 is on disk but not in the root index" in report.warnings[0]
+
+
 # ---------------------------------------------------------------- processes
 WRITER = textwrap.dedent(
     """
@@ -336,8 +407,11 @@ def test_writer_killed_mid_shard_leaves_a_readable_dataset(tmp_path):
         ds = open_dataset(root)
     for i in range(len(ds.shards)):
         ds.read_shard(i)
+    report = verify_dataset(root)
+    assert report.ok and report.episodes >= 100, report.summary()
     finalize(root)  # indexes every whole shard, removes the dead writer's temp directory
     assert not any(n.startswith(".tmp-") for n in os.listdir(shards))
     ds = open_dataset(root)
     assert ds.num_episodes >= 100 and ds.num_episodes % 100 == 0
+    assert verify_dataset(root).ok and not verify_dataset(root).warnings
     ShardWriter(root).close()  # and the dataset can grow again

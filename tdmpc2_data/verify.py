@@ -1,0 +1,156 @@
+"""`verify_dataset`: decode every shard and check it against the format's rules.
+
+The reader checks cheaply what it touches (shapes, crc of the chunks it decodes); verify is
+the full pass a user runs after a download, a conversion or a crash: every chunk decoded,
+padding exactly zero, values finite, task ids and counts consistent with the index.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from tdmpc2_data import schema
+from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
+from tdmpc2_data.schema import SHARDS_DIR, DatasetError
+from tdmpc2_data.writer import TMP_PREFIX, shard_names
+
+#: Uncompressed bytes decoded at a time per shard (bounds verify's memory).
+BATCH_BYTES = 64 << 20
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of ``verify_dataset``: ``problems`` maps a shard path (or "zarr.json") to its damage."""
+
+    location: str
+    shards: int = 0
+    episodes: int = 0
+    transitions: int = 0
+    nbytes: int = 0
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, where: str, problem: str) -> None:
+        if problem not in self.problems.get(where, []):
+            self.problems.setdefault(where, []).append(problem)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.location}: checked {self.shards} shards, {self.episodes} episodes, "
+            f"{self.transitions} transitions, {self.nbytes / 1e6:.1f} MB."
+        ]
+        lines += [f"warning: {w}" for w in self.warnings]
+        for where, problems in self.problems.items():
+            lines += [f"DAMAGED {where}: {p}" for p in problems]
+        lines.append(
+            "OK" if self.ok else f"{len(self.problems)} damaged item(s): {', '.join(self.problems)}"
+        )
+        return "\n".join(lines)
+
+
+def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyReport:
+    """Check every shard of the dataset at ``path`` (local dir or URL); never raises on damage."""
+    report = VerifyReport(str(path))
+    try:
+        ds = open_dataset(path, check_index=False)
+    except (DatasetError, FileNotFoundError) as exc:
+        report.add("zarr.json", str(exc))
+        return report
+    _check_index(ds, report)
+    present = _present(ds)
+    for i, shard in enumerate(tqdm(ds.shards, desc="verify", unit="shard", disable=not progress)):
+        if shard.path.split("/")[-1] not in present:
+            continue  # reported by the index check
+        try:
+            _check_shard(ds, i, shard, report)
+        except DatasetError as exc:
+            report.add(shard.path, str(exc))
+        except Exception as exc:  # undecodable bytes surface as codec-specific errors
+            report.add(shard.path, f"cannot be decoded ({type(exc).__name__}: {exc})")
+        report.shards += 1
+        report.episodes += shard.episodes
+        report.transitions += shard.transitions
+        report.nbytes += shard.nbytes or 0
+    return report
+
+
+def _check_index(ds: Dataset, report: VerifyReport) -> None:
+    local = "://" not in ds.location
+    if not local:
+        return  # a remote listing is the reader's job (open_dataset warns); shards are checked below
+    root = Path(ds.location)
+    on_disk = set(shard_names(root))
+    indexed = {s.path.split("/")[-1] for s in ds.shards}
+    for name in sorted(indexed - on_disk):
+        report.add(f"{SHARDS_DIR}/{name}", "listed in the root index but not on disk")
+    for name in sorted(on_disk - indexed):
+        report.warnings.append(
+            f"{SHARDS_DIR}/{name} is on disk but not in the root index (readers ignore it); "
+            "run finalize to index it"
+        )
+    temps = [n for n in os.listdir(root / SHARDS_DIR) if n.startswith(TMP_PREFIX)]
+    if temps:
+        report.warnings.append(
+            f"{len(temps)} unfinished temp shard(s) in {SHARDS_DIR}/ (a writer is running or "
+            "crashed); finalize removes those of dead writers"
+        )
+
+
+def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) -> None:
+    fields = [f for f, spec in schema.FIELDS.items() if spec.required or ds.has_field(i, f)]
+    for f in fields:
+        ds.array(i, f)  # shape, dtype, data file present
+    obs_dims = np.array([t["obs_dim"] for t in ds.task_info])
+    act_dims = np.array([t["action_dim"] for t in ds.task_info])
+    per_episode = (shard.episode_length + 1) * (ds.obs_dim + ds.action_dim + 2) * 4
+    step = max(1, BATCH_BYTES // per_episode)
+    tasks = []
+    for start in range(0, shard.episodes, step):
+        batch = ds.read_shard(i, tuple(fields), slice(start, start + step))
+        task = batch["task"].astype(np.int64)
+        tasks.append(task)
+        if task.min() < 0 or task.max() >= len(ds.tasks):
+            report.add(shard.path, f"task ids outside 0..{len(ds.tasks) - 1}")
+            return
+        for name in ("obs", "action", "reward"):
+            bad = ~np.isfinite(batch[name])
+            if bad.any():
+                e = start + int(np.argwhere(bad)[0][0])
+                report.add(shard.path, f"{name} has NaN/inf (episode {e})")
+        for name, dims in (("obs", obs_dims), ("action", act_dims)):
+            width = batch[name].shape[-1]
+            pad = np.arange(width)[None, :] >= dims[task][:, None]  # [E, D]
+            nonzero = (batch[name] != 0).any(axis=1) & pad
+            if nonzero.any():
+                e, d = (int(x) for x in np.argwhere(nonzero)[0])
+                report.add(
+                    shard.path,
+                    f"{name} padding is not zero (episode {start + e}, dim {d} of task "
+                    f"{ds.tasks[task[e]]!r} whose {name} dim is {dims[task[e]]})",
+                )
+        if "source" in batch:
+            src = batch["source"]
+            if ((src < -1) | (src >= len(ds.attrs.get("sources", [])))).any():
+                report.add(shard.path, "source ids outside the root sources list")
+    task = np.concatenate(tasks) if tasks else np.zeros(0, np.int64)
+    ids, counts = np.unique(task, return_counts=True)
+    found = {int(k): int(n) for k, n in zip(ids, counts, strict=True)}
+    if found != shard.task_counts:
+        report.add(shard.path, f"task ids count {found}, the index says {shard.task_counts}")
+    if (np.diff(task) < 0).any():
+        report.add(shard.path, "episodes are not ordered by task id (task ranges would be wrong)")
+
+
+def _present(ds: Dataset) -> set[str]:
+    if "://" in ds.location:
+        return {s.path.split("/")[-1] for s in ds.shards}
+    return set(shard_names(Path(ds.location)))
