@@ -164,13 +164,13 @@ class TDMPC2Config:
         if spec is None:
             names, custom = [], True
         else:
+            listed = spec.split(",") if isinstance(spec, str) and spec not in TASK_SETS else spec
             try:
                 names = resolve_tasks(spec)
-            except UnknownTaskError:
-                single = [spec] if isinstance(spec, str) and "," not in spec else list(spec)
-                if len(single) != 1:
-                    raise
-                names, custom = single, True  # a custom single task
+            except UnknownTaskError as exc:
+                if len(listed) != 1:  # only a lone unknown name is a custom task
+                    raise ValueError(f"Got tasks={spec!r}: {exc}") from None
+                names, custom = [listed[0].strip()], True
         if custom:
             if self.multitask:
                 raise ValueError(

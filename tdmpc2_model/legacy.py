@@ -132,7 +132,7 @@ def infer_config(
                 f"{action_dim}; pass the task name (tasks='walker-walk') to set its discount."
             )
         extra["episode_length"] = lengths.pop()
-    task_set = tasks if tasks in TASK_SETS else None
+    task_set = next((k for k in ("mt30", "mt80") if tasks in (k, TASK_SETS[k])), None)
     size = next((s for s in SIZE_PRESETS if _matches(preset(s, task_set), arch, multitask)), None)
     cfg = TDMPC2Config(
         size=size,

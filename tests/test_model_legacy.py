@@ -1,0 +1,167 @@
+"""Checkpoints of the original implementation load through ``TDMPC2.from_pretrained`` and
+reproduce its stored outputs to 1e-5 (shared/fixtures/legacy, made by the original code)."""
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdmpc2_data.tasks import TASK_SETS
+from tdmpc2_model import TDMPC2
+from tdmpc2_model import functional as Fn
+from tdmpc2_model.legacy import LegacyCheckpointError, load_legacy
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "legacy"
+MODELS = ["cheetah-run_1M", "mt30_1M"]
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
+
+
+def outputs(agent: TDMPC2, ref: dict) -> dict[str, torch.Tensor]:
+    """Every output the fixture stores, computed as the original's fixture script did."""
+    wm, task = agent.model, ref.get("task")
+    z, a = ref["z"], ref["action"]
+    with torch.no_grad():
+        out = {
+            "z": wm.encode(ref["obs"], task),
+            "next_z": wm.next(z, a, task),
+            "reward_logits": wm.reward(z, a, task),
+            "q_all": wm.Q(z, a, task, return_type="all"),
+            "q_target_all": wm.Q(z, a, task, return_type="all", target=True),
+        }
+        out["reward"] = Fn.two_hot_inv(out["reward_logits"], agent.cfg.vmin, agent.cfg.vmax)
+        for key, kind, target in [("q_min", "min", False), ("q_avg", "avg", False), ("q_target_min", "min", True)]:  # fmt: skip
+            torch.manual_seed(7)
+            out[key] = wm.Q(z, a, task, return_type=kind, target=target)
+        torch.manual_seed(3)
+        out["pi_action"], info = wm.pi(z, task)
+        for key in ("mean", "log_std", "entropy", "scaled_entropy"):
+            out[f"pi_{key}"] = info[key]
+    return out
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def legacy(request):
+    name = request.param
+    agent = TDMPC2.from_pretrained(FIXTURES / f"{name}_state_dict.pt")
+    ref = torch.load(FIXTURES / f"{name}_reference.pt", weights_only=True)
+    return name, agent, ref
+
+
+def test_reproduces_every_reference_output(legacy):
+    name, agent, ref = legacy
+    assert not agent.model.training
+    out = outputs(agent, ref)
+    expected = {k for k in ref if k not in ("obs", "action", "task", "randperm_after_seed7")}
+    assert set(out) == expected
+    for key, value in out.items():
+        assert value.shape == ref[key].shape, key
+        err = (value - ref[key]).abs().max().item()
+        assert err <= 1e-5, f"{name}: {key} differs by {err}"
+
+
+def test_inferred_config_matches_the_original(legacy):
+    name, agent, _ = legacy
+    original = json.loads((FIXTURES / "fixtures.json").read_text())[name]
+    cfg, want = agent.cfg, original["config"]
+    assert agent.model.total_params == original["params"]
+    for key in ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_q", "num_bins",
+                "task_dim", "action_dim", "simnorm_dim", "multitask", "bin_size"):  # fmt: skip
+        assert getattr(cfg, key) == want[key], key
+    assert (cfg.vmin, cfg.vmax, cfg.log_std_min, cfg.log_std_max) == (-10, 10, -10, 2)
+    assert cfg.obs_dim == want["obs_shape"]["state"][0] and cfg.size == "1M"
+    if want["multitask"]:
+        assert cfg.task_names == want["tasks"] == TASK_SETS["mt30"]
+        assert cfg.action_dims == want["action_dims"]
+    else:
+        assert cfg.discounts == [pytest.approx(0.99)]  # DMControl episode length 500
+
+
+def test_task_name_of_a_single_task_checkpoint():
+    agent = TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", tasks="cheetah-run")
+    assert agent.cfg.task_names == ["cheetah-run"]
+    with pytest.raises(ValueError, match="obs_dim=17"):  # walker needs 24 obs dims
+        TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", tasks="walker-walk")
+
+
+def to_flat_layout(state: dict) -> dict:
+    """The older layout: `_Qs.params.N` / `_target_Qs.params.N` with N = 4*layer + k, no
+    detached copy, no tensordict metadata, no log_std/action-mask buffers."""
+    names = {"weight": 0, "bias": 1, "ln.weight": 2, "ln.bias": 3}
+    flat = {}
+    for key, value in state.items():
+        m = re.match(r"^(_Qs\.params|_target_Qs_params)\.(\d+)\.(.+)$", key)
+        if m:
+            prefix = "_Qs.params" if m.group(1) == "_Qs.params" else "_target_Qs.params"
+            flat[f"{prefix}.{4 * int(m.group(2)) + names[m.group(3)]}"] = value
+        elif "Qs" not in key and key not in ("log_std_min", "log_std_dif", "_action_masks"):
+            flat[key] = value
+    return flat
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_old_flat_q_layout_gives_identical_outputs(name, tmp_path):
+    state = torch.load(FIXTURES / f"{name}_state_dict.pt", weights_only=True)["model"]
+    flat = to_flat_layout(state)
+    assert "_Qs.params.9" in flat and "_target_Qs.params.9" in flat
+    path = tmp_path / "old.pt"
+    torch.save({"model": flat}, path)
+    ref = torch.load(FIXTURES / f"{name}_reference.pt", weights_only=True)
+    new = outputs(TDMPC2.from_pretrained(FIXTURES / f"{name}_state_dict.pt"), ref)
+    old = outputs(TDMPC2.from_pretrained(path), ref)
+    for key in new:
+        assert torch.equal(new[key], old[key]), key
+
+
+def test_tensordict_metadata_and_detached_copy_are_dropped():
+    _, state = load_legacy(FIXTURES / "mt30_1M_state_dict.pt")
+    assert not [k for k in state if "__" in k or "detach" in k or "log_std" in k]
+    assert state["_action_masks"].sum().item() == sum(TDMPC2.from_pretrained(
+        FIXTURES / "mt30_1M_state_dict.pt").cfg.action_dims)  # fmt: skip
+
+
+def test_not_a_checkpoint_is_refused_naming_the_file(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(LegacyCheckpointError, match=r"notes\.pt.*weights_only"):
+        TDMPC2.from_pretrained(text)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {"backbone.weight": torch.zeros(2)}}, other)
+    with pytest.raises(
+        LegacyCheckpointError, match=r"other\.pt.*missing _encoder\.state\.0\.weight"
+    ):
+        TDMPC2.from_pretrained(other)
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        TDMPC2.from_pretrained(tmp_path / "absent.pt")
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_code_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"_encoder.state.0.weight": _Exploit(marker)}}, f, protocol=2)
+    with pytest.raises(LegacyCheckpointError, match="evil.pt"):
+        TDMPC2.from_pretrained(path)
+    assert not marker.exists()
+
+
+def test_unknown_multitask_task_count_needs_a_task_list(tmp_path):
+    state = torch.load(FIXTURES / "mt30_1M_state_dict.pt", weights_only=True)["model"]
+    state = {k: v for k, v in state.items() if k != "_action_masks"}
+    state["_task_emb.weight"] = state["_task_emb.weight"][:29]
+    path = tmp_path / "mt29.pt"
+    torch.save({"model": state}, path)
+    with pytest.raises(LegacyCheckpointError, match="29 task embeddings"):
+        TDMPC2.from_pretrained(path)
+    agent = TDMPC2.from_pretrained(path, tasks=TASK_SETS["mt30"][:29])
+    assert agent.cfg.num_tasks == 29
