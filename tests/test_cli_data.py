@@ -21,7 +21,9 @@ def test_list_of_a_task_set_keeps_published_ids(capsys):
     assert row.split()[-1] == "28"
 
 
-@pytest.mark.parametrize("command", ["list", "collect", "convert", "verify", "info", "download", "push"])
+@pytest.mark.parametrize(
+    "command", ["list", "collect", "convert", "verify", "info", "download", "push"]
+)
 def test_every_subcommand_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
