@@ -1,0 +1,114 @@
+"""``MultitaskEnv``: the tasks of a multitask model behind one padded interface.
+
+A multitask TD-MPC2 model sees every task's observation zero-padded to the widest one and
+emits actions as wide as the widest action space; the task's own action dims come first
+(``action_mask``). This env does that padding around one per-task env each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from tdmpc2_data.envs.base import TaskEnv
+from tdmpc2_data.envs.make import make_env
+from tdmpc2_data.tasks import Task, get_task, padded_dims, resolve_tasks
+
+
+class MultitaskEnv(gym.Env):
+    """Envs for a task list or task-set name (``"mt80"``); task ids are list positions.
+
+    ``reset(task=...)`` (or ``options={"task": ...}``) selects a task by name or id; without
+    one, tasks are visited in order, one per episode. Envs are created on first use.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, tasks: list[str] | str, seed: int = 0, **env_kwargs: Any):
+        self.tasks: list[str] = resolve_tasks(tasks)
+        self._specs: list[Task] = [get_task(name) for name in self.tasks]
+        obs_dim, action_dim = padded_dims(self.tasks)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self.render_mode = env_kwargs.get("render_mode")
+        self._seed = seed
+        self._env_kwargs = env_kwargs
+        self._envs: dict[int, TaskEnv] = {}
+        self.task_id: int | None = None  # the current episode's task; None before reset
+
+    @property
+    def task(self) -> Task:
+        """The current task."""
+        return self._specs[self._current()]
+
+    @property
+    def action_mask(self) -> np.ndarray:
+        """float32 [action_dim]: 1 for the current task's action dims, 0 for padding."""
+        mask = np.zeros(self.action_space.shape, np.float32)
+        mask[: self.task.action_dim] = 1.0
+        return mask
+
+    def env(self, task: str | int) -> TaskEnv:
+        """The (lazily created) env of a task given by name or id."""
+        task_id = self.task_index(task)
+        if task_id not in self._envs:
+            self._envs[task_id] = make_env(self.tasks[task_id], seed=self._seed, **self._env_kwargs)
+        return self._envs[task_id]
+
+    def task_index(self, task: str | int) -> int:
+        """Task id of a name (any accepted form) or id; ValueError if not in this env's list."""
+        if isinstance(task, (int, np.integer)):
+            if not 0 <= task < len(self.tasks):
+                raise ValueError(f"Task id {task} out of range: {len(self.tasks)} tasks.")
+            return int(task)
+        name = get_task(task).name
+        if name not in self.tasks:
+            raise ValueError(f"Task {name!r} is not one of this env's {len(self.tasks)} tasks.")
+        return self.tasks.index(name)
+
+    def reset(
+        self,
+        *,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+        task: str | int | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if task is None and options:
+            task = options.get("task")
+        if task is None:
+            task = 0 if self.task_id is None else (self.task_id + 1) % len(self.tasks)
+        self.task_id = self.task_index(task)
+        obs, info = self.env(self.task_id).reset(seed=seed)
+        return self._pad(obs), {**info, "task_id": self.task_id}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"MultitaskEnv: actions are padded to shape {self.action_space.shape}, "
+                f"got {action.shape}."
+            )
+        env = self.env(self._current())
+        obs, reward, terminated, truncated, info = env.step(action[: env.task.action_dim])
+        return self._pad(obs), reward, terminated, truncated, {**info, "task_id": self.task_id}
+
+    def render(self) -> np.ndarray:
+        return self.env(self._current()).render()
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+    def _current(self) -> int:
+        if self.task_id is None:
+            raise RuntimeError("MultitaskEnv: call reset() first.")
+        return self.task_id
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.observation_space.shape, np.float32)
+        padded[: obs.shape[0]] = obs
+        return padded
