@@ -58,7 +58,24 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    return not_implemented("convert")
+    from tdmpc2_data.convert import convert
+    from tdmpc2_data.format import open_dataset
+
+    if len(args.paths) < 2:
+        raise CLIError("give one or more sources, then the destination directory")
+    *sources, dst = args.paths
+    results = convert(
+        sources,
+        dst,
+        args.source_format,
+        tasks=args.tasks,
+        task_set=args.task_set,
+        progress=True,
+    )
+    for result in results or ():
+        print(result)
+    print(open_dataset(dst).summary())
+    return 0
 
 
 # ---------------------------------------------------------------- verify

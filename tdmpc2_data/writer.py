@@ -356,6 +356,7 @@ class ShardWriter:
         self._buffer: dict[int, dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
         self._buffered: dict[int, int] = defaultdict(int)
         self.shards_written: list[str] = []
+        self._registered: dict[str, int] = {}
 
     def _check_reopen(self, attrs, tasks, obs_dim, action_dim) -> None:
         where = self.root / "zarr.json"
@@ -485,11 +486,13 @@ class ShardWriter:
 
     def source_id(self, info: Mapping[str, Any]) -> int:
         """Root ``sources`` id of a provenance dict (added if no equal entry exists)."""
-        with root_lock(self.root):
-            attrs = read_root_attributes(self.root)
-            sid = _register_source(attrs, info)
-            write_root_attributes(self.root, attrs)
-        return sid
+        key = json.dumps(info, sort_keys=True, default=str)
+        if key not in self._registered:
+            with root_lock(self.root):
+                attrs = read_root_attributes(self.root)
+                self._registered[key] = _register_source(attrs, info)
+                write_root_attributes(self.root, attrs)
+        return self._registered[key]
 
     def update_source(self, source_id: int, **fields: Any) -> None:
         """Set fields of a ``sources`` entry (e.g. ``complete=True`` after a converted file)."""

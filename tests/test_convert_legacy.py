@@ -1,0 +1,261 @@
+"""Legacy `.pt` chunk conversion: the fixtures from the original, synthetic chunks, hostile files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tdmpc2_data import TASK_SETS, open_dataset
+from tdmpc2_data.cli import main as cli
+from tdmpc2_data.convert import convert, guess_format, legacy_pt
+from tdmpc2_data.convert.safe_pickle import TorchZip, UnsafePickleError, as_tensordict
+from tdmpc2_data.format import verify_dataset
+
+FIXTURES = Path("/work/shared/fixtures/legacy")
+if not FIXTURES.is_dir():
+    FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/legacy"
+
+
+def stored_episodes(root: Path) -> dict[str, np.ndarray]:
+    """All episodes of a dataset, concatenated over shards in storage order."""
+    ds = open_dataset(root)
+    parts = [ds.read_shard(i) for i in range(len(ds.shards))]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def in_expected_order(got: dict, expected_task: np.ndarray) -> dict:
+    """Reorder stored episodes (task-sorted) to the chunk's order (stable within a task)."""
+    order = np.argsort(expected_task, kind="stable")
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return {k: v[back] for k, v in got.items()}
+
+
+@pytest.mark.parametrize("name, task_set", [("mt80", "mt80"), ("mt30", "mt30")])
+def test_tiny_chunks_match_the_expected_arrays(tmp_path, name, task_set):
+    expected = np.load(FIXTURES / f"{name}_chunk_tiny_expected.npz")
+    [result] = convert([FIXTURES / f"{name}_chunk_tiny.pt"], tmp_path / "ds")  # format guessed
+    assert result.task_set == task_set and result.episodes == len(expected["task"])
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.tasks == TASK_SETS[task_set]  # published ids kept
+    got = in_expected_order(stored_episodes(tmp_path / "ds"), expected["task"])
+    for k in ("obs", "action", "reward", "task"):
+        assert got[k].dtype == expected[k].dtype
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+    assert verify_dataset(tmp_path / "ds").ok
+
+
+def test_filler_step_is_dropped_not_shifted(tmp_path):
+    """action[e, t] / reward[e, t] must be the legacy index t+1 (the filler is index 0)."""
+    with TorchZip(FIXTURES / "mt80_chunk_tiny.pt") as z:
+        legacy = {k: np.array(v) for k, v in as_tensordict(z.load(), "").fields.items()}
+    assert np.isnan(legacy["action"][:, 0]).all()  # the filler this test is about
+    convert([FIXTURES / "mt80_chunk_tiny.pt"], tmp_path / "ds", source_format="legacy-pt")
+    got = in_expected_order(stored_episodes(tmp_path / "ds"), legacy["task"][:, 0])
+    np.testing.assert_array_equal(got["action"], legacy["action"][:, 1:])
+    np.testing.assert_array_equal(got["reward"], legacy["reward"][:, 1:])
+    assert not np.array_equal(got["action"][:, 1:], legacy["action"][:, 1:-1])  # not shifted
+    assert got["obs"].shape[1] == got["action"].shape[1] + 1
+
+
+def _save_chunk(path: Path, obs, action, reward, task) -> None:
+    """A chunk as the original writes it: a TensorDict [episodes, T+1] saved with torch.save."""
+    from tensordict import TensorDict
+
+    n, steps = task.shape
+    td = TensorDict(
+        {
+            "obs": torch.as_tensor(obs),
+            "action": torch.as_tensor(action),
+            "reward": torch.as_tensor(reward),
+            "task": torch.as_tensor(task),
+        },
+        batch_size=[n, steps],
+    )
+    torch.save(td, path)
+
+
+def _step_coded_chunk(n: int = 4, steps: int = 101, filler: float = 0.0):
+    """mt80-shaped data where every value encodes its (episode, step): off-by-one shows."""
+    e, t = np.meshgrid(np.arange(n), np.arange(steps), indexing="ij")
+    code = (e * 1000 + t).astype(np.float32)
+    obs = np.zeros((n, steps, 39), np.float32)
+    obs[:, :, :24] = code[..., None]
+    action = np.zeros((n, steps, 6), np.float32)
+    action[:, :, :6] = code[..., None] / 10000
+    reward = code.copy()
+    action[:, 0], reward[:, 0] = filler, filler
+    task = np.full((n, steps), 1, np.int64)  # walker-walk: 24 obs, 6 actions
+    return obs, action, reward, task
+
+
+def test_step_coded_chunk_aligns_action_t_with_obs_t(tmp_path):
+    obs, action, reward, task = _step_coded_chunk()
+    _save_chunk(tmp_path / "chunk.pt", obs, action, reward, task)
+    convert([tmp_path / "chunk.pt"], tmp_path / "ds")
+    got = stored_episodes(tmp_path / "ds")
+    t = np.arange(100)
+    # transition t goes obs[t] -> obs[t+1]; the legacy file stores its action/reward at t+1
+    np.testing.assert_array_equal(got["obs"][:, :, 0] % 1000, np.tile(np.arange(101), (4, 1)))
+    np.testing.assert_array_equal(got["reward"] % 1000, np.tile(t + 1, (4, 1)))
+    np.testing.assert_allclose(got["action"][0, :, 0] * 10000, t + 1, rtol=1e-6)
+
+
+def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
+    """Chunks from 2023 pickle `tensordict.tensordict.TensorDict` with its `__dict__` state."""
+    obs, action, reward, task = _step_coded_chunk(n=3)
+
+    class OldTensorDict:
+        pass
+
+    class StringOnlyDict(dict):
+        pass
+
+    for cls, module, name in (
+        (OldTensorDict, "tensordict.tensordict", "TensorDict"),
+        (StringOnlyDict, "tensordict.utils", "_StringOnlyDict"),
+    ):
+        cls.__module__, cls.__qualname__, cls.__name__ = module, name, name
+        fake = types.ModuleType(module)
+        setattr(fake, name, cls)
+        monkeypatch.setitem(sys.modules, module, fake)
+    monkeypatch.setitem(sys.modules, "tensordict", types.ModuleType("tensordict"))
+    td = OldTensorDict()
+    td.__dict__.update(
+        _tensordict=StringOnlyDict(
+            obs=torch.as_tensor(obs),
+            action=torch.as_tensor(action),
+            reward=torch.as_tensor(reward),
+            task=torch.as_tensor(task),
+        ),
+        _batch_size=torch.Size([3, 101]),
+        _device=None,
+        _is_shared=False,
+        _is_memmap=False,
+        _is_locked=False,
+        _td_dim_names=[None, None],
+    )
+    torch.save(td, tmp_path / "old.pt")
+    monkeypatch.undo()
+    with zipfile.ZipFile(tmp_path / "old.pt") as z:  # really the old layout
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"tensordict.tensordict" in pkl and b"_reductions" not in pkl
+    code = (
+        "import sys; sys.modules['tensordict'] = None\n"  # any tensordict import fails
+        "from tdmpc2_data.convert import convert\n"
+        f"convert([{str(tmp_path / 'old.pt')!r}], {str(tmp_path / 'ds')!r})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    got = stored_episodes(tmp_path / "ds")
+    np.testing.assert_array_equal(got["obs"], obs)
+    np.testing.assert_array_equal(got["action"], action[:, 1:])
+    np.testing.assert_array_equal(got["reward"], reward[:, 1:])
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, wrapped):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"obs": _Evil(marker)}, protocol=2)
+    assert b"system" in payload
+    path = tmp_path / "chunk_0.pt"
+    if wrapped:  # a torch zip archive around the hostile pickle
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("chunk_0/data.pkl", payload)
+            z.writestr("chunk_0/byteorder", "little")
+        with pytest.raises(
+            UnsafePickleError, match=r"chunk_0.pt: refuses to load (posix|os)\.system"
+        ):
+            convert([path], tmp_path / "ds")
+    else:
+        path.write_bytes(payload)
+        with pytest.raises(ValueError, match="not a torch zip archive"):
+            convert([path], tmp_path / "ds")
+    assert not marker.exists()
+    assert not (tmp_path / "ds").exists()
+
+
+def test_tasks_filter_keeps_ids_and_reruns_skip_or_complete(tmp_path, capsys):
+    src, dst = FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "ds"
+    [r] = convert([src], dst, tasks="door-open")
+    assert r.episodes == 2
+    ds = open_dataset(dst)
+    assert ds.task_counts() == {41: 2} and ds.tasks[41] == "mw-door-open"
+    [r] = convert([src], dst)  # the rest of the chunk, not door-open again
+    assert r.episodes == 4 and open_dataset(dst).task_counts() == {1: 2, 26: 2, 41: 2}
+    [r] = convert([src], dst)
+    assert r.skipped and open_dataset(dst).num_episodes == 6
+    assert cli(["convert", str(src), str(dst), "--from", "legacy-pt"]) == 0
+    assert "already converted, skipped" in capsys.readouterr().out
+
+
+def test_interrupted_conversion_is_redone_without_duplicates(tmp_path, monkeypatch):
+    src, dst = FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "ds"
+    calls = []
+    real_add = legacy_pt._add_slice
+
+    def add_then_crash(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the conversion midway
+        return real_add(*args)
+
+    monkeypatch.setattr(legacy_pt, "_add_slice", add_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        legacy_pt.convert_chunk(src, dst, episodes_per_shard=1)
+    attrs = json.loads((dst / "zarr.json").read_text())["attributes"]
+    assert attrs["sources"][0]["complete"] is False and len(attrs["shards"]) == 2
+    monkeypatch.undo()
+    [r] = convert([src], dst)
+    assert r.episodes == 6
+    ds = open_dataset(dst)
+    assert ds.num_episodes == 6 and ds.task_counts() == {1: 2, 26: 2, 41: 2}
+    assert [s["complete"] for s in ds.attrs["sources"]] == [True]
+    assert verify_dataset(dst).ok
+
+
+def test_nonzero_padding_in_a_chunk_is_refused(tmp_path):
+    obs, action, reward, task = _step_coded_chunk()
+    obs[1, 7, 30] = 0.5  # walker-walk has 24 obs dims
+    _save_chunk(tmp_path / "chunk.pt", obs, action, reward, task)
+    with pytest.raises(
+        ValueError, match=r"chunk.pt: obs\[0:4, \.\.\., 24:\] is not zero.*walker-walk"
+    ):
+        convert([tmp_path / "chunk.pt"], tmp_path / "ds")
+    assert open_dataset(tmp_path / "ds").num_episodes == 0
+
+
+def test_unknown_layout_needs_a_task_set(tmp_path):
+    obs, action, reward, task = _step_coded_chunk(steps=51)
+    _save_chunk(tmp_path / "chunk.pt", obs, action, reward, task)
+    with pytest.raises(ValueError, match="51 steps with 39-dim obs match neither.*--task-set"):
+        convert([tmp_path / "chunk.pt"], tmp_path / "ds")
+    [r] = convert([tmp_path / "chunk.pt"], tmp_path / "ds", task_set="mt80")
+    assert r.episodes == 4 and open_dataset(tmp_path / "ds").shards[0].episode_length == 50
+
+
+def test_dispatch_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="pass --from"):
+        guess_format("buffer.bin")
+    assert cli(["convert", "a.npz", str(tmp_path / "ds"), "--from", "shards"]) == 2
+    assert "has no converter in this version" in capsys.readouterr().err
+    assert cli(["convert", str(tmp_path / "ds")]) == 2
