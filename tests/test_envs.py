@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,17 @@ def test_out_of_range_actions_are_clipped(name):
     for (obs_a, r_a), (obs_b, r_b) in zip(*results, strict=True):
         np.testing.assert_array_equal(obs_a, obs_b)
         assert r_a == r_b
+
+
+@pytest.mark.parametrize("name", ["walker-walk", "mw-door-open", "myo-reach", "multitask"])
+def test_gymnasium_env_checker_passes(name):
+    """Gymnasium's own API checks, including determinism of seeded reset and step."""
+    from gymnasium.utils.env_checker import check_env
+
+    env = MultitaskEnv(["walker-walk", "mw-door-open"]) if name == "multitask" else make_env(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about the unbounded observation space
+        check_env(env, skip_render_check=True)
 
 
 def test_bad_actions_and_misuse_raise_clear_errors():
@@ -334,8 +346,12 @@ def test_multitask_env_pads_observations_and_masks_actions():
     b = env.step(np.array([0.5, 0, 0, 0, 0, 0], np.float32))
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1]
-    # Without a task, episodes visit the tasks in order.
-    assert [env.reset()[1]["task_id"] for _ in range(3)] == [0, 1, 2]
+    # Without a task, tasks are drawn: all of them come up, reproducibly from the seed.
+    draws = [
+        [fresh.reset()[1]["task_id"] for _ in range(30)]
+        for fresh in (MultitaskEnv(env.tasks, seed=0), MultitaskEnv(env.tasks, seed=0))
+    ]
+    assert draws[0] == draws[1] and set(draws[0]) == {0, 1, 2}
     obs, _ = env.reset(options={"task": "door-open"})
     assert env.task_id == 1 and obs.shape == (39,)
     np.testing.assert_array_equal(env.action_mask, [1, 1, 1, 1, 0, 0])

@@ -103,6 +103,9 @@ class TaskEnv(gym.Env):
             )
         return self._render_sim()
 
+    def __str__(self) -> str:
+        return f"<{type(self).__name__} {self.task.name}>"
+
     def close(self) -> None:
         if hasattr(self, "_env"):  # absent when the constructor failed
             self._env.close()

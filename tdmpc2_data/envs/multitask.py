@@ -21,7 +21,8 @@ class MultitaskEnv(gym.Env):
     """Envs for a task list or task-set name (``"mt80"``); task ids are list positions.
 
     ``reset(task=...)`` (or ``options={"task": ...}``) selects a task by name or id; without
-    one, tasks are visited in order, one per episode. Envs are created on first use.
+    one, a task is drawn uniformly from the env's generator (seeded by ``seed`` and by
+    ``reset(seed=...)``, so seeded resets are reproducible). Envs are created on first use.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -34,6 +35,7 @@ class MultitaskEnv(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
         self.render_mode = env_kwargs.get("render_mode")
         self._seed = seed
+        self.np_random, _ = gym.utils.seeding.np_random(seed)
         self._env_kwargs = env_kwargs
         self._envs: dict[int, TaskEnv] = {}
         self.task_id: int | None = None  # the current episode's task; None before reset
@@ -79,7 +81,7 @@ class MultitaskEnv(gym.Env):
         if task is None and options:
             task = options.get("task")
         if task is None:
-            task = 0 if self.task_id is None else (self.task_id + 1) % len(self.tasks)
+            task = int(self.np_random.integers(len(self.tasks)))
         self.task_id = self.task_index(task)
         obs, info = self.env(self.task_id).reset(seed=seed)
         return self._pad(obs), {**info, "task_id": self.task_id}
