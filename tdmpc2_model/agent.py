@@ -56,16 +56,31 @@ class TDMPC2(nn.Module):
         return agent
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, tasks: str | list[str] | None = None) -> TDMPC2:
-        """Load a checkpoint of the original implementation (a legacy ``.pt`` file); the config
-        is inferred from its tensors. ``tasks`` names the task(s) where shapes cannot tell
-        (a single-task checkpoint's task, a multitask task list other than mt30/mt80)."""
-        from tdmpc2_model.legacy import load_legacy
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        revision: str | None = None,
+        task: str | list[str] | None = None,
+        **overrides: Any,
+    ) -> TDMPC2:
+        """Load a ``save_pretrained`` dir, a Hub repo ``OWNER/NAME``, a legacy ``.pt`` file of
+        the original implementation (config inferred from its tensors) or an alias of a
+        published checkpoint (``mt80-317M``, ``walker-walk``); see ``tdmpc2_model.hub``."""
+        from tdmpc2_model.hub import from_pretrained
 
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file.")
-        cfg, state = load_legacy(path, tasks)
-        return cls.from_state_dict(cfg, state)
+        return from_pretrained(name_or_path, revision=revision, task=task, cls=cls, **overrides)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` + model card; see ``tdmpc2_model.hub``."""
+        from tdmpc2_model.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload to the Hub model repo ``repo_id``; returns the commit id (``tdmpc2_model.hub``)."""
+        from tdmpc2_model.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,461 @@
+"""Hub IO of TD-MPC2 agents: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+
+A saved model is a directory (or Hub model repo) with
+
+- ``model.safetensors``: every tensor of the world model (online and target Q ensemble,
+  action masks, task embedding) plus the running Q scale; tensors that share memory are
+  stored once (the others are listed in the file's metadata as aliases);
+- ``config.json``: ``TDMPC2Config.to_dict()`` plus ``format_version`` and provenance;
+- ``README.md``: a model card (size, parameters, tasks, training data, usage, citation).
+
+``from_pretrained`` also reads checkpoints of the original implementation (through
+``legacy.py``), local or published: an alias such as ``mt80-317M`` or ``walker-walk`` names
+a file of the Hub model repo ``nicklashansen/tdmpc2`` (``$TDMPC2_MODEL_REPO`` overrides it):
+
+- multitask: ``multitask/{mt30,mt80}-{1,5,19,48,317}M.pt``;
+- single-task (all 5M): ``{domain}/{task}-{seed}.pt`` with domain ``dmcontrol``,
+  ``metaworld``, ``maniskill`` or ``myosuite`` and seeds 1-3 (``walker-walk`` is seed 1,
+  ``walker-walk-2`` seed 2). This layout is confirmed for ``dmcontrol`` by public download
+  scripts; for the other domains it is assumed to be the same.
+
+All Hub access goes through ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, cache,
+tokens, ``revision=`` as branch, tag or commit id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_task_name
+from tdmpc2_model.config import TDMPC2Config, parse_size
+from tdmpc2_model.legacy import load_legacy
+
+if TYPE_CHECKING:
+    from tdmpc2_model.agent import TDMPC2
+
+__all__ = ["ModelHubError", "from_pretrained", "push_to_hub", "resolve_alias", "save_pretrained"]
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+SCALE_KEY = "running_scale"  # the agent's RunningScale value, next to the world model
+ALIAS_REPO_ENV = "TDMPC2_MODEL_REPO"
+PUBLISHED_REPO = "nicklashansen/tdmpc2"
+SEEDS = (1, 2, 3)
+#: fields that change tensor shapes: a checkpoint fixes them, ``**overrides`` may not
+SHAPE_FIELDS = frozenset(
+    "size tasks multitask obs_dim action_dim enc_dim mlp_dim latent_dim num_enc_layers num_q "
+    "task_dim num_bins simnorm_dim".split()
+)
+_META = ("format_version", "library_name", "provenance")
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+CITATION = """@inproceedings{hansen2024tdmpc2,
+  title={TD-MPC2: Scalable, Robust World Models for Continuous Control},
+  author={Nicklas Hansen and Hao Su and Xiaolong Wang},
+  booktitle={International Conference on Learning Representations (ICLR)},
+  year={2024}
+}"""
+
+
+class ModelHubError(RuntimeError):
+    """A model could not be found, read or pushed; the message says which and what to do."""
+
+
+# --------------------------------------------------------------------------- saving
+def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Store tensors that are the same view of the same memory once (under the first name in
+    sorted order); return the aliases. Other tensors are copied out of shared memory
+    (safetensors refuses shared storage)."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, t in sorted(tensors.items()):
+        t = t.detach()
+        view = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+        )
+        if view in seen:
+            aliases[name] = seen[view]
+            continue
+        seen[view] = name
+        ptr = t.untyped_storage().data_ptr()
+        shared = ptr in storages or t.untyped_storage().nbytes() != t.numel() * t.element_size()
+        storages.add(ptr)
+        kept[name] = t.clone() if shared or not t.is_contiguous() else t
+    return kept, aliases
+
+
+def _state(agent: TDMPC2) -> dict[str, torch.Tensor]:
+    return {**agent.model.state_dict(), SCALE_KEY: agent.scale.value}
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a failure never leaves a torn file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained(
+    agent: TDMPC2, save_directory: str | os.PathLike, training_data: str | None = None
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``save_directory``
+    (created if needed; other files in it are left alone). ``training_data`` is a line for
+    the model card (default: what ``from_pretrained`` recorded about the source, if known)."""
+    root = Path(save_directory)
+    root.mkdir(parents=True, exist_ok=True)
+    provenance = dict(getattr(agent, "hub_provenance", None) or {})
+    if training_data is not None:
+        provenance["training_data"] = training_data
+    tensors, aliases = _dedupe(_state(agent))
+    metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
+    config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
+              **agent.cfg.to_dict(), "provenance": provenance}  # fmt: skip
+    _write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
+    _write_atomic(root / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    card = model_card(agent, provenance)
+    _write_atomic(root / CARD, lambda p: Path(p).write_text(card))
+    return root
+
+
+def model_card(agent: TDMPC2, provenance: dict[str, Any] | None = None) -> str:
+    """Markdown model card with Hub metadata (YAML front matter)."""
+    cfg, provenance = agent.cfg, provenance or {}
+    names = cfg.task_names
+    task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
+    tasks = task_set or (", ".join(names) if names else "a custom task")
+    kind = f"multitask ({cfg.num_tasks} tasks)" if cfg.multitask else "single-task"
+    size = cfg.size or "custom"
+    data = provenance.get("training_data") or "not recorded"
+    source = provenance.get("source")
+    lines = [
+        "---",
+        "library_name: tdmpc2-toolkit",
+        "license: mit",
+        "pipeline_tag: reinforcement-learning",
+        "tags: [reinforcement-learning, model-based-rl, world-model, tdmpc2, continuous-control]",
+        "---",
+        "",
+        f"# TD-MPC2 {size} {kind} world model",
+        "",
+        "A TD-MPC2 agent (implicit world model + MPPI planning; Hansen et al., ICLR 2024) "
+        "saved with [tdmpc2-toolkit](https://github.com/nicklashansen/tdmpc2).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| size preset | {size} |",
+        f"| learnable parameters | {agent.model.total_params:,} |",
+        f"| tasks | {tasks} |",
+        f"| observation / action dims | {cfg.obs_dim} / {cfg.action_dim} (zero padded) |",
+        f"| latent / MLP / encoder dims | {cfg.latent_dim} / {cfg.mlp_dim} / {cfg.enc_dim} |",
+        f"| Q ensemble | {cfg.num_q} heads, {cfg.num_bins} bins |",
+        f"| training data | {data} |",
+    ]
+    if source:
+        lines.append(f"| converted from | {source} |")
+    if task_set is None and len(names) > 1:
+        lines += ["", "Task ids (embedding rows) in order: " + ", ".join(names) + "."]
+    example = names[0] if names else None
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from tdmpc2_model import TDMPC2",
+        "",
+        'agent = TDMPC2.from_pretrained("OWNER/NAME")  # this repo, or a local copy',
+        f"action = agent.act(obs, t0=True{f', task={example!r}' if cfg.multitask else ''})",
+        "```",
+        "",
+        "Files: `model.safetensors` (weights, incl. target Q-functions), `config.json` "
+        "(`TDMPC2Config`).",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------- loading
+def load_pretrained_dir(path: str | os.PathLike) -> tuple[TDMPC2Config, dict, dict[str, Any]]:
+    """(config, tensors, provenance) of a ``save_pretrained`` directory."""
+    root = Path(path)
+    config_path, weights_path = root / CONFIG, root / WEIGHTS
+    if not config_path.is_file():
+        found = ", ".join(sorted(p.name for p in root.iterdir())[:8]) or "nothing"
+        raise ModelHubError(
+            f"{root}: no {CONFIG}; a TD-MPC2 model directory (written by save_pretrained) holds "
+            f"{CONFIG} and {WEIGHTS} (found: {found}). For a legacy checkpoint pass the .pt file."
+        )
+    try:
+        raw = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelHubError(f"{config_path}: not valid JSON ({exc}).") from None
+    if not isinstance(raw, dict) or "format_version" not in raw:
+        raise ModelHubError(
+            f"{config_path}: not a TD-MPC2 model config (no 'format_version'; this file may "
+            "belong to another library)."
+        )
+    if raw["format_version"] > FORMAT_VERSION:
+        raise ModelHubError(
+            f"{config_path}: format_version {raw['format_version']} is newer than this "
+            f"library reads ({FORMAT_VERSION}); upgrade tdmpc2-toolkit."
+        )
+    provenance = raw.get("provenance") or {}
+    try:
+        cfg = TDMPC2Config.from_dict({k: v for k, v in raw.items() if k not in _META})
+    except (ValueError, TypeError) as exc:
+        raise ModelHubError(f"{config_path}: {exc}") from None
+    if not weights_path.is_file():
+        raise ModelHubError(f"{root}: {CONFIG} is there but {WEIGHTS} is missing.")
+    try:
+        with safe_open(weights_path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelHubError(f"{weights_path}: not a readable safetensors file ({exc}).") from None
+    for name, target in aliases.items():
+        tensors[name] = tensors[target]
+    return cfg, tensors, provenance
+
+
+def _apply_overrides(cfg: TDMPC2Config, overrides: dict[str, Any], source: str) -> TDMPC2Config:
+    if not overrides:
+        return cfg
+    fixed = sorted(SHAPE_FIELDS & set(overrides))
+    if fixed:
+        raise ValueError(
+            f"Got {', '.join(f'{k}={overrides[k]!r}' for k in fixed)} for {source}; these "
+            "fields are fixed by the checkpoint's tensors (only planning/training settings "
+            "such as num_samples, iterations, horizon, lr may be overridden)."
+        )
+    return TDMPC2Config.from_dict({**cfg.to_dict(), **overrides})
+
+
+def _build(cls: type[TDMPC2], cfg: TDMPC2Config, tensors: dict, source: str) -> TDMPC2:
+    agent = cls(cfg)
+    scale = tensors.pop(SCALE_KEY, None)
+    try:
+        agent.model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ModelHubError(f"{source}: its tensors do not fit its config: {exc}") from None
+    if scale is not None:
+        agent.scale.value.copy_(scale)
+    return agent
+
+
+def _check_tasks(cfg: TDMPC2Config, task: str | list[str] | None, source: str) -> None:
+    """A saved model knows its tasks; a ``task=`` given anyway must be one of them."""
+    for name in [task] if isinstance(task, str) else task or []:
+        try:
+            cfg.task_id(name)
+        except (ValueError, UnknownTaskError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    task: str | list[str] | None = None,
+    cls: type[TDMPC2] | None = None,
+    token: str | bool | None = None,
+    **overrides: Any,
+) -> TDMPC2:
+    """Load an agent (eval mode) from, in this order of lookup:
+
+    - a local ``save_pretrained`` directory, or a legacy ``.pt`` file of the original code;
+    - an alias of a published checkpoint (``mt80-317M``, ``mt30-48M``, ``walker-walk``,
+      ``door-open-2``; see ``resolve_alias``);
+    - a Hub model repo ``OWNER/NAME`` written by ``push_to_hub``.
+
+    ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task of
+    a single-task legacy checkpoint (sets action dims and discount) or the task list of a
+    multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a synonym).
+    ``overrides``: config fields that do not change tensor shapes, e.g. ``num_samples=256``.
+    """
+    from tdmpc2_model.agent import TDMPC2
+
+    cls = cls or TDMPC2
+    if "tasks" in overrides:
+        if task is not None:
+            raise ValueError("Give task= or tasks=, not both.")
+        task = overrides.pop("tasks")
+    path = Path(name_or_path)
+    text = str(name_or_path)
+    if path.exists():
+        if revision is not None:
+            raise ValueError(f"Got revision={revision!r} for the local path {path}; "
+                             "revisions apply to Hub repos and aliases.")  # fmt: skip
+        return _load_local(cls, path, task, overrides, source=str(path))
+    if path.suffix in (".pt", ".pth", ".safetensors", ".json"):
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
+    alias = resolve_alias(text) if "/" not in text else None
+    if alias is not None:
+        repo_id, filename, alias_task, training = alias
+        where = f"{repo_id}/{filename}@{revision or 'main'}"
+        with _hub_errors(repo_id, revision, f"loading alias {text!r} ({where})"):
+            local = hf_hub_download(repo_id, filename, revision=revision, token=token)
+        agent = _load_local(cls, Path(local), task or alias_task, overrides, source=where)
+        agent.hub_provenance = {"source": f"{where} (original implementation)",
+                                "training_data": training}  # fmt: skip
+        return agent
+    if not _REPO_ID.match(text):
+        raise ValueError(
+            f"Got {text!r}: not a local path, not a Hub repo id OWNER/NAME, and not an alias "
+            "of a published checkpoint (mt30-1M ... mt80-317M, or a task name such as "
+            "walker-walk or walker-walk-2)."
+        )
+    with _hub_errors(text, revision, f"loading {text}"):
+        local = snapshot_download(text, revision=revision, token=token,
+                                  allow_patterns=[CONFIG, WEIGHTS, CARD])  # fmt: skip
+    if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
+        raise ModelHubError(
+            f"Hub repo {text}@{revision or 'main'} has no {CONFIG} + {WEIGHTS}, so it is not a "
+            "TD-MPC2 model repo written by push_to_hub. For a legacy .pt file in a repo, "
+            "download it with huggingface_hub.hf_hub_download and pass the path."
+        )
+    return _load_local(cls, Path(local), task, overrides, source=f"{text}@{revision or 'main'}")
+
+
+def _load_local(
+    cls: type[TDMPC2], path: Path, task: Any, overrides: dict[str, Any], source: str
+) -> TDMPC2:
+    if path.is_dir():
+        cfg, tensors, provenance = load_pretrained_dir(path)
+        _check_tasks(cfg, task, source)
+        agent = _build(cls, _apply_overrides(cfg, overrides, source), tensors, source)
+        agent.hub_provenance = provenance
+        return agent
+    if path.suffix == ".safetensors" or path.name == CONFIG:
+        raise ValueError(f"{path}: pass the directory holding {CONFIG} and {WEIGHTS}.")
+    cfg, state = load_legacy(path, task)
+    return _build(cls, _apply_overrides(cfg, overrides, source), state, source)
+
+
+# -------------------------------------------------------------------------- aliases
+def alias_repo() -> str:
+    """Hub model repo of the published checkpoints (``$TDMPC2_MODEL_REPO`` overrides)."""
+    return os.environ.get(ALIAS_REPO_ENV) or PUBLISHED_REPO
+
+
+def resolve_alias(alias: str) -> tuple[str, str, str | None, str] | None:
+    """``(repo_id, filename, task, training data)`` of a published-checkpoint alias, or None.
+
+    ``mt80-317M`` -> ``multitask/mt80-317M.pt``; ``walker-walk`` / ``walker-walk-2`` ->
+    ``dmcontrol/walker-walk-1.pt`` / ``-2.pt``; short task names work (``door-open``).
+    """
+    multi = re.fullmatch(r"(mt30|mt80)-(\w+)", alias.strip(), re.IGNORECASE)
+    if multi:
+        try:
+            size = parse_size(multi.group(2))
+        except ValueError:
+            return None
+        name = multi.group(1).lower()
+        return (alias_repo(), f"multitask/{name}-{size}.pt", name,
+                f"the published {name} dataset (offline, original implementation)")  # fmt: skip
+    seed, name = 1, alias.strip()
+    split = re.fullmatch(r"(.+)-(\d+)", name)
+    if split and int(split.group(2)) in SEEDS:
+        try:
+            resolve_task_name(name)
+        except UnknownTaskError:
+            name, seed = split.group(1), int(split.group(2))
+    try:
+        t = get_task(name)
+    except UnknownTaskError:
+        return None
+    return (alias_repo(), f"{t.domain}/{t.name}-{seed}.pt", t.name,
+            f"online RL on {t.name}, seed {seed} (original implementation)")  # fmt: skip
+
+
+# -------------------------------------------------------------------------- pushing
+def push_to_hub(
+    agent: TDMPC2,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload TD-MPC2 model",
+    token: str | bool | None = None,
+    training_data: str | None = None,
+) -> str:
+    """Save the agent and upload it to the Hub model repo ``repo_id`` (created if missing)
+    in one commit; ``revision`` is the branch to commit to (created from ``main`` if
+    missing). Returns the commit id."""
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, revision, f"pushing to {repo_id}"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="tdmpc2-push-") as tmp:
+            save_pretrained(agent, tmp, training_data=training_data)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
+                                     commit_message=commit_message)  # fmt: skip
+    return info.oid
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None, doing: str) -> Iterator[None]:
+    """huggingface_hub exceptions -> one-paragraph ModelHubErrors that say what to do."""
+    endpoint = constants.ENDPOINT
+    try:
+        yield
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        reason = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else (
+            f"cannot reach {endpoint}")  # fmt: skip
+        raise ModelHubError(
+            f"{doing}: {reason} and it is not in the local cache ({constants.HF_HUB_CACHE}). "
+            f"Download it once online. ({type(exc).__name__})"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelHubError(
+            f"{doing}: revision {revision!r} does not exist in model repo {repo_id} "
+            f"({endpoint}). Give an existing branch, tag or commit id."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelHubError(
+            f"{doing}: model repo {repo_id} not found on {endpoint} (or it is private and "
+            "your token cannot read it), and no local path has that name."
+        ) from None
+    except EntryNotFoundError:
+        raise ModelHubError(
+            f"{doing}: the file is not in {repo_id}@{revision or 'main'} ({endpoint}). "
+            f"Set ${ALIAS_REPO_ENV} to a repo that mirrors the published checkpoints."
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        hint = {401: " Your token was rejected; refresh it or unset HF_TOKEN.",
+                403: " Your token may not write to this namespace."}.get(status, "")  # fmt: skip
+        raise ModelHubError(f"{doing}: the Hub answered {status}.{hint} ({exc})") from None

@@ -1,0 +1,257 @@
+"""Model Hub IO: save_pretrained -> from_pretrained is bit-identical (locally and through a
+real local Hub server with the real huggingface_hub client), revisions pin, aliases resolve
+to the published legacy layout and reproduce the original's outputs, the cache serves
+offline, and bad inputs fail with errors that name the file or repo."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from test_model_legacy import FIXTURES, outputs
+
+from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.hub import (
+    ALIAS_REPO_ENV,
+    CONFIG,
+    WEIGHTS,
+    ModelHubError,
+    _dedupe,
+    load_pretrained_dir,
+    resolve_alias,
+)
+from tdmpc2_model.legacy import LegacyCheckpointError
+
+fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
+
+
+def noisy_agent(tasks: str, seed: int = 0) -> TDMPC2:
+    """A 1M agent whose every tensor (incl. target Q, running scale) is distinct and nonzero."""
+    torch.manual_seed(seed)
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks=tasks, num_samples=64, num_elites=8))
+    with torch.no_grad():
+        for name, t in agent.model.state_dict().items():
+            if t.is_floating_point() and name != "_action_masks":
+                t.add_(0.05 * torch.randn_like(t))
+        agent.scale.value.fill_(3.25)
+    return agent
+
+
+def assert_identical(a: TDMPC2, b: TDMPC2) -> None:
+    assert a.cfg == b.cfg
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), key
+    assert torch.equal(a.scale.value, b.scale.value)
+
+
+# ------------------------------------------------------------------ local save / load
+@pytest.mark.parametrize("tasks", ["walker-walk", "mt30"])
+def test_save_pretrained_round_trip_is_bit_identical(tasks, tmp_path):
+    agent = noisy_agent(tasks)
+    out = agent.save_pretrained(tmp_path / "model")
+    assert {p.name for p in out.iterdir()} == {WEIGHTS, CONFIG, "README.md"}
+    loaded = TDMPC2.from_pretrained(out)
+    assert_identical(agent, loaded)
+    assert not loaded.model.training
+    with safe_open(out / WEIGHTS, framework="pt") as f:  # the target Q and masks are stored
+        keys = set(f.keys())
+    assert "_target_Qs_params.0.weight" in keys and "running_scale" in keys
+    assert ("_action_masks" in keys) == (tasks == "mt30")
+    config = json.loads((out / CONFIG).read_text())
+    assert config["format_version"] == 1 and config["size"] == "1M"
+    card = (out / "README.md").read_text()
+    assert f"{agent.model.total_params:,}" in card and "hansen2024tdmpc2" in card
+    assert ("mt30" if tasks == "mt30" else "walker-walk") in card
+    obs = torch.randn(agent.cfg.obs_dim)
+    task = "walker-walk" if tasks == "mt30" else None
+    torch.manual_seed(5)
+    a = agent.act(obs, t0=True, task=task)
+    torch.manual_seed(5)
+    assert torch.equal(a, loaded.act(obs, t0=True, task=task))
+
+
+@fixtures
+def test_legacy_checkpoint_survives_save_and_load_with_parity(tmp_path):
+    agent = TDMPC2.from_pretrained(FIXTURES / "mt30_1M_state_dict.pt")
+    loaded = TDMPC2.from_pretrained(agent.save_pretrained(tmp_path / "m"))
+    assert_identical(agent, loaded)
+    ref = torch.load(FIXTURES / "mt30_1M_reference.pt", weights_only=True)
+    for key, value in outputs(loaded, ref).items():
+        assert (value - ref[key]).abs().max().item() <= 1e-5, key
+
+
+def test_shared_views_are_stored_once(tmp_path):
+    agent = noisy_agent("walker-walk")
+    q0 = agent.model._Qs.params[0].weight
+    agent.model.register_buffer("_detach_view", q0.detach())  # same memory, second name
+    out = agent.save_pretrained(tmp_path / "m")
+    with safe_open(out / WEIGHTS, framework="pt") as f:
+        assert "_detach_view" not in f.keys() and "_Qs.params.0.weight" in f.keys()
+    _, tensors, _ = load_pretrained_dir(out)
+    assert torch.equal(tensors["_detach_view"], q0) and torch.equal(
+        tensors["_Qs.params.0.weight"], q0
+    )
+    base = torch.randn(4, 3)  # a slice of shared memory is copied out, not aliased
+    kept, aliases = _dedupe({"a": base, "row": base[1]})
+    assert aliases == {} and kept["row"].untyped_storage().data_ptr() != base.data_ptr()
+
+
+def test_overrides_change_planning_but_never_shapes(tmp_path):
+    out = noisy_agent("walker-walk").save_pretrained(tmp_path / "m")
+    agent = TDMPC2.from_pretrained(out, num_samples=128, iterations=2)
+    assert (agent.cfg.num_samples, agent.cfg.iterations) == (128, 2)
+    with pytest.raises(ValueError, match="latent_dim=64.*fixed by the checkpoint"):
+        TDMPC2.from_pretrained(out, latent_dim=64)
+    with pytest.raises(ValueError, match="this model knows"):
+        TDMPC2.from_pretrained(out, task="cheetah-run")
+
+
+def test_saving_over_a_model_replaces_it_and_keeps_other_files(tmp_path):
+    out = tmp_path / "m"
+    noisy_agent("walker-walk", seed=0).save_pretrained(out)
+    (out / "notes.txt").write_text("mine")
+    second = noisy_agent("walker-walk", seed=1)
+    second.save_pretrained(out)
+    assert_identical(second, TDMPC2.from_pretrained(out))
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bad_inputs_fail_naming_the_path(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelHubError, match=r"empty: no config\.json.*weights\.bin"):
+        TDMPC2.from_pretrained(empty)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG).write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelHubError, match=r"other/config\.json: not a TD-MPC2 model config"):
+        TDMPC2.from_pretrained(other)
+    broken = noisy_agent("walker-walk").save_pretrained(tmp_path / "broken")
+    (broken / WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(ModelHubError, match=r"broken/model\.safetensors: not a readable"):
+        TDMPC2.from_pretrained(broken)
+    with pytest.raises(ValueError, match="pass the directory"):
+        TDMPC2.from_pretrained(broken / WEIGHTS)
+    text = tmp_path / "card.md"
+    text.write_text("# hello")
+    with pytest.raises(LegacyCheckpointError, match=r"card\.md"):
+        TDMPC2.from_pretrained(text)
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        TDMPC2.from_pretrained(tmp_path / "absent.pt")
+    with pytest.raises(ValueError, match="not a local path.*alias"):
+        TDMPC2.from_pretrained("no-such-task-or-alias")
+    with pytest.raises(ValueError, match="revisions apply to Hub repos"):
+        TDMPC2.from_pretrained(broken, revision="v1")
+
+
+def test_alias_names():
+    assert resolve_alias("mt80-317M")[1:3] == ("multitask/mt80-317M.pt", "mt80")
+    assert resolve_alias("mt30-48m")[1] == "multitask/mt30-48M.pt"
+    assert resolve_alias("MT80-5")[1] == "multitask/mt80-5M.pt"
+    assert resolve_alias("walker-walk")[1:3] == ("dmcontrol/walker-walk-1.pt", "walker-walk")
+    assert resolve_alias("walker-walk-3")[1] == "dmcontrol/walker-walk-3.pt"
+    assert resolve_alias("door-open-2")[1:3] == ("metaworld/mw-door-open-2.pt", "mw-door-open")
+    assert resolve_alias("myo-key-turn")[1] == "myosuite/myo-key-turn-1.pt"
+    assert resolve_alias("mt80-7M") is None and resolve_alias("walker-fly") is None
+    assert resolve_alias("walker-walk-4") is None  # published seeds are 1-3
+
+
+# ------------------------------------------------------------------ through a real Hub
+def test_push_to_hub_then_from_pretrained_is_identical_and_revisions_pin(hub):
+    repo = f"{hub.user}/tdmpc2-1m"
+    first = noisy_agent("mt30", seed=0)
+    c1 = first.push_to_hub(repo, commit_message="first")
+    files = set(hub.api().list_repo_files(repo))
+    assert {WEIGHTS, CONFIG, "README.md"} <= files
+    assert_identical(first, TDMPC2.from_pretrained(repo))
+
+    second = noisy_agent("mt30", seed=1)
+    c2 = second.push_to_hub(repo)
+    assert c2 != c1
+    assert_identical(second, TDMPC2.from_pretrained(repo))
+    assert_identical(first, TDMPC2.from_pretrained(repo, revision=c1))
+    hub.api().create_tag(repo, tag="v1", revision=c1)
+    assert_identical(first, TDMPC2.from_pretrained(repo, revision="v1"))
+
+    third = noisy_agent("mt30", seed=2)
+    third.push_to_hub(repo, revision="experiment")
+    assert_identical(third, TDMPC2.from_pretrained(repo, revision="experiment"))
+    assert_identical(second, TDMPC2.from_pretrained(repo))  # main untouched
+    with pytest.raises(ModelHubError, match="revision 'nope' does not exist"):
+        TDMPC2.from_pretrained(repo, revision="nope")
+
+
+def test_private_push_and_missing_repos(hub):
+    repo = f"{hub.user}/private-model"
+    noisy_agent("walker-walk").push_to_hub(repo, private=True)
+    assert hub.api().repo_info(repo).private
+    with pytest.raises(ModelHubError, match=f"{hub.user}/absent not found"):
+        TDMPC2.from_pretrained(f"{hub.user}/absent")
+    hub.api().create_repo(f"{hub.user}/not-a-model")
+    hub.api().upload_file(path_or_fileobj=b"data", path_in_repo="x.bin",
+                          repo_id=f"{hub.user}/not-a-model")  # fmt: skip
+    with pytest.raises(ModelHubError, match="not-a-model@main has no config.json"):
+        TDMPC2.from_pretrained(f"{hub.user}/not-a-model")
+
+
+@pytest.fixture
+def mirror(hub, monkeypatch):
+    """The published layout on the local Hub: multitask/mt30-1M.pt, dmcontrol/cheetah-run-1.pt."""
+    repo = f"{hub.user}/tdmpc2-mirror"
+    api = hub.api()
+    api.create_repo(repo)
+    for local, remote in [("mt30_1M_state_dict.pt", "multitask/mt30-1M.pt"),
+                          ("cheetah-run_1M_state_dict.pt", "dmcontrol/cheetah-run-1.pt")]:  # fmt: skip
+        api.upload_file(path_or_fileobj=str(FIXTURES / local), path_in_repo=remote, repo_id=repo)
+    monkeypatch.setenv(ALIAS_REPO_ENV, repo)
+    return repo
+
+
+@fixtures
+@pytest.mark.parametrize("alias, name", [("mt30-1M", "mt30_1M"), ("cheetah-run", "cheetah-run_1M")])
+def test_alias_downloads_the_legacy_checkpoint_with_parity(mirror, alias, name, tmp_path):
+    agent = TDMPC2.from_pretrained(alias)
+    ref = torch.load(FIXTURES / f"{name}_reference.pt", weights_only=True)
+    for key, value in outputs(agent, ref).items():
+        assert (value - ref[key]).abs().max().item() <= 1e-5, f"{alias}: {key}"
+    card = (agent.save_pretrained(tmp_path / "m") / "README.md").read_text()
+    assert mirror in card and (
+        "mt30 dataset" in card if alias == "mt30-1M" else "cheetah-run" in card
+    )
+
+
+@fixtures
+def test_alias_honours_the_revision(hub, mirror):
+    first = hub.api().list_repo_commits(mirror)[-2].commit_id  # only multitask/mt30-1M.pt
+    assert TDMPC2.from_pretrained("mt30-1M", revision=first).cfg.num_tasks == 30
+    assert TDMPC2.from_pretrained("cheetah-run").cfg.task_names == ["cheetah-run"]
+    with pytest.raises(ModelHubError, match="dmcontrol/cheetah-run-1.pt@" + first):
+        TDMPC2.from_pretrained("cheetah-run", revision=first)
+
+
+@fixtures
+def test_missing_alias_file_names_the_repo_and_the_variable(mirror):
+    with pytest.raises(ModelHubError, match=f"{mirror}/multitask/mt80-5M.pt.*{ALIAS_REPO_ENV}"):
+        TDMPC2.from_pretrained("mt80-5M")
+
+
+@fixtures
+def test_offline_from_cache(hub, mirror, monkeypatch):
+    from huggingface_hub import constants
+
+    repo = f"{hub.user}/cached"
+    agent = noisy_agent("walker-walk")
+    agent.push_to_hub(repo)
+    TDMPC2.from_pretrained(repo)
+    TDMPC2.from_pretrained("mt30-1M")
+    hub.server.stop()  # the Hub is gone; only the cache can answer
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_identical(agent, TDMPC2.from_pretrained(repo))
+    assert TDMPC2.from_pretrained("mt30-1M").cfg.num_tasks == 30
+    with pytest.raises(ModelHubError, match="offline mode is on.*not in the local cache"):
+        TDMPC2.from_pretrained("cheetah-run")
