@@ -61,10 +61,8 @@ class TaskEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if seed is None:
-            seed, self._initial_seed = self._initial_seed, None
-        else:
-            self._initial_seed = None
+        seed = self._initial_seed if seed is None else seed
+        self._initial_seed = None
         super().reset(seed=seed)
         obs = self._observation(self._reset_sim(seed))
         self._steps = 0

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
+import metaworld
 import numpy as np
+from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
 
 from tdmpc2_data.envs.base import RENDER_SIZE, TaskEnv
 from tdmpc2_data.tasks import Task
-
-with warnings.catch_warnings():  # gymnasium's MuJoCo viewer warns when there is no display
-    warnings.simplefilter("ignore")
-    import metaworld
-    from gymnasium.envs.mujoco.mujoco_rendering import MujocoRenderer
 
 
 class MetaWorldEnv(TaskEnv):
