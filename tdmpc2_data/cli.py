@@ -53,7 +53,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- collect
 def cmd_collect(args: argparse.Namespace) -> int:
-    return not_implemented("collect")
+    from tdmpc2_data.collect import collect
+
+    collect(args.dir, args.task, args.episodes, args.policy, args.seed, args.task_set)
+    return cmd_info(argparse.Namespace(dataset=args.dir, revision=None))
 
 
 # ---------------------------------------------------------------- convert
@@ -71,6 +74,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         task_set=args.task_set,
         progress=True,
+        **({"index_convention": args.index_convention} if args.index_convention else {}),
     )
     for result in results or ():
         print(result)
@@ -90,19 +94,41 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
     from tdmpc2_data.format import open_dataset
+    from tdmpc2_data.hub import HubError, info, is_repo_id
 
+    if is_repo_id(args.dataset):  # OWNER/NAME that is not a local directory: metadata only
+        try:
+            print(info(args.dataset, args.revision).summary())
+        except HubError as exc:
+            raise CLIError(str(exc)) from None
+        return 0
     print(open_dataset(args.dataset).summary())
     return 0
 
 
 # ---------------------------------------------------------------- download
 def cmd_download(args: argparse.Namespace) -> int:
-    return not_implemented("download")
+    from tdmpc2_data.hub import HubError, download
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    try:
+        path = download(args.name, tasks, args.dir, args.revision, repo=args.repo)
+    except HubError as exc:
+        raise CLIError(str(exc)) from None
+    print(path)
+    return 0
 
 
 # ---------------------------------------------------------------- push
 def cmd_push(args: argparse.Namespace) -> int:
-    return not_implemented("push")
+    from tdmpc2_data.hub import HubError, push
+
+    try:
+        commit = push(args.dir, args.repo_id, args.card, args.private, args.revision)
+    except HubError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"pushed {args.dir} to {args.repo_id} at commit {commit}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,9 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["legacy-pt", "torchrl", "minari", "npz", "hdf5", "shards"],
         help="source format (default: guessed from the file)",
     )
-    p.add_argument("--tasks", help="keep only these tasks (comma list)")
+    p.add_argument(
+        "--tasks",
+        help="legacy-pt: keep only these tasks (comma list); torchrl/minari/npz/hdf5: the task "
+        "of each source (one for all, or one per source in order; default: the source's metadata)",
+    )
     p.add_argument(
         "--task-set", help="task table of the destination (e.g. mt80 keeps published ids)"
+    )
+    p.add_argument(
+        "--index-convention",
+        choices=["shards", "legacy"],
+        help="npz/hdf5/torchrl rows without next obs: 'shards' = action[t] taken at obs[t], "
+        "'legacy' = row 0 is a filler and action[t] led to obs[t] (original TD-MPC2)",
     )
 
     p = add(
@@ -183,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="only the shards/episodes of these tasks (comma list)")
     p.add_argument("--dir", help="target directory (default: the Hugging Face cache)")
     p.add_argument("--revision", help="branch, tag or commit to pin")
+    p.add_argument(
+        "--repo",
+        help="Hub dataset repo of mt80/mt30 (default: $TDMPC2_DATA_REPO_MT80 / _MT30, "
+        "else the original release nicklashansen/tdmpc2)",
+    )
 
     p = add(
         "push",
