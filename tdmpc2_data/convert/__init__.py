@@ -17,6 +17,10 @@ from typing import Any
 #: ``--from`` is not given).
 CONVERTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "legacy-pt": ("tdmpc2_data.convert.legacy_pt", (".pt",)),
+    "torchrl": ("tdmpc2_data.convert.from_torchrl", ()),
+    "minari": ("tdmpc2_data.convert.from_minari", ()),
+    "npz": ("tdmpc2_data.convert.from_npz", (".npz",)),
+    "hdf5": ("tdmpc2_data.convert.from_hdf5", (".hdf5", ".h5")),
 }
 
 

@@ -1,0 +1,153 @@
+"""Convert HDF5 files (one agent/seed each, read with h5py) into a shard dataset.
+
+Two layouts, detected from the file:
+
+- D4RL-style flat rows at the root: ``observations [N, d]``, ``actions [N, a]``,
+  ``rewards [N]``, episode ends from ``terminals``/``timeouts`` (or ``done``, or per-row
+  ``episode`` ids), optional ``next_observations``. Without next observations the D4RL
+  convention applies (``actions[t]`` taken at ``observations[t]``; the last row of each
+  episode has no successor and is dropped); ``index_convention="legacy"`` reads rows whose
+  row 0 is a filler instead.
+- per-episode groups: every root group (``episode_0``, ``episode_1`` ... in numeric order)
+  holds one episode: ``obs|observations [T+1, d]``, ``action|actions [T, a]``,
+  ``reward|rewards [T]`` (a Minari ``main_data.hdf5`` has this layout). Rows of equal length
+  need ``index_convention`` (or ``next_obs|next_observations``).
+
+The other accepted names are in `episodes.NAMES`. Optional root attributes: ``task`` (a task
+name) and ``seed``. Episodes are read one at a time (h5py slices), never the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+import h5py
+
+from tdmpc2_data.convert.episodes import (
+    CONVENTIONS,
+    NAMES,
+    Episode,
+    align,
+    episode_rows,
+    find,
+    require,
+    take,
+)
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
+
+FORMAT = "hdf5"
+
+
+def convert(
+    sources: Sequence[str | os.PathLike],
+    dst: str | os.PathLike,
+    *,
+    tasks: str | Sequence[str] | None = None,
+    task_set: str | None = None,
+    progress: bool = False,
+    index_convention: str | None = None,
+    episodes_per_shard: int | None = None,
+) -> list[SourceResult]:
+    """Merge HDF5 files (one agent/seed each) into the shard dataset ``dst``."""
+    if index_convention not in (None, *CONVENTIONS):
+        raise ValueError(f"index_convention={index_convention!r}; expected one of {CONVENTIONS}")
+    opened = [open_source(p, index_convention) for p in sources]
+    return convert_sources(
+        opened,
+        dst,
+        tasks=tasks,
+        task_set=task_set,
+        progress=progress,
+        episodes_per_shard=episodes_per_shard,
+    )
+
+
+def open_source(path: str | os.PathLike, index_convention: str | None = None) -> Source:
+    """Read the layout of one HDF5 file (shapes, task, seed); episodes stream later."""
+    where = str(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{where}: not a readable HDF5 file ({exc})") from None
+    with f:
+        info = {"seed": int(f.attrs["seed"])} if "seed" in f.attrs else {}
+        task = [_text(f.attrs["task"])] if "task" in f.attrs else []
+        if find(f, "obs") is not None:
+            dims, count, episodes = _flat(f, where, index_convention or "shards")
+        else:
+            dims, count, episodes = _groups(f, where, index_convention)
+    return Source(where, FORMAT, *dims, episodes, count, task, info)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _dataset(f: h5py.Group, field: str, where: str) -> h5py.Dataset:
+    key = require(f, field, where)
+    if not isinstance(f[key], h5py.Dataset):
+        raise ValueError(
+            f"{where}: {f[key].name} is a group, not an array (dict observations are not "
+            "supported here; Minari datasets convert with --from minari)."
+        )
+    return f[key]
+
+
+def _flat(f: h5py.File, where: str, convention: str):
+    obs, action, reward = (_dataset(f, k, where) for k in ("obs", "action", "reward"))
+    n = obs.shape[0]
+    for d in (action, reward):
+        if d.shape[0] != n:
+            raise ValueError(f"{where}: {d.name} has {d.shape[0]} rows, {obs.name} {n}.")
+    if obs.ndim != 2 or action.ndim != 2:
+        raise ValueError(
+            f"{where}: {obs.name} {obs.shape} and {action.name} {action.shape}; expected [N, d] "
+            "and [N, a]."
+        )
+    columns = {k: f[k][()] for k in (*NAMES["episode"], *NAMES["done"]) if k in f}
+    rows = episode_rows(columns, n, where)
+    names = {k: d.name for k, d in (("obs", obs), ("action", action), ("reward", reward))}
+    next_key = find(f, "next_obs")
+
+    def episodes() -> Iterator[Episode | None]:
+        with h5py.File(where, "r") as g:
+            o, a, r = (g[names[k]] for k in ("obs", "action", "reward"))
+            nxt = g[next_key] if next_key else None
+            for e, idx in enumerate(rows):
+                yield align(
+                    f"{where} episode {e} (rows {idx[0]}-{idx[-1]})",
+                    take(o, idx),
+                    take(a, idx),
+                    take(r, idx),
+                    convention,
+                    None if nxt is None else take(nxt, idx),
+                )
+
+    return (obs.shape[1], action.shape[1]), len(rows), episodes
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _groups(f: h5py.File, where: str, convention: str | None):
+    groups = sorted((k for k in f if isinstance(f[k], h5py.Group)), key=_natural)
+    if not groups:
+        raise ValueError(
+            f"{where}: neither flat rows (observations/actions/rewards at the root) nor "
+            f"per-episode groups; found {', '.join(sorted(f)) or 'nothing'}."
+        )
+    first = f[groups[0]]
+    obs, action = (_dataset(first, k, f"{where}:{first.name}") for k in ("obs", "action"))
+
+    def episodes() -> Iterator[Episode | None]:
+        with h5py.File(where, "r") as g:
+            for name in groups:
+                group, at = g[name], f"{where}:/{name}"
+                o, a, r = (_dataset(group, k, at)[()] for k in ("obs", "action", "reward"))
+                nxt = find(group, "next_obs")
+                yield align(at, o, a, r, convention, None if nxt is None else group[nxt][()])
+
+    return (obs.shape[-1], action.shape[-1]), len(groups), episodes

@@ -1,0 +1,122 @@
+"""Convert Minari datasets (one agent/seed each) into a shard dataset.
+
+A source is a local Minari dataset id (``namespace/name-v0``, looked up under
+``MINARI_DATASETS_PATH`` like ``minari.load_dataset``) or the path of a dataset directory
+(the one holding ``data/``, or ``data/`` itself). Episodes come from
+``dataset.iterate_episodes()`` one at a time; Minari already stores them aligned like the
+shards (observations [T+1], actions [T], rewards [T]). Dict/tuple observations are flattened
+in the order of the dataset's observation space (as ``gymnasium.spaces.flatten`` does).
+The task comes from ``tasks`` or else from the env id / dataset id when one of them, or
+one part of the dataset id, names a registry task (``tdmpc2/walker-walk/expert-v0``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from tdmpc2_data.convert.episodes import Episode, align
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
+
+FORMAT = "minari"
+
+
+def convert(
+    sources: Sequence[str | os.PathLike],
+    dst: str | os.PathLike,
+    *,
+    tasks: str | Sequence[str] | None = None,
+    task_set: str | None = None,
+    progress: bool = False,
+    episodes_per_shard: int | None = None,
+) -> list[SourceResult]:
+    """Merge Minari datasets (ids or paths, one agent/seed each) into the shard dataset ``dst``."""
+    opened = [open_source(s) for s in sources]
+    return convert_sources(
+        opened,
+        dst,
+        tasks=tasks,
+        task_set=task_set,
+        progress=progress,
+        episodes_per_shard=episodes_per_shard,
+    )
+
+
+def load(source: str | os.PathLike) -> Any:
+    """The ``MinariDataset`` of a local dataset id or dataset directory."""
+    import minari
+
+    path = Path(source)
+    if path.is_dir():
+        data = path / "data" if (path / "data").is_dir() else path
+        if not (data / "metadata.json").is_file():
+            raise ValueError(f"{path}: not a Minari dataset directory (no metadata.json).")
+        return minari.MinariDataset(data)
+    try:
+        return minari.load_dataset(str(source))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"{source}: neither a Minari dataset directory nor a local dataset id ({exc})."
+        ) from None
+
+
+def flatten(space: spaces.Space, x: Any, where: str) -> np.ndarray:
+    """[N, ...] observations (arrays, or dicts/tuples of them) as [N, flatdim] float arrays."""
+    if isinstance(space, spaces.Dict):
+        return np.concatenate([flatten(s, x[k], where) for k, s in space.spaces.items()], -1)
+    if isinstance(space, spaces.Tuple):
+        return np.concatenate([flatten(s, x[i], where) for i, s in enumerate(space.spaces)], -1)
+    if isinstance(space, spaces.Box):
+        x = np.asarray(x)
+        return x.reshape(x.shape[0], -1)
+    raise ValueError(f"{where}: {type(space).__name__} spaces are not supported (Box/Dict/Tuple).")
+
+
+def _task_candidates(dataset: Any) -> list[str]:
+    """Names that may name the dataset's task: env id, dataset id and its parts."""
+    spec = dataset.spec
+    names = []
+    if spec.env_spec is not None:
+        names += [spec.env_spec.id, re.sub(r"-v\d+$", "", spec.env_spec.id)]
+    dataset_id = re.sub(r"-v\d+$", "", spec.dataset_id)
+    names += [dataset_id, *dataset_id.split("/")]
+    return list(dict.fromkeys(names))
+
+
+def open_source(source: str | os.PathLike) -> Source:
+    """Read one Minari dataset's metadata; episodes stream later."""
+    where = str(source)
+    dataset = load(source)
+    if not isinstance(dataset.action_space, spaces.Box):
+        raise ValueError(
+            f"{where}: action space {dataset.action_space} is not continuous (Box); TD-MPC2 "
+            "needs continuous actions."
+        )
+    obs_space = dataset.observation_space
+    info = {"dataset_id": dataset.spec.dataset_id}
+    if dataset.spec.env_spec is not None:
+        info["env_id"] = dataset.spec.env_spec.id
+
+    def episodes() -> Iterator[Episode | None]:
+        for episode in load(source).iterate_episodes():
+            at = f"{where} episode {episode.id}"
+            obs = flatten(obs_space, episode.observations, at)
+            action = np.asarray(episode.actions).reshape(len(episode.actions), -1)
+            yield align(at, obs, action, np.asarray(episode.rewards), None)
+
+    return Source(
+        where,
+        FORMAT,
+        spaces.flatdim(obs_space),
+        spaces.flatdim(dataset.action_space),
+        episodes,
+        dataset.total_episodes,
+        _task_candidates(dataset),
+        info,
+    )
