@@ -282,6 +282,10 @@ def test_bad_inputs_give_clear_errors_and_leave_data_alone(tmp_path):
         ValueError, match=r"good\.npz: its task 'reacher-easy' is not in --task-set"
     ):
         convert([good], tmp_path / "x", "npz", task_set="metaworld")
+    wide = [(np.pad(o, ((0, 0), (0, 3)), constant_values=1.0), a, r) for o, a, r in eps]
+    wide_path = _npz_source(tmp_path / "wide.npz", "reacher-easy", wide, 0)
+    with pytest.raises(ValueError, match=r"wide\.npz episode 0: .*obs has shape \(6, 9\)"):
+        convert([wide_path], tmp_path / "x", "npz")
     assert not (tmp_path / "x").exists()
 
     # an existing dataset survives a source that fails midway (NaN in its 2nd episode)

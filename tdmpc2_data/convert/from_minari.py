@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from tdmpc2_data.convert.episodes import Episode, align
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources, path_bytes
 
 FORMAT = "minari"
 
@@ -99,7 +99,7 @@ def open_source(source: str | os.PathLike) -> Source:
             "needs continuous actions."
         )
     obs_space = dataset.observation_space
-    info = {"dataset_id": dataset.spec.dataset_id}
+    info = {"dataset_id": dataset.spec.dataset_id, "bytes": path_bytes(dataset.spec.data_path)}
     if dataset.spec.env_spec is not None:
         info["env_id"] = dataset.spec.env_spec.id
 

@@ -214,12 +214,15 @@ def _convert_one(writer: ShardWriter, source: Source, task: str, progress: bool)
         disable=not progress,
     )
     try:
-        for episode in source.episodes():
+        for i, episode in enumerate(source.episodes()):
             bar.update()
             if episode is None:
                 result.empty += 1
                 continue
-            writer.add_episode(task, *episode, source=entry)
+            try:
+                writer.add_episode(task, *episode, source=entry)
+            except ValueError as exc:  # the writer's checks name the dataset, not the source
+                raise ValueError(f"{source.path} episode {i}: {exc}") from None
             result.episodes += 1
             result.transitions += episode.action.shape[0]
         writer.flush()
