@@ -62,7 +62,7 @@ FIELDS: dict[str, Field] = {
 }
 
 
-def compressors(level: int = 1, itemsize: int = 4) -> list:
+def compressors(itemsize: int = 4, level: int = 1) -> list:
     """Blosc-zstd with byte shuffle, then crc32c over each compressed inner chunk.
 
     Chosen by measurement (bench/RESULTS.md): byte shuffle groups float exponents and

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def _merge(root: Path, names: list[str]) -> str:
     arrays = {f: np.concatenate(v) for f, v in parts.items()}
     order = np.argsort(arrays["task"], kind="stable")
     arrays = {f: v[order] for f, v in arrays.items()}
-    return write_shard(root, arrays, _shard_attributes(arrays, merged_from=names))
+    return write_shard(root, arrays, shard_attributes(arrays, merged_from=names))
 
 
 def _remove_merged(root: Path) -> None:
@@ -240,10 +241,13 @@ def write_shard(
     root: Path,
     arrays: Mapping[str, np.ndarray],
     attrs: Mapping[str, Any],
-    compression_level: int = 1,
+    compressors: Callable[[int], list] = schema.compressors,
     chunk_bytes: int = schema.CHUNK_TARGET_BYTES,
 ) -> str:
-    """Write one shard atomically; returns its final name (``nnnnnn``)."""
+    """Write one shard atomically; returns its final name (``nnnnnn``).
+
+    ``compressors(itemsize)`` gives each array's codecs (bench/convert.py tries others).
+    """
     shards = root / SHARDS_DIR
     shards.mkdir(exist_ok=True)
     tmp = shards / f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
@@ -261,7 +265,7 @@ def write_shard(
                 dtype=data.dtype,
                 chunks=(padded_e,) if one_chunk else (per_chunk, *data.shape[1:]),
                 shards=(padded_e, *data.shape[1:]),
-                compressors=schema.compressors(compression_level, data.dtype.itemsize),
+                compressors=compressors(data.dtype.itemsize),
                 fill_value=0,
                 config={"write_empty_chunks": True},  # every file exists: a missing one is damage
             )[...] = data
@@ -470,6 +474,11 @@ class ShardWriter:
                 self._write(length, self._buffered[length])
         return self.shards_written[before:]
 
+    def discard_buffer(self) -> None:
+        """Forget the episodes not written yet (e.g. a conversion that failed halfway)."""
+        self._buffer.clear()
+        self._buffered.clear()
+
     def finalize(self) -> dict[str, Any]:
         """Flush, then rebuild the root index from disk; returns the root attributes."""
         self.flush()
@@ -560,7 +569,8 @@ class ShardWriter:
             if not need:
                 break
         arrays = _concat(taken)
-        name = write_shard(self.root, arrays, _shard_attributes(arrays), self.compression_level)
+        codecs = functools.partial(schema.compressors, level=self.compression_level)
+        name = write_shard(self.root, arrays, shard_attributes(arrays), codecs)
         for tid, written in taken:  # now drop what was written
             batches = self._buffer[length][tid]
             batches[0] = _rows(batches[0], slice(written[0].shape[0], None))
@@ -579,7 +589,7 @@ class ShardWriter:
                 write_root_attributes(self.root, attrs)
 
 
-def _shard_attributes(arrays: Mapping[str, np.ndarray], **extra: Any) -> dict[str, Any]:
+def shard_attributes(arrays: Mapping[str, np.ndarray], **extra: Any) -> dict[str, Any]:
     """Shard group attributes: sizes, episodes per task id, root source ids used."""
     ids, sizes = np.unique(arrays["task"], return_counts=True)
     sources = np.unique(arrays["source"]) if "source" in arrays else []

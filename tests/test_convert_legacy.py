@@ -208,23 +208,39 @@ def test_tasks_filter_keeps_ids_and_reruns_skip_or_complete(tmp_path, capsys):
     assert "already converted, skipped" in capsys.readouterr().out
 
 
-def test_interrupted_conversion_is_redone_without_duplicates(tmp_path, monkeypatch):
+def test_failed_conversion_leaves_nothing_and_a_killed_one_is_redone(tmp_path, monkeypatch):
     src, dst = FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "ds"
     calls = []
     real_add = legacy_pt._add_slice
 
-    def add_then_crash(*args):
+    def add_then_fail(*args):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the user stops the conversion midway
         return real_add(*args)
 
-    monkeypatch.setattr(legacy_pt, "_add_slice", add_then_crash)
+    monkeypatch.setattr(legacy_pt, "_add_slice", add_then_fail)
     with pytest.raises(KeyboardInterrupt):
         legacy_pt.convert_chunk(src, dst, episodes_per_shard=1)
-    attrs = json.loads((dst / "zarr.json").read_text())["attributes"]
-    assert attrs["sources"][0]["complete"] is False and len(attrs["shards"]) == 2
+    assert open_dataset(dst).num_episodes == 0  # the shard already written was removed
     monkeypatch.undo()
+
+    # a hard kill (no cleanup) after the first slice's shards are on disk
+    kill = (
+        "import os, sys\n"
+        "from tdmpc2_data.convert import legacy_pt\n"
+        "real, calls = legacy_pt._add_slice, []\n"
+        "def add(*a):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2: os._exit(9)\n"
+        "    return real(*a)\n"
+        "legacy_pt._add_slice = add\n"
+        "legacy_pt.convert_chunk(sys.argv[1], sys.argv[2], episodes_per_shard=1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", kill, str(src), str(dst)])
+    assert proc.returncode == 9
+    attrs = json.loads((dst / "zarr.json").read_text())["attributes"]
+    assert not attrs["sources"][-1]["complete"] and len(attrs["shards"]) == 2
     [r] = convert([src], dst)
     assert r.episodes == 6
     ds = open_dataset(dst)

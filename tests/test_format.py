@@ -226,6 +226,17 @@ def test_online_agent_flushes_each_episode_then_compacts(tmp_path):
     assert sorted(os.listdir(root / "shards")) == ["000007", "000008"]
 
 
+def test_dataset_pickles_for_worker_processes(mixed):
+    import pickle
+
+    root, _ = mixed
+    ds = open_dataset(root)
+    first = ds.read_shard(0)
+    clone = pickle.loads(pickle.dumps(ds))
+    for k, v in clone.read_shard(0).items():
+        np.testing.assert_array_equal(v, first[k])
+
+
 # ---------------------------------------------------------------- refusing bad data
 def _edit_root(root: Path, **changes) -> None:
     meta = json.loads((root / "zarr.json").read_text())

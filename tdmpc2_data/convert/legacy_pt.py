@@ -120,17 +120,23 @@ def convert_chunk(
                 desc=path.name,
                 disable=not progress,
             )
-            for lo, hi, tid in _runs(task[:, 0], max(1, SLICE_BYTES // per_episode)):
-                if tid in ids:
-                    n = _add_slice(
-                        writer, path, table, tid, source, obs, action, reward, task, lo, hi
-                    )
-                    result.episodes += n
-                    result.transitions += n * (steps - 1)
-                archive.drop_pages()
-                bar.update((hi - lo) * per_episode)
-            bar.close()
-            writer.flush()
+            try:
+                for lo, hi, tid in _runs(task[:, 0], max(1, SLICE_BYTES // per_episode)):
+                    if tid in ids:
+                        n = _add_slice(
+                            writer, path, table, tid, source, obs, action, reward, task, lo, hi
+                        )
+                        result.episodes += n
+                        result.transitions += n * (steps - 1)
+                    archive.drop_pages()
+                    bar.update((hi - lo) * per_episode)
+                writer.flush()
+            except BaseException:  # leave no part of this chunk behind (a kill is undone on rerun)
+                writer.discard_buffer()
+                writer.discard_source(source_id)
+                raise
+            finally:
+                bar.close()
             writer.update_source(source_id, complete=True, episodes=result.episodes)
         result.input_bytes = path.stat().st_size
         del td, obs, action, reward, task
