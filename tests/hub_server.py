@@ -13,8 +13,9 @@ one JSON file per repo holding its commits (each with its parent and full file t
 branches and tags. A server started on an existing root sees the same repos.
 
 Test hooks: ``log`` records every request (method, path, Range header);
-``drop_after(path_suffix, nbytes)`` makes the next GET of a matching file send only
-``nbytes`` of its body and then close the connection (an interrupted download).
+``fail(method, path_part, status=...)`` answers the next matching request with an HTTP
+error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body and then
+closes the connection (an interrupted download).
 
 Run standalone (for benchmarks): ``python tests/hub_server.py --root DIR --port 0
 --token hf_x:alice`` prints the endpoint on its first line.
@@ -92,6 +93,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    lfs_objects: list[str] = field(default_factory=list)  # sha256 of LFS uploads to this repo
 
     def resolve(self, revision: str) -> Commit:
         """Branch, tag or full commit id -> commit (404 RevisionNotFound otherwise)."""
@@ -142,7 +144,7 @@ class HubState:
         self.tokens, self.orgs = tokens, orgs
         self.lock = threading.RLock()
         self.repos: dict[tuple[str, str], Repo] = {}
-        self.upload_keys: dict[str, str] = {}  # one-time LFS upload key -> sha256
+        self.upload_keys: dict[str, tuple[Repo, str]] = {}  # one-time LFS upload key
         for path in self.repo_dir.glob("*/*/*.json"):
             repo = self._load(path)
             self.repos[(repo.type, repo.id)] = repo
@@ -243,7 +245,7 @@ class HubState:
                     )
                 elif key == "lfsFile":
                     sha = value["oid"]
-                    if not self.blob_path(sha).exists():
+                    if sha not in repo.lfs_objects:
                         raise HubError(422, f"LFS object {sha} of {path} was never uploaded")
                     size = self.blob_path(sha).stat().st_size
                     files[path] = FileEntry(size, sha, git_blob_oid(lfs_pointer(sha, size)), True)
@@ -324,10 +326,14 @@ class HubHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         self.segments = [unquote(s) for s in split.path.split("/")[1:]]
-        self.server.record(self.command, unquote(split.path), self.headers.get("Range"))
+        path = unquote(split.path)
+        self.server.record(self.command, path, self.headers.get("Range"))
         try:
             self.body = self._read_body()
             self.user = self.server.state.user(self.headers.get("Authorization"))
+            self.fault = self.server.take_fault(self.command, path)
+            if self.fault is not None and self.fault.status is not None:
+                raise HubError(self.fault.status, f"injected failure of {self.command} {path}")
             self._route()
         except HubError as err:
             self._send_error(err)
@@ -607,10 +613,10 @@ class HubHandler(BaseHTTPRequestHandler):
         for obj in self._json_body().get("objects", []):
             oid, size = obj["oid"], obj["size"]
             entry: dict = {"oid": oid, "size": size, "authenticated": True}
-            if not state.blob_path(oid).exists():
+            if oid not in repo.lfs_objects:  # LFS storage is per repo, as on the Hub
                 key = secrets.token_urlsafe(16)
                 with state.lock:
-                    state.upload_keys[key] = oid
+                    state.upload_keys[key] = (repo, oid)
                 base = self.server.endpoint
                 entry["actions"] = {
                     "upload": {"href": f"{base}/_lfs/upload/{key}"},
@@ -622,12 +628,16 @@ class HubHandler(BaseHTTPRequestHandler):
     def _lfs_upload(self, key: str) -> None:
         state = self.server.state
         with state.lock:
-            oid = state.upload_keys.pop(key, None)
-        if oid is None:
+            repo, oid = state.upload_keys.pop(key, (None, None))
+        if repo is None:
             raise HubError(403, "unknown or used upload key")
         if hashlib.sha256(self.body).hexdigest() != oid:
             raise HubError(400, f"uploaded content does not match sha256 {oid}")
         state.put_blob(self.body)
+        with state.lock:
+            if oid not in repo.lfs_objects:
+                repo.lfs_objects.append(oid)
+                state.save(repo)
         self._send(200, b"", {"ETag": f'"{oid}"'})
 
     def _commit(self, repo: Repo, revision: str) -> None:
@@ -672,12 +682,11 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         with open(state.blob_path(entry.sha256), "rb") as f:
-            drop = self.server.take_drop(path)
-            if drop is None:
+            if self.fault is None:
                 self.connection.sendfile(f, start, end - start)
                 return
             f.seek(start)
-            self.wfile.write(f.read(min(drop, end - start)))
+            self.wfile.write(f.read(min(self.fault.drop_after, end - start)))
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -697,6 +706,15 @@ class HubHandler(BaseHTTPRequestHandler):
         return start, end
 
 
+@dataclass
+class Fault:
+    method: str
+    path_part: str
+    status: int | None
+    drop_after: int | None
+    skip: int
+
+
 class HubServer(ThreadingHTTPServer):
     """The server; use as a context manager or call ``start()`` / ``stop()``."""
 
@@ -710,7 +728,7 @@ class HubServer(ThreadingHTTPServer):
         self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
         self.tree_page_size = 1000
         self.log: list[tuple[str, str, str | None]] = []
-        self._drops: list[tuple[str, int]] = []
+        self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
@@ -729,17 +747,24 @@ class HubServer(ThreadingHTTPServer):
         with self._lock:
             self.log.append((method, path, range_header))
 
-    def drop_after(self, path_suffix: str, nbytes: int) -> None:
-        """The next GET of a file whose repo path ends with ``path_suffix`` is cut after ``nbytes``."""
+    def fail(self, method: str, path_part: str, *, status: int | None = None,
+             drop_after: int | None = None, skip: int = 0) -> None:  # fmt: skip
+        """Make a ``method`` request whose path contains ``path_part`` fail, after letting
+        ``skip`` such requests through: answer ``status``, or (GET of a file) cut the body
+        after ``drop_after`` bytes. Each call fails one request."""
+        if (status is None) == (drop_after is None):
+            raise ValueError("give exactly one of status= and drop_after=")
         with self._lock:
-            self._drops.append((path_suffix, nbytes))
+            self._faults.append(Fault(method, path_part, status, drop_after, skip))
 
-    def take_drop(self, path: str) -> int | None:
+    def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
-            for i, (suffix, nbytes) in enumerate(self._drops):
-                if path.endswith(suffix):
-                    del self._drops[i]
-                    return nbytes
+            for i, fault in enumerate(self._faults):
+                if fault.method == method and fault.path_part in path:
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
+                    return self._faults.pop(i)
         return None
 
     def downloads(self, path_part: str = "") -> list[str]:

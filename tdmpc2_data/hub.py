@@ -1,0 +1,565 @@
+"""Hugging Face Hub I/O for shard datasets: download, push, metadata-only info.
+
+Everything goes through ``huggingface_hub`` (cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+tokens, resumable HTTP), so the Hub's own semantics hold:
+
+- ``download("OWNER/NAME", tasks=...)`` reads the root ``zarr.json`` index, then fetches
+  only the shards that hold episodes of the requested tasks. A shard is the unit of
+  download: a shard mixing a requested task with others comes whole, so the result can
+  hold a few episodes of other tasks (use ``Dataset.task_episodes`` to select). The
+  revision is resolved to a commit first, so every file comes from the same commit.
+  An interrupted file resumes from its last byte within the call (HTTP Range); a rerun
+  skips every file already complete (the unit of resumption across runs is the file:
+  each array of a shard is one file).
+- ``download("mt80" | "mt30")`` uses the repo named by ``TDMPC2_DATA_REPO_MT80`` /
+  ``TDMPC2_DATA_REPO_MT30`` (or ``repo=``), default the published legacy repo. A repo
+  with a root ``zarr.json`` is a shard repo (above); otherwise its ``mt80/chunk_*.pt``
+  files are fetched one at a time, converted to shards and deleted (bounded disk and
+  memory); a rerun continues after the last converted chunk.
+- ``push(dir, "OWNER/NAME")`` uploads shards in commits of bounded size, skipping files
+  already on the Hub with the same content, then the root index and the dataset card in a
+  final commit, so ``main`` never indexes a shard that is not there.
+
+Where files land: the Hugging Face cache by default (a dataset with a task filter gets a
+small "view" directory under ``TDMPC2_DATA_HOME``: a filtered ``zarr.json`` and links to
+the cached shards), or ``local_dir``. Legacy conversions go to ``local_dir`` or
+``TDMPC2_DATA_HOME/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import (
+    CommitOperationAdd,
+    HfApi,
+    constants,
+    hf_hub_download,
+    snapshot_download,
+)
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import sha
+from tqdm.auto import tqdm
+
+from tdmpc2_data import schema
+from tdmpc2_data.hf_datasets import to_hf_dataset
+from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, resolve_task_name, resolve_tasks
+
+try:  # the HTTP stack of huggingface_hub >= 2 (httpx before)
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
+
+__all__ = [
+    "HubError",
+    "download",
+    "hub_url",
+    "info",
+    "is_repo_id",
+    "published_repo",
+    "push",
+    "read_index",
+    "to_hf_dataset",
+]
+
+INDEX = "zarr.json"
+CARD = "README.md"
+LEGACY_REPO = "nicklashansen/tdmpc2"
+PUBLISHED = ("mt80", "mt30")
+DOWNLOAD_RECORD = ".tdmpc2-download.json"
+DEFAULT_COMMIT_BYTES = 2 << 30
+DEFAULT_COMMIT_FILES = 500
+
+
+class HubError(RuntimeError):
+    """A Hub operation failed; the message says which repo/revision and what to do."""
+
+
+class NoIndexError(HubError):
+    """The repo has no root ``zarr.json``: it is not a shard dataset."""
+
+
+# ------------------------------------------------------------------ names and places
+def published_repo(name: str, repo: str | None = None) -> str:
+    """Repo holding the published ``mt80``/``mt30`` data: ``repo``, else
+    ``$TDMPC2_DATA_REPO_<NAME>``, else the original release (legacy ``.pt`` chunks)."""
+    return repo or os.environ.get(f"TDMPC2_DATA_REPO_{name.upper()}") or LEGACY_REPO
+
+
+def data_home() -> Path:
+    """Where conversions and task-filtered views go by default (``$TDMPC2_DATA_HOME``)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tdmpc2"
+    return Path(os.environ.get("TDMPC2_DATA_HOME", default))
+
+
+def hub_url(repo_id: str, revision: str | None = None) -> str:
+    """The ``hf://`` URL ``open_dataset`` streams from (revision slashes URL-encoded)."""
+    rev = f"@{revision.replace('/', '%2F')}" if revision else ""
+    return f"hf://datasets/{repo_id}{rev}"
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None, doing: str) -> Iterator[None]:
+    """Turn huggingface_hub/HTTP exceptions into one-paragraph HubErrors that say what to do."""
+    where = f"{repo_id}@{revision or 'main'} on {_endpoint()}"
+    try:
+        yield
+    except HubError:
+        raise
+    except RevisionNotFoundError:
+        raise HubError(
+            f"{doing}: revision {revision!r} does not exist in dataset repo {repo_id} "
+            f"({_endpoint()}). Give an existing branch, tag or full commit id."
+        ) from None
+    except RepositoryNotFoundError:
+        raise HubError(
+            f"{doing}: dataset repo {repo_id} not found on {_endpoint()} (or it is private "
+            "and your token cannot read it). Check the name; log in with `hf auth login` "
+            "or set HF_TOKEN for private repos."
+        ) from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as exc:
+        offline = constants.HF_HUB_OFFLINE
+        reason = (
+            "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"cannot reach {_endpoint()}"
+        )
+        raise HubError(
+            f"{doing}: {reason} and {where} is not (completely) in the local cache "
+            f"({constants.HF_HUB_CACHE}). Check your network and HF_ENDPOINT, or download "
+            f"it once online. ({type(exc).__name__})"
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            raise HubError(
+                f"{doing}: {_endpoint()} rejected your token (401 Unauthorized). Refresh it "
+                "with `hf auth login --force`, or fix/unset HF_TOKEN."
+            ) from None
+        if status == 403:
+            raise HubError(
+                f"{doing}: your token may not write to {repo_id} (403 Forbidden). Use a token "
+                "with write access to that namespace."
+            ) from None
+        raise HubError(f"{doing}: the Hub answered {status} for {where}: {exc}") from None
+
+
+# ------------------------------------------------------------------ index
+def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -> Path:
+    """The cached root ``zarr.json`` (fetched if needed): ``.../snapshots/<commit>/zarr.json``."""
+    with _hub_errors(repo_id, revision, f"reading the index of {repo_id}"):
+        try:
+            return Path(
+                hf_hub_download(repo_id, INDEX, repo_type="dataset", revision=revision, token=token)
+            )
+        except RemoteEntryNotFoundError:
+            raise NoIndexError(
+                f"{repo_id}@{revision or 'main'} has no root {INDEX}: it is not a tdmpc2 shard "
+                "dataset (push one with `tdmpc2-data push`)."
+            ) from None
+
+
+def read_index(
+    repo_id: str, revision: str | None = None, token: str | bool | None = None
+) -> tuple[dict[str, Any], str]:
+    """Root attributes of a Hub shard dataset and the commit they come from.
+
+    Fetches only ``zarr.json`` (into the HF cache; served from it when offline).
+    """
+    path = _fetch_index(repo_id, revision, token)
+    commit = path.parent.name
+    where = f"{repo_id}@{commit}/{INDEX}"
+    try:
+        attrs = json.loads(path.read_text())["attributes"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise schema.DatasetError(f"{where}: not a shard dataset index ({exc!r})") from None
+    schema.check_root_attributes(attrs, where)
+    return attrs, commit
+
+
+def is_repo_id(name: str) -> bool:
+    """``OWNER/NAME`` that is not an existing local path (local paths win)."""
+    return name.count("/") == 1 and not name.startswith((".", "/")) and not Path(name).exists()
+
+
+def info(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> Any:
+    """A metadata-only ``Dataset`` of a Hub shard dataset (only ``zarr.json`` is fetched):
+    tasks, shards index, counts and ``summary()``; reading arrays from it fails."""
+    from tdmpc2_data.reader import open_dataset
+
+    return open_dataset(_fetch_index(repo_id, revision, token).parent, check_index=False)
+
+
+def _task_ids(attrs: dict[str, Any], tasks: Sequence[str], where: str) -> set[int]:
+    names = [t["name"] for t in attrs["tasks"]]
+    ids = set()
+    for task in tasks:
+        try:
+            full = task if task in names else resolve_task_name(task)
+        except UnknownTaskError:
+            full = task
+        if full not in names:
+            raise ValueError(
+                f"{where}: task {task!r} is not in this dataset (tasks: {', '.join(names)})."
+            )
+        ids.add(names.index(full))
+    return ids
+
+
+def select_shards(attrs: dict[str, Any], tasks: Sequence[str] | None, where: str) -> list[dict]:
+    """Index entries of the shards holding episodes of ``tasks`` (all shards if None)."""
+    if tasks is None:
+        return list(attrs["shards"])
+    ids = _task_ids(attrs, tasks, where)
+    chosen = [s for s in attrs["shards"] if ids & {int(k) for k in s["task_counts"]}]
+    if not chosen:
+        raise ValueError(f"{where}: no shard holds episodes of {', '.join(tasks)}.")
+    return chosen
+
+
+# ------------------------------------------------------------------ download
+def download(
+    name: str,
+    tasks: Sequence[str] | None = None,
+    local_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    repo: str | None = None,
+    token: str | bool | None = None,
+    max_workers: int = 8,
+) -> Path:
+    """Download a shard dataset (or convert the legacy ``mt80``/``mt30`` chunks); returns
+    the directory to pass to ``open_dataset``. See the module docstring for the rules."""
+    if name in PUBLISHED:
+        repo_id = published_repo(name, repo)
+    elif repo is not None:
+        raise ValueError(
+            f"repo={repo!r} only applies to the published names {PUBLISHED}, not {name!r}."
+        )
+    elif name.count("/") == 1:
+        repo_id = name
+    else:
+        raise ValueError(f"{name!r} is neither a published dataset {PUBLISHED} nor OWNER/NAME.")
+    tasks = list(tasks) if tasks else None
+    try:
+        attrs, commit = read_index(repo_id, revision, token)
+    except HubError as exc:
+        legacy = isinstance(exc, NoIndexError) or constants.HF_HUB_OFFLINE
+        if name not in PUBLISHED or not legacy:
+            raise
+        return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
+    shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
+    patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
+    with _hub_errors(repo_id, revision, f"downloading {repo_id}"):
+        if local_dir is not None:
+            snapshot_download(
+                repo_id,
+                repo_type="dataset",
+                revision=commit,
+                local_dir=local_dir,
+                allow_patterns=patterns,
+                token=token,
+                max_workers=max_workers,
+            )
+            return _index_local_dir(Path(local_dir), repo_id, commit, attrs, shards)
+        snapshot = Path(
+            snapshot_download(
+                repo_id,
+                repo_type="dataset",
+                revision=commit,
+                allow_patterns=[INDEX, *patterns],
+                token=token,
+                max_workers=max_workers,
+            )
+        )
+    return snapshot if tasks is None else _task_view(snapshot, repo_id, commit, attrs, shards)
+
+
+def _write_index(root: Path, attrs: dict[str, Any], shards: list[dict]) -> None:
+    from tdmpc2_data.writer import write_root_attributes
+
+    write_root_attributes(root, {**attrs, "shards": sorted(shards, key=lambda s: s["path"])})
+
+
+def _index_local_dir(
+    root: Path, repo_id: str, commit: str, attrs: dict[str, Any], shards: list[dict]
+) -> Path:
+    """Write ``root/zarr.json`` indexing the shards downloaded so far from this commit.
+
+    Downloads into one directory accumulate (tasks A, then tasks B -> both indexed) as
+    long as they come from the same commit; ``.tdmpc2-download.json`` remembers which.
+    """
+    record = _read_record(root)
+    have = set(record.get("shards", [])) if record.get("commit") == commit else set()
+    have |= {s["path"] for s in shards}
+    _write_index(root, attrs, [s for s in attrs["shards"] if s["path"] in have])
+    _write_record(root, {"repo_id": repo_id, "commit": commit, "shards": sorted(have)})
+    return root
+
+
+def _task_view(
+    snapshot: Path, repo_id: str, commit: str, attrs: dict[str, Any], shards: list[dict]
+) -> Path:
+    """A directory with a filtered index and symlinks to the cached shards (built atomically)."""
+    key = hashlib.sha1(json.dumps(sorted(s["path"] for s in shards)).encode()).hexdigest()[:12]
+    view = data_home() / "views" / repo_id.replace("/", "--") / f"{commit}-{key}"
+    if (view / INDEX).exists():
+        return view
+    tmp = view.with_name(f".tmp-{view.name}-{uuid.uuid4().hex}")
+    (tmp / schema.SHARDS_DIR).mkdir(parents=True)
+    for s in shards:
+        os.symlink(snapshot / s["path"], tmp / s["path"], target_is_directory=True)
+    _write_index(tmp, attrs, shards)
+    try:
+        os.rename(tmp, view)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return view
+
+
+# ------------------------------------------------------------------ legacy chunks
+def _download_legacy(
+    name: str,
+    repo_id: str,
+    tasks: list[str] | None,
+    local_dir: str | os.PathLike | None,
+    revision: str | None,
+    token: str | bool | None,
+) -> Path:
+    """Fetch ``<name>/chunk_*.pt`` one at a time, convert each into shards, delete it.
+
+    Progress lives in the converted dataset itself (the converter marks each chunk's
+    ``sources`` entry complete), so a rerun skips converted chunks without downloading
+    them; ``.tdmpc2-download.json`` pins the repo commit and the chunk list (for offline
+    reruns and so that one directory never mixes two versions).
+    """
+    from tdmpc2_data.convert import legacy_pt
+
+    dest = Path(local_dir) if local_dir is not None else data_home() / name
+    table = TASK_SETS[name]
+    wanted = set(resolve_tasks(tasks)) if tasks else set(table)
+    outside = wanted - set(table)
+    if outside:
+        raise ValueError(f"tasks {sorted(outside)} are not in task set {name}.")
+    record = _read_record(dest)
+    try:
+        commit, chunks = _list_chunks(name, repo_id, revision, token)
+    except HubError:
+        if constants.HF_HUB_OFFLINE and record and _all_converted(dest, record["chunks"], wanted):
+            return dest
+        raise
+    if record and record.get("commit") != commit:
+        raise HubError(
+            f"{dest} holds {name} converted from {record['repo_id']}@{record['commit']}, not "
+            f"{repo_id}@{commit}; download into another --dir."
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": chunks})
+    staging = dest / ".chunks"
+    for path, size in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+        if _all_converted(dest, [(path, size)], wanted):
+            continue
+        with _hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
+            local = hf_hub_download(
+                repo_id, path, repo_type="dataset", revision=commit, local_dir=staging, token=token
+            )
+        legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
+        os.remove(local)
+    shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def _list_chunks(
+    name: str, repo_id: str, revision: str | None, token: str | bool | None
+) -> tuple[str, list[tuple[str, int]]]:
+    """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files (path, size) in order."""
+    api = HfApi(endpoint=_endpoint(), token=token)
+    with _hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
+        commit = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+        try:
+            tree = list(api.list_repo_tree(repo_id, name, repo_type="dataset", revision=commit))
+        except RemoteEntryNotFoundError:
+            tree = []
+    pattern = re.compile(rf"{name}/chunk_(\d+)\.pt")
+    chunks = sorted(
+        ((f.path, f.size) for f in tree if pattern.fullmatch(f.path)),
+        key=lambda c: int(pattern.fullmatch(c[0]).group(1)),
+    )
+    if not chunks:
+        raise HubError(
+            f"{repo_id}@{revision or 'main'} has neither a root {INDEX} (shards) nor "
+            f"{name}/chunk_<i>.pt files (the original release layout)."
+        )
+    return commit, chunks
+
+
+def _all_converted(dest: Path, chunks: list, wanted: set[str]) -> bool:
+    """Whether every chunk's ``wanted`` tasks are in ``dest`` already (sources marked complete)."""
+    from tdmpc2_data.convert.legacy_pt import FORMAT
+    from tdmpc2_data.writer import read_root_attributes
+
+    if not (dest / INDEX).exists():
+        return False
+    attrs = read_root_attributes(dest)
+    table = {t["name"] for t in attrs["tasks"]}
+    for path, size in chunks:
+        done: set[str] = set()
+        for s in attrs["sources"]:
+            same = s.get("format") == FORMAT and s.get("file") == Path(path).name
+            if same and s.get("bytes") == size and s.get("complete"):
+                done |= set(s.get("tasks", table))
+        if not wanted <= done:
+            return False
+    return True
+
+
+def _read_record(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / DOWNLOAD_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_record(root: Path, record: dict[str, Any]) -> None:
+    tmp = root / f".tmp-{uuid.uuid4().hex}.json"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, root / DOWNLOAD_RECORD)
+
+
+# ------------------------------------------------------------------ push
+def _local_files(root: Path, attrs: dict[str, Any]) -> list[str]:
+    """Repo paths of the indexed shards' files (writer bookkeeping dot-files excluded)."""
+    files = []
+    for s in attrs["shards"]:
+        shard_dir = root / s["path"]
+        if not shard_dir.is_dir():
+            raise schema.DatasetError(
+                f"{root / INDEX}: the index lists {s['path']}, which is not on disk; "
+                "the dataset is incomplete (run `tdmpc2-data verify`)."
+            )
+        for path in sorted(shard_dir.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and not any(part.startswith(".") for part in rel.split("/")):
+                files.append(rel)
+    return files
+
+
+def _same_content(local: Path, remote: Any) -> bool:
+    """Compare with the Hub's own ids: sha256 for LFS files, the git blob sha1 otherwise."""
+    if remote.size != local.stat().st_size:
+        return False
+    if remote.lfs is not None:
+        with open(local, "rb") as f:
+            return sha.sha_fileobj(f).hex() == remote.lfs.sha256
+    return sha.git_hash(local.read_bytes()) == remote.blob_id
+
+
+def _batches(files: list[tuple[str, int]], max_bytes: int, max_files: int) -> Iterator[list]:
+    batch, size = [], 0
+    for path, nbytes in files:
+        if batch and (size + nbytes > max_bytes or len(batch) >= max_files):
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += nbytes
+    if batch:
+        yield batch
+
+
+def push(
+    dir: str | os.PathLike,
+    repo_id: str,
+    card: str | os.PathLike | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    branch: str = "main",
+    commit_bytes: int = DEFAULT_COMMIT_BYTES,
+    commit_files: int = DEFAULT_COMMIT_FILES,
+) -> str:
+    """Upload a local shard dataset to the Hub dataset repo ``repo_id``; returns the commit id.
+
+    Creates the repo if needed; uploads shard files in commits of at most ``commit_bytes``
+    / ``commit_files`` (a rerun skips files whose content is already there), then the
+    root index and ``README.md`` (``card``, or one generated from ``datasets_cards/``);
+    tags the final commit as ``revision`` when given.
+    """
+    from tdmpc2_data.cards import render_card
+    from tdmpc2_data.reader import open_dataset
+
+    root = Path(dir)
+    ds = open_dataset(root)  # validates the index and that every indexed shard is on disk
+    files = _local_files(root, ds.attrs)
+    card_text = Path(card).read_text() if card is not None else render_card(ds, repo_id)
+    api = HfApi(endpoint=_endpoint(), token=token)
+    doing = f"pushing {root} to {repo_id}"
+    with _hub_errors(repo_id, branch, doing):
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        remote = {
+            f.path: f
+            for f in api.list_repo_tree(
+                repo_id, repo_type="dataset", revision=branch, recursive=True
+            )
+            if hasattr(f, "blob_id")
+        }
+        todo = [
+            (p, (root / p).stat().st_size)
+            for p in files
+            if not (p in remote and _same_content(root / p, remote[p]))
+        ]
+        total = sum(n for _, n in todo)
+        commit = None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
+            for i, batch in enumerate(_batches(todo, commit_bytes, commit_files)):
+                ops = [CommitOperationAdd(p, str(root / p)) for p in batch]
+                commit = api.create_commit(
+                    repo_id,
+                    ops,
+                    commit_message=f"Add shard files ({i + 1}: {batch[0]} ...)",
+                    repo_type="dataset",
+                    revision=branch,
+                )
+                bar.update(sum((root / p).stat().st_size for p in batch))
+        final = [
+            CommitOperationAdd(INDEX, str(root / INDEX)),
+            CommitOperationAdd(CARD, card_text.encode()),
+        ]
+        commit = api.create_commit(
+            repo_id,
+            final,
+            commit_message=f"Index {len(ds.shards)} shards and dataset card",
+            repo_type="dataset",
+            revision=branch,
+        )
+        if revision is not None:
+            _tag(api, repo_id, revision, commit.oid)
+    return commit.oid
+
+
+def _tag(api: HfApi, repo_id: str, tag: str, oid: str) -> None:
+    refs = api.list_repo_refs(repo_id, repo_type="dataset")
+    existing = {t.name: t.target_commit for t in refs.tags}
+    if tag in existing and existing[tag] != oid:
+        raise HubError(
+            f"tag {tag!r} of {repo_id} already points at commit {existing[tag]}, not at the "
+            f"pushed {oid}; choose a new tag (tags are never moved)."
+        )
+    if tag not in existing:
+        api.create_tag(repo_id, tag=tag, revision=oid, repo_type="dataset")

@@ -1,0 +1,433 @@
+"""Hub I/O end to end: the real ``huggingface_hub`` client against a real local Hub server.
+
+The ``hub`` fixture (tests/conftest.py) runs ``tests/hub_server.py`` on 127.0.0.1 and points
+HF_ENDPOINT, the cache and the token at it; nothing here mocks huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import constants
+
+from tdmpc2_data import ShardWriter, open_dataset
+from tdmpc2_data import hub as hubio
+from tdmpc2_data.cli import main as cli
+from tdmpc2_data.hub import HubError
+
+REPO = "tester/tiny"
+TASKS = ["walker-walk", "mw-door-open", "cheetah-run"]
+DIMS = {"walker-walk": (24, 6), "mw-door-open": (39, 4), "cheetah-run": (17, 6)}
+
+
+def add(writer: ShardWriter, task: str, seed: int, length: int = 100) -> None:
+    rng = np.random.default_rng(seed)
+    d, a = DIMS[task]
+    writer.add_episode(
+        task,
+        obs=rng.normal(size=(length + 1, d)).astype(np.float32),
+        action=rng.uniform(-1, 1, (length, a)).astype(np.float32),
+        reward=rng.uniform(size=length).astype(np.float32),
+    )
+
+
+def make_dataset(root: Path, extra: int = 0) -> Path:
+    """Shards: 0 = walker-walk x3, 1 = mw-door-open x3, 2 = cheetah-run + walker-walk (mixed);
+    ``extra`` more walker-walk episodes make a fourth shard (a newer version)."""
+    with ShardWriter(root, tasks=TASKS, name="tiny") as w:
+        for i, task in enumerate(["walker-walk", "mw-door-open"]):
+            for e in range(3):
+                add(w, task, 10 * i + e)
+            w.flush()
+        add(w, "cheetah-run", 30)
+        add(w, "walker-walk", 31)
+        w.flush()
+        for e in range(extra):
+            add(w, "walker-walk", 40 + e)
+    return root
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Dataset files by repo path (bookkeeping dot-files excluded)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    }
+
+
+def episodes(ds) -> list[tuple[str, bytes]]:
+    """(task name, bytes of obs/action/reward) of every episode, sorted: a content fingerprint."""
+    out = []
+    for i in range(len(ds.shards)):
+        data = ds.read_shard(i)
+        for e in range(ds.shards[i].episodes):
+            blob = b"".join(data[k][e].tobytes() for k in ("obs", "action", "reward"))
+            out.append((ds.tasks[data["task"][e]], blob))
+    return sorted(out)
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory) -> Path:
+    """One 900-episode shard whose obs file (13 MB) spans many inner chunks."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("big") / "big"
+    with ShardWriter(root, tasks=["mw-door-open"], name="big", episodes_per_shard=1000) as w:
+        w.add_episodes(
+            "mw-door-open",
+            obs=rng.normal(size=(900, 101, 39)).astype(np.float32),
+            action=rng.uniform(-1, 1, (900, 100, 4)).astype(np.float32),
+            reward=rng.uniform(size=(900, 100)).astype(np.float32),
+        )
+    return root
+
+
+@pytest.fixture
+def pushed(hub, tmp_path, monkeypatch) -> Path:
+    """The tiny dataset pushed to ``tester/tiny`` (tagged v1); returns the local source."""
+    monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
+    src = make_dataset(tmp_path / "src")
+    hubio.push(src, REPO, revision="v1")
+    return src
+
+
+# ---------------------------------------------------------------- push / download
+def test_push_then_download_is_identical(hub, pushed):
+    path = hubio.download(REPO)
+    local, remote = files(pushed), files(path)
+    assert set(local) <= set(remote) and set(remote) - set(local) == {"README.md"}
+    assert all(remote[p] == local[p] for p in local)
+    assert episodes(open_dataset(path)) == episodes(open_dataset(pushed))
+    assert path.parent.name == "snapshots" and str(hub.cache) in str(path)  # the HF cache
+    refs = hub.api().list_repo_refs(REPO, repo_type="dataset")
+    assert [t.name for t in refs.tags] == ["v1"]
+    assert refs.tags[0].target_commit == refs.branches[0].target_commit
+
+
+def test_push_card_has_tasks_counts_and_structure(hub, pushed):
+    card = (hubio.download(REPO) / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["license"] == "mit" and meta["viewer"] is False
+    names = [f["name"] for f in meta["dataset_info"]["features"]]
+    assert names == ["obs", "action", "reward", "task", "episode_length"]
+    assert meta["dataset_info"]["splits"][0]["num_examples"] == 8
+    assert "| 1 | `mw-door-open` | metaworld | 39 | 4 | 100 | 3 |" in card
+    assert "{{" not in card and f"tdmpc2-data download {REPO}" in card
+    info = hub.api().dataset_info(REPO)  # the server parses the front matter like the Hub
+    assert info.card_data["dataset_info"]["splits"][0]["num_examples"] == 8
+
+
+def test_push_rerun_uploads_nothing_and_interrupted_push_resumes(hub, pushed, tmp_path):
+    api = hub.api()
+    commits = len(api.list_repo_commits(REPO, repo_type="dataset"))
+    hub.server.log.clear()
+    hubio.push(pushed, REPO)
+    assert not [p for m, p, _ in hub.server.log if m == "PUT"]  # no file content sent again
+    assert len(api.list_repo_commits(REPO, repo_type="dataset")) == commits
+
+    # a second repo, pushed in 1-file commits; the 3rd commit fails, the rerun finishes
+    hub.server.fail("POST", "/api/datasets/tester/resume/commit/", status=500, skip=2)
+    with pytest.raises(HubError, match="500"):
+        hubio.push(pushed, "tester/resume", commit_files=6)
+    assert not api.file_exists("tester/resume", "zarr.json", repo_type="dataset")  # no index yet
+    hub.server.log.clear()
+    hubio.push(pushed, "tester/resume", commit_files=6)
+    uploaded = [p for m, p, _ in hub.server.log if m == "PUT"]
+    assert 0 < len(uploaded) < len([p for p in files(pushed) if "/c/" in p])
+    resumed, first = files(hubio.download("tester/resume")), files(hubio.download(REPO))
+    assert resumed.keys() == first.keys()
+    assert all(resumed[p] == first[p] for p in first if p != "README.md")  # card names the repo
+
+
+def test_partial_download_fetches_only_shards_with_the_tasks(hub, pushed, tmp_path):
+    hub.server.log.clear()
+    view = hubio.download(REPO, tasks=["door-open"])  # short name
+    fetched = {p.split("/shards/")[1].split("/")[0] for p in hub.server.downloads("/shards/")}
+    assert fetched == {"000001"}
+    ds = open_dataset(view)
+    assert [s.path for s in ds.shards] == ["shards/000001"] and ds.tasks == TASKS
+    assert {ds.tasks[t] for t in ds.read_shard(0)["task"]} == {"mw-door-open"}
+
+    # into a directory: a mixed shard comes whole; later task downloads accumulate
+    target = tmp_path / "mine"
+    hubio.download(REPO, tasks=["cheetah-run"], local_dir=target)
+    ds = open_dataset(target)
+    assert [s.path for s in ds.shards] == ["shards/000002"]
+    assert sorted(ds.tasks[t] for t in ds.read_shard(0)["task"]) == ["cheetah-run", "walker-walk"]
+    hubio.download(REPO, tasks=["mw-door-open"], local_dir=target)
+    assert [s.path for s in open_dataset(target).shards] == ["shards/000001", "shards/000002"]
+    with pytest.raises(ValueError, match="'hopper-hop' is not in this dataset"):
+        hubio.download(REPO, tasks=["hopper-hop"])
+
+
+def test_interrupted_file_resumes_with_a_range_request(hub, big, tmp_path):
+    hubio.push(big, "tester/big")
+    obs_file = "shards/000000/obs/c/0/0/0"  # 13 MB; the client keeps whole 10 MiB blocks
+    hub.server.fail("GET", obs_file, drop_after=(10 << 20) + (512 << 10))
+    path = hubio.download("tester/big", local_dir=tmp_path / "dl")
+    ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith(obs_file)]
+    assert ranges == [None, f"bytes={10 << 20}-"]  # the retry asked for the rest only
+    assert files(path)[obs_file] == (big / obs_file).read_bytes()
+
+
+def test_failed_download_rerun_fetches_only_missing_files(hub, pushed):
+    failed = "shards/000002/action/c/0/0/0"
+    hub.server.fail("GET", failed, status=500)
+    with pytest.raises(HubError, match="500"):
+        hubio.download(REPO, max_workers=1)
+    done = {p for p in hub.server.downloads() if not p.endswith(failed)}
+    assert len(done) > 3
+    hub.server.log.clear()
+    path = hubio.download(REPO)
+    again = hub.server.downloads()
+    assert any(p.endswith(failed) for p in again) and not done & set(again)
+    assert episodes(open_dataset(path)) == episodes(open_dataset(pushed))
+
+
+def test_offline_from_cache(hub, pushed, monkeypatch):
+    full = hubio.download(REPO)
+    view = hubio.download(REPO, tasks=["walker-walk"])
+    hub.server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hubio.download(REPO) == full
+    assert hubio.download(REPO, tasks=["walker-walk"]) == view
+    assert len(open_dataset(view).shards) == 2
+    with pytest.raises(HubError, match="offline mode is on .* not .* in the local cache"):
+        hubio.download(REPO, tasks=["walker-walk"], revision="v1")  # tag never fetched
+    with pytest.raises(HubError, match="offline mode is on"):
+        hubio.download("tester/other")
+
+
+def test_revision_pinning(hub, pushed, tmp_path):
+    v1 = hub.api().list_repo_refs(REPO, repo_type="dataset").tags[0].target_commit
+    newer = make_dataset(tmp_path / "newer", extra=2)
+    hubio.push(newer, REPO, revision="v2")
+    assert open_dataset(hubio.download(REPO)).num_episodes == 10
+    assert open_dataset(hubio.download(REPO, revision="v1")).num_episodes == 8
+    assert hubio.download(REPO, revision=v1).name == v1  # a commit id pins too
+    target = tmp_path / "old"
+    old = open_dataset(hubio.download(REPO, revision="v1", tasks=["walker-walk"], local_dir=target))
+    assert [s.path for s in old.shards] == ["shards/000000", "shards/000002"]
+    with pytest.raises(HubError, match="tag 'v1' .* already points at commit"):
+        hubio.push(newer, REPO, revision="v1")
+
+
+# ---------------------------------------------------------------- streaming and info
+def test_streaming_reads_over_hf_url(hub, pushed):
+    hub.server.log.clear()
+    ds = open_dataset(hubio.hub_url(REPO, "v1"))
+    assert [p for p in hub.server.downloads() if "/shards/" in p] == []  # open = metadata only
+    assert episodes(ds) == episodes(open_dataset(pushed))
+
+
+def test_streaming_reads_byte_ranges_of_a_shard_file(hub, big):
+    hubio.push(big, "tester/big")
+    size = (big / "shards/000000/obs/c/0/0/0").stat().st_size
+    hub.server.log.clear()
+    ds = open_dataset(hubio.hub_url("tester/big"))
+    obs = ds.read_shard(0, ("obs",), episodes=slice(450, 451))["obs"]
+    np.testing.assert_array_equal(
+        obs, open_dataset(big).read_shard(0, ("obs",), slice(450, 451))["obs"]
+    )
+    ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith("/obs/c/0/0/0")]
+    assert ranges and all(ranges)  # only byte ranges of the 13 MB file
+    fetched = sum(_range_length(r, size) for r in ranges)
+    assert fetched < size / 2, (ranges, size)
+
+
+def _range_length(header: str, size: int) -> int:
+    first, last = header.removeprefix("bytes=").split("-")
+    if not first:
+        return int(last)
+    return min(int(last) + 1 if last else size, size) - int(first)
+
+
+def test_info_reads_only_the_index(hub, pushed, capsys):
+    hub.server.log.clear()
+    assert cli(["info", REPO]) == 0
+    out = capsys.readouterr().out
+    assert "mw-door-open" in out and "8 episodes" in out
+    assert [p.rsplit("/", 1)[-1] for p in hub.server.downloads()] == ["zarr.json"]
+
+
+# ---------------------------------------------------------------- errors
+def test_clear_errors(hub, pushed, monkeypatch, capsys):
+    with pytest.raises(HubError, match="dataset repo tester/nope not found"):
+        hubio.download("tester/nope")
+    with pytest.raises(HubError, match="revision 'v9' does not exist in dataset repo tester/tiny"):
+        hubio.download(REPO, revision="v9")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(HubError, match="rejected your token .401 Unauthorized"):
+        hubio.download(REPO)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    with pytest.raises(HubError, match="may not write to someone/else .403"):
+        hubio.push(pushed, "someone/else")
+    assert cli(["download", REPO, "--revision", "v9"]) == 2  # one paragraph, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("tdmpc2-data download: error: ") and "Traceback" not in err
+
+
+def test_hub_down_uses_the_cache(hub, pushed):
+    path = hubio.download(REPO)
+    hub.server.stop()
+    assert hubio.download(REPO) == path  # falls back to the cached commit of main
+
+
+@pytest.mark.slow  # huggingface_hub retries a dead endpoint with backoff (~25 s)
+def test_hub_down_without_cache_is_a_clear_error(hub, pushed, capsys):
+    hub.server.stop()
+    with pytest.raises(HubError, match=f"cannot reach {hub.endpoint} and tester/tiny@v1"):
+        hubio.download(REPO, revision="v1")
+
+
+# ---------------------------------------------------------------- CLI and published names
+def test_cli_push_and_download_with_tasks(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "home"))
+    src = make_dataset(tmp_path / "src")
+    card = tmp_path / "card.md"
+    card.write_text("---\nlicense: cc-by-4.0\n---\n# my card\n")
+    assert (
+        cli(["push", str(src), "tdmpc2-test/org-set", "--card", str(card), "--revision", "v1"]) == 0
+    )
+    target = tmp_path / "dl"
+    args = ["download", "tdmpc2-test/org-set", "--tasks", "mw-door-open,cheetah-run"]
+    assert cli([*args, "--dir", str(target), "--revision", "v1"]) == 0
+    assert [s.path for s in open_dataset(target).shards] == ["shards/000001", "shards/000002"]
+    readme = hub.api().hf_hub_download("tdmpc2-test/org-set", "README.md", repo_type="dataset")
+    assert "# my card" in Path(readme).read_text()
+
+
+def test_published_name_maps_to_a_configured_shard_repo(hub, pushed, monkeypatch):
+    monkeypatch.setenv("TDMPC2_DATA_REPO_MT80", REPO)
+    assert hubio.published_repo("mt80") == REPO
+    assert hubio.published_repo("mt80", repo="me/x") == "me/x"
+    path = hubio.download("mt80", tasks=["walker-walk"])
+    assert len(open_dataset(path).shards) == 2
+
+
+def test_subprocess_cli_honors_hf_endpoint(hub, pushed, tmp_path):
+    """A fresh process sees only the environment (HF_ENDPOINT, HF_HUB_CACHE, HF_TOKEN)."""
+    env = {**os.environ, **hub.env, "TDMPC2_DATA_HOME": str(tmp_path / "h")}
+    target = tmp_path / "sub"
+    run = subprocess.run(
+        [sys.executable, "-m", "tdmpc2_data.cli", "download", REPO, "--dir", str(target)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert episodes(open_dataset(target)) == episodes(open_dataset(pushed))
+    assert any(p.endswith("/zarr.json") for p in hub.server.downloads())
+
+
+# ---------------------------------------------------------------- datasets interop
+def test_to_hf_dataset_episodes_and_transitions(hub, pushed):
+    ds = open_dataset(pushed)
+    eps = hubio.to_hf_dataset(ds, unit="episode")
+    assert len(eps) == 8 and eps.features["task"].names == TASKS
+    row = eps.with_format("numpy")[7]  # shard 2 holds walker-walk (id 0), then cheetah-run
+    np.testing.assert_array_equal(row["obs"], ds.read_shard(2)["obs"][1])
+    assert eps.features["task"].int2str(int(row["task"])) == "cheetah-run"
+    steps = hubio.to_hf_dataset(ds, unit="transition", streaming=True)
+    rows = list(steps.take(101))
+    np.testing.assert_array_equal(rows[5]["next_obs"], rows[6]["obs"])
+    np.testing.assert_array_equal(rows[5]["action"], ds.read_shard(0)["action"][0, 5])
+    assert rows[100]["episode"] == 1 and rows[100]["step"] == 0
+    streamed = hubio.to_hf_dataset(hubio.hub_url(REPO, "v1"), unit="episode", streaming=True)
+    assert sum(1 for _ in streamed) == 8
+
+
+# ---------------------------------------------------------------- model repos (server)
+def test_server_serves_model_repos(hub, tmp_path):
+    api = hub.api()
+    api.create_repo("tester/model")
+    weights = os.urandom(200_000)
+    api.upload_file(
+        path_or_fileobj=weights, path_in_repo="model.safetensors", repo_id="tester/model"
+    )
+    api.upload_file(
+        path_or_fileobj=b'{"size": "1M"}', path_in_repo="config.json", repo_id="tester/model"
+    )
+    got = Path(api.hf_hub_download("tester/model", "model.safetensors")).read_bytes()
+    assert got == weights
+    assert json.loads(Path(api.hf_hub_download("tester/model", "config.json")).read_text()) == {
+        "size": "1M"
+    }
+    assert sorted(s.rfilename for s in api.model_info("tester/model").siblings) == [
+        ".gitattributes", "config.json", "model.safetensors",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- legacy chunks
+LEGACY = Path("/work/shared/fixtures/legacy")
+
+
+@pytest.fixture
+def legacy_repo(hub, tmp_path, monkeypatch) -> str:
+    """A repo laid out like the original release: two copies of the tiny fixture chunk."""
+    monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
+    api = hub.api()
+    api.create_repo("tester/legacy", repo_type="dataset")
+    for i in range(2):
+        api.upload_file(
+            path_or_fileobj=str(LEGACY / "mt80_chunk_tiny.pt"),
+            path_in_repo=f"mt80/chunk_{i}.pt",
+            repo_id="tester/legacy",
+            repo_type="dataset",
+        )
+    monkeypatch.setenv("TDMPC2_DATA_REPO_MT80", "tester/legacy")
+    return "tester/legacy"
+
+
+def expected_episodes(tasks: set[str] | None = None) -> list[tuple[str, bytes]]:
+    from tdmpc2_data import TASK_SETS
+
+    want = np.load(LEGACY / "mt80_chunk_tiny_expected.npz")
+    out = []
+    for e, tid in enumerate(want["task"]):
+        name = TASK_SETS["mt80"][tid]
+        if tasks is None or name in tasks:
+            blob = b"".join(want[k][e].tobytes() for k in ("obs", "action", "reward"))
+            out.append((name, blob))
+    return out
+
+
+def test_legacy_chunks_download_convert_and_resume(hub, legacy_repo, tmp_path):
+    hub.server.fail("GET", "mt80/chunk_1.pt", status=500)
+    with pytest.raises(HubError, match="500"):
+        hubio.download("mt80")
+    dest = tmp_path / "tdmpc2-home" / "mt80"
+    assert episodes(open_dataset(dest)) == sorted(expected_episodes())  # chunk 0 is in
+    assert not list((dest / ".chunks").rglob("*.pt"))  # the converted chunk is deleted
+    hub.server.log.clear()
+    assert hubio.download("mt80") == dest
+    assert hub.server.downloads(".pt") == [
+        "/datasets/tester/legacy/resolve/" + _main(hub) + "/mt80/chunk_1.pt"
+    ]
+    ds = open_dataset(dest)
+    assert ds.name == "mt80" and len(ds.tasks) == 80  # published ids
+    assert episodes(ds) == sorted(expected_episodes() * 2)
+    hub.server.log.clear()
+    assert hubio.download("mt80") == dest  # all converted: nothing fetched
+    assert hub.server.downloads(".pt") == []
+
+
+def test_legacy_chunks_with_tasks_and_offline(hub, legacy_repo, tmp_path, monkeypatch):
+    target = tmp_path / "mw"
+    assert cli(["download", "mt80", "--tasks", "door-open", "--dir", str(target)]) == 0
+    assert episodes(open_dataset(target)) == sorted(expected_episodes({"mw-door-open"}) * 2)
+    hub.server.stop()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hubio.download("mt80", tasks=["mw-door-open"], local_dir=target) == target
+    with pytest.raises(HubError, match="offline mode is on"):
+        hubio.download("mt80", tasks=["walker-walk"], local_dir=target)
+
+
+def _main(hub) -> str:
+    return hub.api().dataset_info("tester/legacy").sha
