@@ -12,8 +12,18 @@ import torch.nn as nn
 
 from tdmpc2_model import losses
 from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.functional import fast_kernels
 from tdmpc2_model.planner import plan
 from tdmpc2_model.world_model import WorldModel
+
+
+def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+    """Adam, fused where this torch supports it (about 10x faster steps on CPU)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
 class TDMPC2(nn.Module):
@@ -30,7 +40,7 @@ class TDMPC2(nn.Module):
         self.model = WorldModel(cfg)
         self.scale = losses.RunningScale(cfg.tau)
         m = self.model
-        self.optim = torch.optim.Adam(
+        self.optim = _adam(
             [
                 {"params": m._encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
                 {"params": m._dynamics.parameters()},
@@ -40,7 +50,7 @@ class TDMPC2(nn.Module):
             ],
             lr=cfg.lr,
         )
-        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
+        self.pi_optim = _adam(m._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
         self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
         self.register_buffer("_prev_mean", torch.zeros(cfg.horizon, cfg.action_dim))
         self._model_loss = losses.model_loss
@@ -87,9 +97,13 @@ class TDMPC2(nn.Module):
         return self.discount.device
 
     def compile_update(self, **kwargs: Any) -> TDMPC2:
-        """Compile the loss computations with ``torch.compile`` (kwargs passed on)."""
-        self._model_loss = torch.compile(losses.model_loss, **kwargs)
-        self._policy_loss = torch.compile(losses.policy_loss, **kwargs)
+        """Compile the loss computations with ``torch.compile`` (kwargs passed on).
+
+        Inductor's pattern matcher is off by default: its randperm-index rewrite fails on
+        the Q head pick ``out[randperm(num_q)[:2]]`` (torch 2.13)."""
+        options = {"pattern_matcher": False, **kwargs.pop("options", {})}
+        self._model_loss = torch.compile(losses.model_loss, options=options, **kwargs)
+        self._policy_loss = torch.compile(losses.policy_loss, options=options, **kwargs)
         return self
 
     # ----------------------------------------------------------------------- acting
@@ -180,28 +194,28 @@ class TDMPC2(nn.Module):
         ``obs`` [H+1, B, D], ``action`` [H, B, A], ``reward`` [H, B], ``task`` [B] (an
         object with those attributes, a dict, or a tuple in that order). Returns the losses and norms as floats."""
         obs, action, reward, task = self._batch(batch)
-        self.model.train()
+        model, clip = self.model, self.cfg.grad_clip_norm
+        model.train()
         try:
-            total, zs, info = self._model_loss(
-                self.model, obs, action, reward, task, self._discount()
-            )
-            self.optim.zero_grad(set_to_none=True)
-            total.backward()
-            info["grad_norm"] = nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.cfg.grad_clip_norm
-            )
-            self.optim.step()
+            with fast_kernels():
+                total, zs, info = self._model_loss(
+                    model, obs, action, reward, task, self._discount()
+                )
+                self.optim.zero_grad(set_to_none=True)
+                total.backward()
+                info["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+                self.optim.step()
 
-            pi_loss, pi_info = self._policy_loss(self.model, zs, task, self.scale)
-            self.pi_optim.zero_grad(set_to_none=True)
-            pi_loss.backward()
-            pi_info["pi_grad_norm"] = nn.utils.clip_grad_norm_(
-                self.model._pi.parameters(), self.cfg.grad_clip_norm
-            )
-            self.pi_optim.step()
-            self.model.soft_update_target_Q()
+                pi_loss, pi_info = self._policy_loss(model, zs, task, self.scale)
+                self.pi_optim.zero_grad(set_to_none=True)
+                pi_loss.backward()
+                pi_info["pi_grad_norm"] = nn.utils.clip_grad_norm_(
+                    model._pi.parameters(), clip, foreach=True
+                )
+                self.pi_optim.step()
+                model.soft_update_target_Q()
         finally:
-            self.model.eval()
+            model.eval()
         info.update(pi_info)
         values = torch.stack([v.detach().float().reshape(()) for v in info.values()]).tolist()
         return dict(zip(info, values, strict=True))

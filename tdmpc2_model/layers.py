@@ -1,5 +1,5 @@
 """Building blocks of the world model (paper Sec. 3.1 and Appendix): MLPs of NormedLinear
-layers (Linear -> dropout -> LayerNorm -> Mish), SimNorm, and a Q ensemble whose weights are
+layers (Linear -> LayerNorm -> Mish), SimNorm, and a Q ensemble whose weights are
 stacked along a leading ``num_q`` dim and evaluated in one batched op.
 
 Module and parameter names follow the original implementation, so its state dicts load by
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tdmpc2_model.functional import simnorm
+from tdmpc2_model.functional import dropout, mish, simnorm
 
 
 class SimNorm(nn.Module):
@@ -29,34 +29,33 @@ class SimNorm(nn.Module):
         return f"dim={self.dim}"
 
 
-class NormedLinear(nn.Linear):
-    """Linear -> optional dropout -> LayerNorm -> activation (Mish unless given)."""
-
-    def __init__(
-        self, in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None
-    ):
-        super().__init__(in_dim, out_dim)
-        self.ln = nn.LayerNorm(out_dim)
-        self.act = act if act is not None else nn.Mish()
-        self.dropout = nn.Dropout(dropout) if dropout else None
+class Mish(nn.Module):
+    """Mish activation (``functional.mish``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        if self.dropout is not None:
-            x = self.dropout(x)
-        return self.act(self.ln(x))
+        return mish(x)
+
+
+class NormedLinear(nn.Linear):
+    """Linear -> LayerNorm -> activation (Mish unless given). The Q-functions' first-layer
+    dropout lives in the stacked ensemble (``ensemble_forward``)."""
+
+    def __init__(self, in_dim: int, out_dim: int, act: nn.Module | None = None):
+        super().__init__(in_dim, out_dim)
+        self.ln = nn.LayerNorm(out_dim)
+        self.act = act if act is not None else Mish()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.ln(super().forward(x)))
 
 
 def mlp(
-    in_dim: int, hidden: list[int], out_dim: int, act: nn.Module | None = None, dropout: float = 0.0
+    in_dim: int, hidden: list[int], out_dim: int, act: nn.Module | None = None
 ) -> nn.Sequential:
-    """NormedLinear hidden layers (dropout in the first only); the last layer is a
-    NormedLinear with ``act`` when given (SimNorm), else a plain Linear."""
+    """NormedLinear hidden layers; the last layer is a NormedLinear with ``act`` when given
+    (SimNorm), else a plain Linear."""
     dims = [in_dim, *hidden, out_dim]
-    layers: list[nn.Module] = [
-        NormedLinear(dims[i], dims[i + 1], dropout=dropout if i == 0 else 0.0)
-        for i in range(len(dims) - 2)
-    ]
+    layers: list[nn.Module] = [NormedLinear(dims[i], dims[i + 1]) for i in range(len(dims) - 2)]
     layers.append(
         NormedLinear(dims[-2], dims[-1], act=act) if act else nn.Linear(dims[-2], dims[-1])
     )
@@ -115,13 +114,14 @@ def stacked_mlp(num: int, dims: list[int], learnable: bool = True) -> nn.ModuleL
 
 
 def ensemble_forward(
-    layers: nn.ModuleList, x: torch.Tensor, dropout: float = 0.0, detach: bool = False
+    layers: nn.ModuleList, x: torch.Tensor, drop: float = 0.0, detach: bool = False
 ) -> torch.Tensor:
     """Run every member on the same input ``x`` [..., in]; returns [num_q, ..., out].
 
     The first layer is one matmul against all members' weights concatenated; later layers
-    are one batched matmul (bmm) over the member dim. ``dropout`` follows the first layer
-    (pass 0 in eval mode); ``detach`` evaluates without gradients to the weights.
+    are one batched matmul (bmm) over the member dim. Dropout with rate ``drop`` follows
+    the first layer (pass 0 in eval mode); ``detach`` evaluates without gradients to the
+    weights.
     """
     lead = x.shape[:-1]
     h = x.reshape(-1, x.shape[-1])
@@ -133,8 +133,7 @@ def ensemble_forward(
         if i == 0:  # shared input: [N, in] @ [in, num*out] -> [num, N, out]
             h = F.linear(h, w.reshape(-1, w.shape[-1]), b.reshape(-1))
             h = h.view(h.shape[0], num, -1).transpose(0, 1)
-            if dropout:
-                h = F.dropout(h, dropout, training=True)
+            h = dropout(h, drop, training=True)
         else:
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         if layer.ln is not None:
@@ -142,5 +141,5 @@ def ensemble_forward(
             if detach:
                 g, beta = g.detach(), beta.detach()
             h = F.layer_norm(h, h.shape[-1:]) * g.unsqueeze(1) + beta.unsqueeze(1)
-            h = F.mish(h)
+            h = mish(h)
     return h.reshape(num, *lead, h.shape[-1])

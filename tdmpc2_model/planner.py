@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from tdmpc2_model import functional as Fn
+from tdmpc2_model.functional import fast_kernels
 from tdmpc2_model.world_model import WorldModel
 
 
@@ -48,6 +49,18 @@ def plan(
     plan's mean [H, A] to warm-start the next step). ``prev_mean`` None starts fresh
     (first step of an episode). Eval mode executes the mean's first action; training mode
     adds the plan's std as exploration noise. Masked (padding) action dims are exactly 0."""
+    with fast_kernels():
+        return _plan(model, obs, task, discount, prev_mean, eval_mode)
+
+
+def _plan(
+    model: WorldModel,
+    obs: torch.Tensor,
+    task: torch.Tensor | None,
+    discount: float | torch.Tensor,
+    prev_mean: torch.Tensor | None,
+    eval_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = model.cfg
     horizon, num, num_pi, dim = cfg.horizon, cfg.num_samples, cfg.num_pi_trajs, cfg.action_dim
     mask = model._action_masks[task] if cfg.multitask else None  # [1, A]
