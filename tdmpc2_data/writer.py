@@ -48,6 +48,13 @@ LOCK_NAME = ".tdmpc2.lock"
 TMP_PREFIX = ".tmp-"
 
 
+def _temp_path(directory: Path, suffix: str = "") -> Path:
+    """A unique temp name that says which host and process made it (for stale cleanup)."""
+    return (
+        directory / f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+    )
+
+
 def _created_by() -> str:
     from tdmpc2_data import __version__
 
@@ -71,7 +78,7 @@ def read_root_attributes(root: Path) -> dict[str, Any]:
 def write_root_attributes(root: Path, attrs: Mapping[str, Any]) -> None:
     """Replace the root ``zarr.json`` atomically (temp file + fsync + rename)."""
     meta = {"zarr_format": 3, "node_type": "group", "attributes": dict(attrs)}
-    tmp = root / f"{TMP_PREFIX}zarr-{os.getpid()}-{uuid.uuid4().hex}.json"
+    tmp = _temp_path(root, ".json")
     with open(tmp, "w") as f:
         json.dump(meta, f, indent=1)
         f.flush()
@@ -131,14 +138,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_temps(root: Path) -> None:
-    """Delete temp shards of crashed writers on this host (their pid no longer exists)."""
+    """Delete temp shards/files of crashed writers on this host (their pid no longer exists)."""
     host = socket.gethostname()
-    d = root / SHARDS_DIR
-    for name in os.listdir(d) if d.is_dir() else ():
-        parts = name[len(TMP_PREFIX) :].rsplit("-", 2)
-        if name.startswith(TMP_PREFIX) and len(parts) == 3 and parts[0] == host:
-            if parts[1].isdigit() and not _pid_alive(int(parts[1])):
-                shutil.rmtree(d / name, ignore_errors=True)
+    for d in (root, root / SHARDS_DIR):
+        for name in os.listdir(d) if d.is_dir() else ():
+            parts = name[len(TMP_PREFIX) :].rsplit("-", 2)
+            if name.startswith(TMP_PREFIX) and len(parts) == 3 and parts[0] == host:
+                if parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                    path = d / name
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
 
 
 def finalize(root: str | os.PathLike) -> dict[str, Any]:
@@ -250,7 +261,7 @@ def write_shard(
     """
     shards = root / SHARDS_DIR
     shards.mkdir(exist_ok=True)
-    tmp = shards / f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+    tmp = _temp_path(shards)
     obs = arrays["obs"]
     episodes, length, obs_dim = obs.shape[0], obs.shape[1] - 1, obs.shape[2]
     per_chunk = min(episodes, schema.chunk_episodes(length, obs_dim, chunk_bytes))

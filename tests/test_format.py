@@ -291,6 +291,23 @@ def test_unindexed_shard_warns_and_finalize_indexes_it(mixed):
         assert len(open_dataset(root).shards) == 3
 
 
+def test_finalize_removes_temps_of_dead_writers_only(mixed):
+    import socket
+
+    root, _ = mixed
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host, pid = socket.gethostname(), int(dead.stdout)
+    stale = [root / f".tmp-{host}-{pid}-ab12.json", root / "shards" / f".tmp-{host}-{pid}-cd34"]
+    live = root / "shards" / f".tmp-{host}-{os.getpid()}-ef56"
+    stale[0].write_text("{}")
+    stale[1].mkdir()
+    live.mkdir()
+    finalize(root)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
 # ---------------------------------------------------------------- verify
 def test_verify_clean_dataset_and_cli(mixed, capsys):
     root, _ = mixed
