@@ -115,7 +115,8 @@ def hub_url(repo_id: str, revision: str | None = None) -> str:
 
 
 def _endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
+    """The Hub huggingface_hub talks to (``HF_ENDPOINT``, read when it was imported)."""
+    return constants.ENDPOINT
 
 
 @contextmanager
@@ -390,7 +391,7 @@ def _list_chunks(
     name: str, repo_id: str, revision: str | None, token: str | bool | None
 ) -> tuple[str, list[tuple[str, int]]]:
     """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files (path, size) in order."""
-    api = HfApi(endpoint=_endpoint(), token=token)
+    api = HfApi(token=token)
     with _hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
         commit = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         try:
@@ -508,7 +509,7 @@ def push(
     ds = open_dataset(root)  # validates the index and that every indexed shard is on disk
     files = _local_files(root, ds.attrs)
     card_text = Path(card).read_text() if card is not None else render_card(ds, repo_id)
-    api = HfApi(endpoint=_endpoint(), token=token)
+    api = HfApi(token=token)
     doing = f"pushing {root} to {repo_id}"
     with _hub_errors(repo_id, branch, doing):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

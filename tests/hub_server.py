@@ -12,7 +12,8 @@ Storage is a git-less model on disk: content-addressed blobs (``blobs/<sha256>``
 one JSON file per repo holding its commits (each with its parent and full file table),
 branches and tags. A server started on an existing root sees the same repos.
 
-Test hooks: ``log`` records every request (method, path, Range header);
+Test hooks: ``log`` records every request (method, path, Range header), ``bytes_served``
+counts file bytes sent (also at ``GET /_stats``);
 ``fail(method, path_part, status=...)`` answers the next matching request with an HTTP
 error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body and then
 closes the connection (an interrupted download).
@@ -401,6 +402,10 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._lfs_upload(s[2])
         if s[:2] == ["_lfs", "verify"] and m == "POST":
             return self._json({"ok": True})
+        if s == ["_stats"] and m == "GET":  # for benchmarks running the server in a subprocess
+            return self._json(
+                {"bytes_served": self.server.bytes_served, "requests": len(self.server.log)}
+            )
         repo_type = (
             "dataset" if s[:1] == ["datasets"] else "space" if s[:1] == ["spaces"] else "model"
         )
@@ -683,6 +688,7 @@ class HubHandler(BaseHTTPRequestHandler):
             return
         with open(state.blob_path(entry.sha256), "rb") as f:
             if self.fault is None:
+                self.server.count_served(end - start)
                 self.connection.sendfile(f, start, end - start)
                 return
             f.seek(start)
@@ -727,6 +733,7 @@ class HubServer(ThreadingHTTPServer):
         self.state = HubState(Path(root), tokens, orgs or {})
         self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
         self.tree_page_size = 1000
+        self.bytes_served = 0  # file body bytes sent by /resolve/
         self.log: list[tuple[str, str, str | None]] = []
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -742,6 +749,10 @@ class HubServer(ThreadingHTTPServer):
         with self._lock:
             self._open.discard(request)
         super().shutdown_request(request)
+
+    def count_served(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_served += nbytes
 
     def record(self, method: str, path: str, range_header: str | None) -> None:
         with self._lock:
