@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tdmpc2_model.functional import dropout, mish, simnorm
+from tdmpc2_model.gemm import Linear, linear, stacked_linear
 
 
 class SimNorm(nn.Module):
@@ -36,7 +37,7 @@ class Mish(nn.Module):
         return mish(x)
 
 
-class NormedLinear(nn.Linear):
+class NormedLinear(Linear):
     """Linear -> LayerNorm -> activation (Mish unless given). The Q-functions' first-layer
     dropout lives in the stacked ensemble (``ensemble_forward``)."""
 
@@ -57,7 +58,7 @@ def mlp(
     dims = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = [NormedLinear(dims[i], dims[i + 1]) for i in range(len(dims) - 2)]
     layers.append(
-        NormedLinear(dims[-2], dims[-1], act=act) if act else nn.Linear(dims[-2], dims[-1])
+        NormedLinear(dims[-2], dims[-1], act=act) if act else Linear(dims[-2], dims[-1])
     )
     return nn.Sequential(*layers)
 
@@ -114,32 +115,36 @@ def stacked_mlp(num: int, dims: list[int], learnable: bool = True) -> nn.ModuleL
 
 
 def ensemble_forward(
-    layers: nn.ModuleList, x: torch.Tensor, drop: float = 0.0, detach: bool = False
+    layers: nn.ModuleList,
+    x: torch.Tensor,
+    drop: float = 0.0,
+    detach: bool = False,
+    heads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run every member on the same input ``x`` [..., in]; returns [num_q, ..., out].
+    """Run the members (all, or those indexed by ``heads``) on the same input ``x``
+    [..., in]; returns [members, ..., out].
 
-    The first layer is one matmul against all members' weights concatenated; later layers
+    The first layer is one matmul against the members' weights concatenated; later layers
     are one batched matmul (bmm) over the member dim. Dropout with rate ``drop`` follows
     the first layer (pass 0 in eval mode); ``detach`` evaluates without gradients to the
     weights.
     """
     lead = x.shape[:-1]
     h = x.reshape(-1, x.shape[-1])
-    num = layers[0].weight.shape[0]
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach() if detach else t
+        return t if heads is None else t.index_select(0, heads)
+
     for i, layer in enumerate(layers):
-        w, b = layer.weight, layer.bias
-        if detach:
-            w, b = w.detach(), b.detach()
+        w, b = pick(layer.weight), pick(layer.bias)
         if i == 0:  # shared input: [N, in] @ [in, num*out] -> [num, N, out]
-            h = F.linear(h, w.reshape(-1, w.shape[-1]), b.reshape(-1))
-            h = h.view(h.shape[0], num, -1).transpose(0, 1)
-            h = dropout(h, drop, training=True)
+            num = w.shape[0]
+            h = linear(h, w.reshape(-1, w.shape[-1]), b.reshape(-1))
+            h = dropout(h.view(h.shape[0], num, -1).transpose(0, 1), drop, training=True)
         else:
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = stacked_linear(h, w, b)
         if layer.ln is not None:
-            g, beta = layer.ln.weight, layer.ln.bias
-            if detach:
-                g, beta = g.detach(), beta.detach()
-            h = F.layer_norm(h, h.shape[-1:]) * g.unsqueeze(1) + beta.unsqueeze(1)
-            h = mish(h)
+            g, beta = pick(layer.ln.weight).unsqueeze(1), pick(layer.ln.bias).unsqueeze(1)
+            h = mish(torch.addcmul(beta, F.layer_norm(h, h.shape[-1:]), g))
     return h.reshape(num, *lead, h.shape[-1])

@@ -33,8 +33,11 @@ class Ensemble(nn.Module):
         for layer in self.params:
             layer.reset_parameters()
 
-    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return ensemble_forward(self.params, x, self.dropout if self.training else 0.0, detach)
+    def forward(
+        self, x: torch.Tensor, detach: bool = False, heads: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        drop = self.dropout if self.training else 0.0
+        return ensemble_forward(self.params, x, drop, detach, heads)
 
 
 class WorldModel(nn.Module):
@@ -144,14 +147,18 @@ class WorldModel(nn.Module):
         if return_type not in ("min", "avg", "all"):
             raise ValueError(f"Got return_type={return_type!r}; must be 'min', 'avg' or 'all'.")
         x = torch.cat([self._with_task(z, task), a], dim=-1)
+        # min/avg: only the two picked heads are evaluated (the original runs all of them
+        # and then picks; same pick for the same seed, as no dropout draws come first in eval)
+        heads = None
+        if return_type != "all":
+            heads = torch.randperm(self.cfg.num_q, device=x.device)[:2]
         if target:
-            out = ensemble_forward(self._target_Qs_params, x)
+            out = ensemble_forward(self._target_Qs_params, x, heads=heads)
         else:
-            out = self._Qs(x, detach=detach)
+            out = self._Qs(x, detach=detach, heads=heads)
         if return_type == "all":
             return out
-        idx = torch.randperm(self.cfg.num_q, device=out.device)[:2]
-        q = Fn.two_hot_inv(out[idx], self.cfg.vmin, self.cfg.vmax)
+        q = Fn.two_hot_inv(out, self.cfg.vmin, self.cfg.vmax)
         return q.min(0).values if return_type == "min" else q.sum(0) / 2
 
     @torch.no_grad()
