@@ -13,12 +13,21 @@ Results differ from MKL's in the last float bits (summation order).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from tdmpc2_model.functional import _fast
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+if _ONEDNN:
+
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+        """So that ``FlopCounterMode`` counts these GEMMs like ``addmm``."""
+        return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
 
 
 def _mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:

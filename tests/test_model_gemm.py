@@ -68,3 +68,15 @@ def test_aten_path_outside_fast_kernels_and_under_autocast():
     layer = gemm.Linear(16, 4)
     assert set(layer.state_dict()) == {"weight", "bias"}
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_flop_counter_counts_onednn_gemms_like_aten():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w = torch.randn(3, 5, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
+    counts = []
+    for ctx in (torch.enable_grad, fast_kernels):
+        with FlopCounterMode(display=False) as counter, ctx():
+            gemm.linear(x, w).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 3 * 2 * 15 * 8 * 4  # forward, grad x, grad w
