@@ -93,7 +93,7 @@ def front_matter(ds: Any) -> dict[str, Any]:
             "download_size": ds.nbytes,
             "dataset_size": ds.nbytes,
         },
-        "size_categories": [_size_category(ds.num_transitions)],
+        "size_categories": [_size_category(ds.num_episodes)],  # rows: episodes
     }
 
 

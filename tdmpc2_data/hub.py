@@ -41,7 +41,9 @@ from typing import Any
 
 from huggingface_hub import (
     CommitOperationAdd,
+    CommitOperationDelete,
     HfApi,
+    RepoFile,
     constants,
     hf_hub_download,
     snapshot_download,
@@ -347,9 +349,9 @@ def _download_legacy(
     """Fetch ``<name>/chunk_*.pt`` one at a time, convert each into shards, delete it.
 
     Progress lives in the converted dataset itself (the converter marks each chunk's
-    ``sources`` entry complete), so a rerun skips converted chunks without downloading
-    them; ``.tdmpc2-download.json`` pins the repo commit and the chunk list (for offline
-    reruns and so that one directory never mixes two versions).
+    ``sources`` entry complete, with its size and tasks), so a rerun skips converted
+    chunks without downloading them and refuses a chunk of another size (another version);
+    ``.tdmpc2-download.json`` keeps the chunk list for offline reruns.
     """
     from tdmpc2_data.convert import legacy_pt
 
@@ -359,23 +361,29 @@ def _download_legacy(
     outside = wanted - set(table)
     if outside:
         raise ValueError(f"tasks {sorted(outside)} are not in task set {name}.")
+    converted = _converted_chunks(dest)
+
+    def done(path: str) -> bool:
+        return wanted <= converted.get(Path(path).name, (0, set()))[1]
+
     record = _read_record(dest)
     try:
         commit, chunks = _list_chunks(name, repo_id, revision, token)
     except HubError:
-        if constants.HF_HUB_OFFLINE and record and _all_converted(dest, record["chunks"], wanted):
+        if constants.HF_HUB_OFFLINE and record and all(done(p) for p, _ in record["chunks"]):
             return dest
         raise
-    if record and record.get("commit") != commit:
-        raise HubError(
-            f"{dest} holds {name} converted from {record['repo_id']}@{record['commit']}, not "
-            f"{repo_id}@{commit}; download into another --dir."
-        )
+    for path, size in chunks:
+        if Path(path).name in converted and converted[Path(path).name][0] != size:
+            raise HubError(
+                f"{dest} holds a different version of {path} ({converted[Path(path).name][0]} "
+                f"bytes) than {repo_id}@{commit} ({size} bytes); download into another --dir."
+            )
     dest.mkdir(parents=True, exist_ok=True)
     _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": chunks})
     staging = dest / ".chunks"
-    for path, size in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
-        if _all_converted(dest, [(path, size)], wanted):
+    for path, _ in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+        if done(path):
             continue
         with _hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
             local = hf_hub_download(
@@ -411,24 +419,21 @@ def _list_chunks(
     return commit, chunks
 
 
-def _all_converted(dest: Path, chunks: list, wanted: set[str]) -> bool:
-    """Whether every chunk's ``wanted`` tasks are in ``dest`` already (sources marked complete)."""
+def _converted_chunks(dest: Path) -> dict[str, tuple[int, set[str]]]:
+    """Chunk file name -> (its size, tasks converted) from ``dest``'s complete sources."""
     from tdmpc2_data.convert.legacy_pt import FORMAT
     from tdmpc2_data.writer import read_root_attributes
 
     if not (dest / INDEX).exists():
-        return False
+        return {}
     attrs = read_root_attributes(dest)
-    table = {t["name"] for t in attrs["tasks"]}
-    for path, size in chunks:
-        done: set[str] = set()
-        for s in attrs["sources"]:
-            same = s.get("format") == FORMAT and s.get("file") == Path(path).name
-            if same and s.get("bytes") == size and s.get("complete"):
-                done |= set(s.get("tasks", table))
-        if not wanted <= done:
-            return False
-    return True
+    table = [t["name"] for t in attrs["tasks"]]
+    out: dict[str, tuple[int, set[str]]] = {}
+    for s in attrs["sources"]:
+        if s.get("format") == FORMAT and s.get("complete"):
+            tasks = out.get(s["file"], (0, set()))[1] | set(s.get("tasks", table))
+            out[s["file"]] = (s["bytes"], tasks)
+    return out
 
 
 def _read_record(root: Path) -> dict[str, Any]:
@@ -499,8 +504,9 @@ def push(
 
     Creates the repo if needed; uploads shard files in commits of at most ``commit_bytes``
     / ``commit_files`` (a rerun skips files whose content is already there), then the
-    root index and ``README.md`` (``card``, or one generated from ``datasets_cards/``);
-    tags the final commit as ``revision`` when given.
+    root index and ``README.md`` (``card``, or one generated from ``datasets_cards/``) in a
+    last commit that also deletes shard files the local index no longer has (the branch
+    mirrors the dataset); tags that commit as ``revision`` when given.
     """
     from tdmpc2_data.cards import render_card
     from tdmpc2_data.reader import open_dataset
@@ -518,7 +524,7 @@ def push(
             for f in api.list_repo_tree(
                 repo_id, repo_type="dataset", revision=branch, recursive=True
             )
-            if hasattr(f, "blob_id")
+            if isinstance(f, RepoFile)
         }
         todo = [
             (p, (root / p).stat().st_size)
@@ -526,7 +532,6 @@ def push(
             if not (p in remote and _same_content(root / p, remote[p]))
         ]
         total = sum(n for _, n in todo)
-        commit = None
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
             for i, batch in enumerate(_batches(todo, commit_bytes, commit_files)):
                 ops = [CommitOperationAdd(p, str(root / p)) for p in batch]
@@ -538,9 +543,11 @@ def push(
                     revision=branch,
                 )
                 bar.update(sum((root / p).stat().st_size for p in batch))
+        stale = sorted(set(remote) - set(files))  # shards the local index no longer has
         final = [
             CommitOperationAdd(INDEX, str(root / INDEX)),
             CommitOperationAdd(CARD, card_text.encode()),
+            *(CommitOperationDelete(p) for p in stale if p.startswith(f"{schema.SHARDS_DIR}/")),
         ]
         commit = api.create_commit(
             repo_id,

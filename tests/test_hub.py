@@ -146,6 +146,28 @@ def test_push_rerun_uploads_nothing_and_interrupted_push_resumes(hub, pushed, tm
     assert all(resumed[p] == first[p] for p in first if p != "README.md")  # card names the repo
 
 
+def test_push_mirrors_the_local_dataset(hub, pushed, tmp_path):
+    merged = tmp_path / "merged"  # the same 8 episodes written as one shard
+    with ShardWriter(merged, tasks=TASKS, name="tiny", episodes_per_shard=100) as w:
+        for seed, task in [
+            (0, "walker-walk"),
+            (1, "walker-walk"),
+            (2, "walker-walk"),
+            (31, "walker-walk"),
+        ]:
+            add(w, task, seed)
+        for seed in (10, 11, 12):
+            add(w, "mw-door-open", seed)
+        add(w, "cheetah-run", 30)
+    hubio.push(merged, REPO)
+    remote = [f.path for f in hub.api().list_repo_tree(REPO, repo_type="dataset", recursive=True)]
+    assert not [p for p in remote if p.startswith(("shards/000001", "shards/000002"))]
+    path = hubio.download(REPO)
+    assert files(path).keys() - {"README.md"} == files(merged).keys()
+    assert episodes(open_dataset(path)) == episodes(open_dataset(pushed))
+    assert open_dataset(hubio.download(REPO, revision="v1")).num_episodes == 8  # v1 kept
+
+
 def test_partial_download_fetches_only_shards_with_the_tasks(hub, pushed, tmp_path):
     hub.server.log.clear()
     view = hubio.download(REPO, tasks=["door-open"])  # short name
@@ -328,6 +350,9 @@ def test_subprocess_cli_honors_hf_endpoint(hub, pushed, tmp_path):
 
 # ---------------------------------------------------------------- datasets interop
 def test_to_hf_dataset_episodes_and_transitions(hub, pushed):
+    from tdmpc2_data import to_hf_dataset
+
+    assert to_hf_dataset is hubio.to_hf_dataset
     ds = open_dataset(pushed)
     eps = hubio.to_hf_dataset(ds, unit="episode")
     assert len(eps) == 8 and eps.features["task"].names == TASKS
@@ -416,6 +441,14 @@ def test_legacy_chunks_download_convert_and_resume(hub, legacy_repo, tmp_path):
     hub.server.log.clear()
     assert hubio.download("mt80") == dest  # all converted: nothing fetched
     assert hub.server.downloads(".pt") == []
+    hub.api().upload_file(  # upstream replaces a chunk: never mixed into the same directory
+        path_or_fileobj=str(LEGACY / "mt30_chunk_tiny.pt"),
+        path_in_repo="mt80/chunk_1.pt",
+        repo_id=legacy_repo,
+        repo_type="dataset",
+    )
+    with pytest.raises(HubError, match="holds a different version of mt80/chunk_1.pt"):
+        hubio.download("mt80")
 
 
 def test_legacy_chunks_with_tasks_and_offline(hub, legacy_repo, tmp_path, monkeypatch):
