@@ -26,6 +26,22 @@ def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
         return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
+def make_optimizers(model: WorldModel) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """(model optimizer, policy optimizer) of the paper: Adam at ``lr`` with the encoder at
+    ``lr * enc_lr_scale``; the policy prior separately with ``pi_adam_eps``."""
+    cfg = model.cfg
+    groups = [
+        {"params": model._encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
+        {"params": model._dynamics.parameters()},
+        {"params": model._reward.parameters()},
+        {"params": model._Qs.parameters()},
+    ]
+    if cfg.multitask:
+        groups.append({"params": model._task_emb.parameters()})
+    optim = _adam(groups, lr=cfg.lr)
+    return optim, _adam(model._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
+
+
 class TDMPC2(nn.Module):
     """TD-MPC2 agent for single-task and multitask models.
 
@@ -39,18 +55,7 @@ class TDMPC2(nn.Module):
         self.cfg = cfg
         self.model = WorldModel(cfg)
         self.scale = losses.RunningScale(cfg.tau)
-        m = self.model
-        self.optim = _adam(
-            [
-                {"params": m._encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
-                {"params": m._dynamics.parameters()},
-                {"params": m._reward.parameters()},
-                {"params": m._Qs.parameters()},
-                {"params": m._task_emb.parameters() if cfg.multitask else []},
-            ],
-            lr=cfg.lr,
-        )
-        self.pi_optim = _adam(m._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
+        self.optim, self.pi_optim = make_optimizers(self.model)
         self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
         self.register_buffer("_prev_mean", torch.zeros(cfg.horizon, cfg.action_dim))
         self._model_loss = losses.model_loss

@@ -137,3 +137,15 @@ def test_policy_only_acting_without_mpc():
     agent = TDMPC2(TDMPC2Config(size="1M", tasks="cheetah-run", mpc=False))
     obs = torch.randn(17)
     torch.testing.assert_close(agent.act(obs), agent.act(obs))  # eval: the policy mean
+
+
+def test_optimizers_follow_the_paper(agent):
+    cfg, model = agent.cfg, agent.model
+    lrs = {id(p): g["lr"] for g in agent.optim.param_groups for p in g["params"]}
+    assert lrs[id(model._encoder["state"][0].weight)] == pytest.approx(cfg.lr * 0.3)
+    assert lrs[id(model._Qs.params[0].weight)] == cfg.lr
+    assert (id(model._task_emb.weight) in lrs) == cfg.multitask
+    learnable = [p for p in model.parameters() if p.requires_grad]
+    pi_params = {id(p) for p in model._pi.parameters()}
+    assert set(lrs) | pi_params == {id(p) for p in learnable} and not set(lrs) & pi_params
+    assert agent.pi_optim.param_groups[0]["eps"] == 1e-5

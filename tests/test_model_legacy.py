@@ -80,10 +80,10 @@ def test_inferred_config_matches_the_original(legacy):
 
 
 def test_task_name_of_a_single_task_checkpoint():
-    agent = TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", tasks="cheetah-run")
+    agent = TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", task="cheetah-run")
     assert agent.cfg.task_names == ["cheetah-run"]
     with pytest.raises(ValueError, match="obs_dim=17"):  # walker needs 24 obs dims
-        TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", tasks="walker-walk")
+        TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", task="walker-walk")
 
 
 def to_flat_layout(state: dict) -> dict:
@@ -163,5 +163,5 @@ def test_unknown_multitask_task_count_needs_a_task_list(tmp_path):
     torch.save({"model": state}, path)
     with pytest.raises(LegacyCheckpointError, match="29 task embeddings"):
         TDMPC2.from_pretrained(path)
-    agent = TDMPC2.from_pretrained(path, tasks=TASK_SETS["mt30"][:29])
+    agent = TDMPC2.from_pretrained(path, task=TASK_SETS["mt30"][:29])
     assert agent.cfg.num_tasks == 29
