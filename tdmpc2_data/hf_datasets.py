@@ -19,6 +19,7 @@ which action entries are real.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,37 +29,48 @@ BLOCK_EPISODES = 64
 UNITS = ("episode", "transition")
 
 
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            "This needs the `datasets` package (dataset cards and `to_hf_dataset`): "
+            "pip install 'tdmpc2-toolkit[hub]'"
+        ) from None
+    return datasets
+
+
 def features(ds: Any, unit: str = "episode") -> Any:
     """The ``datasets.Features`` of ``to_hf_dataset(ds, unit)`` (also used by dataset cards)."""
-    from datasets import Array2D, ClassLabel, Features, List, Value
-
+    hf = _datasets()
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r}; expected one of {UNITS}.")
     D, A = ds.obs_dim, ds.action_dim
     obs_dtype = _obs_dtype(ds)
+    task = hf.ClassLabel(names=ds.tasks)
     if unit == "episode":
         spec: dict[str, Any] = {
-            "obs": Array2D((None, D), obs_dtype),
-            "action": Array2D((None, A), "float32"),
-            "reward": List(Value("float32")),
-            "task": ClassLabel(names=ds.tasks),
-            "episode_length": Value("int32"),
+            "obs": hf.Array2D((None, D), obs_dtype),
+            "action": hf.Array2D((None, A), "float32"),
+            "reward": hf.List(hf.Value("float32")),
+            "task": task,
+            "episode_length": hf.Value("int32"),
         }
         if _has_success(ds):
-            spec["success"] = List(Value("bool"))
+            spec["success"] = hf.List(hf.Value("bool"))
     else:
         spec = {
-            "obs": List(Value(obs_dtype), length=D),
-            "action": List(Value("float32"), length=A),
-            "reward": Value("float32"),
-            "next_obs": List(Value(obs_dtype), length=D),
-            "task": ClassLabel(names=ds.tasks),
-            "episode": Value("int64"),
-            "step": Value("int32"),
+            "obs": hf.List(hf.Value(obs_dtype), length=D),
+            "action": hf.List(hf.Value("float32"), length=A),
+            "reward": hf.Value("float32"),
+            "next_obs": hf.List(hf.Value(obs_dtype), length=D),
+            "task": task,
+            "episode": hf.Value("int64"),
+            "step": hf.Value("int32"),
         }
         if _has_success(ds):
-            spec["success"] = Value("bool")
-    return Features(spec)
+            spec["success"] = hf.Value("bool")
+    return hf.Features(spec)
 
 
 def _obs_dtype(ds: Any) -> str:
@@ -113,24 +125,21 @@ def _transition_rows(ep: dict[str, np.ndarray], episode: int) -> Iterator[dict[s
 def to_hf_dataset(ds: Any, unit: str = "episode", streaming: bool = False) -> Any:
     """A ``datasets.Dataset`` (or ``IterableDataset`` if ``streaming``) of ``ds``'s episodes
     or transitions; ``ds`` is an ``open_dataset`` result or anything ``open_dataset`` opens."""
-    import datasets
-
     from tdmpc2_data.reader import Dataset, open_dataset
 
+    hf = _datasets()
     if not isinstance(ds, Dataset):
         ds = open_dataset(ds)
     feats = features(ds, unit)
     kwargs = {"ds": ds, "unit": unit, "with_success": "success" in feats}
     if streaming:
-        return datasets.IterableDataset.from_generator(_rows, features=feats, gen_kwargs=kwargs)
+        return hf.IterableDataset.from_generator(_rows, features=feats, gen_kwargs=kwargs)
     index = [(s.path, s.episodes, s.nbytes) for s in ds.shards]
     fingerprint = _fingerprint(ds.location, unit, index)
-    return datasets.Dataset.from_generator(
+    return hf.Dataset.from_generator(
         _rows, features=feats, gen_kwargs=kwargs, fingerprint=fingerprint
     )
 
 
 def _fingerprint(*parts: Any) -> str:
-    import hashlib
-
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]

@@ -368,6 +368,26 @@ def test_to_hf_dataset_episodes_and_transitions(hub, pushed):
     assert sum(1 for _ in streamed) == 8
 
 
+def test_to_hf_dataset_keeps_success_and_float16(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "succ"
+    with ShardWriter(root, tasks=["mw-door-open"], obs_dtype="float16") as w:
+        success = np.zeros(100, bool)
+        success[60:] = True
+        w.add_episode(
+            "mw-door-open",
+            obs=rng.normal(size=(101, 39)).astype(np.float32),
+            action=rng.uniform(-1, 1, (100, 4)).astype(np.float32),
+            reward=rng.uniform(size=100).astype(np.float32),
+            success=success,
+        )
+    eps = hubio.to_hf_dataset(root)
+    assert eps.features["obs"].dtype == "float16" and "success" in eps.features
+    np.testing.assert_array_equal(eps.with_format("numpy")[0]["success"], success)
+    steps = hubio.to_hf_dataset(open_dataset(root), unit="transition")
+    assert len(steps) == 100 and steps[59]["success"] is False and steps[60]["success"] is True
+
+
 # ---------------------------------------------------------------- model repos (server)
 def test_server_serves_model_repos(hub, tmp_path):
     api = hub.api()
