@@ -217,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", metavar="mt80|mt30|OWNER/NAME")
     p.add_argument("--tasks", help="only the shards/episodes of these tasks (comma list)")
-    p.add_argument("--dir", help="target directory (default: the Hugging Face cache)")
+    p.add_argument(
+        "--dir",
+        help="target directory (default: the Hugging Face cache; legacy conversions and "
+        "task-filtered views go to $TDMPC2_DATA_HOME, default ~/.cache/tdmpc2)",
+    )
     p.add_argument("--revision", help="branch, tag or commit to pin")
     p.add_argument(
         "--repo",

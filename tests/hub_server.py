@@ -301,17 +301,21 @@ def file_json(path: str, entry: FileEntry) -> dict:
     return out
 
 
-def card_data(state: HubState, commit: Commit) -> dict | None:
-    """YAML front matter of README.md, as the Hub returns it in ``cardData``."""
-    entry = commit.files.get("README.md")
-    if entry is None:
-        return None
+def front_matter(text: str) -> dict | None:
+    """The YAML front matter of a card (raises yaml.YAMLError when it does not parse)."""
     import yaml
 
-    text = state.blob_path(entry.sha256).read_text(encoding="utf-8")
     match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
     data = yaml.safe_load(match.group(1)) if match else None
     return data if isinstance(data, dict) else None
+
+
+def card_data(state: HubState, commit: Commit) -> dict | None:
+    """README.md's front matter, as the Hub returns it in ``cardData``."""
+    entry = commit.files.get("README.md")
+    if entry is None:
+        return None
+    return front_matter(state.blob_path(entry.sha256).read_text(encoding="utf-8"))
 
 
 class HubHandler(BaseHTTPRequestHandler):
@@ -492,11 +496,8 @@ class HubHandler(BaseHTTPRequestHandler):
     def _validate_yaml(self) -> None:
         import yaml
 
-        content = self._json_body().get("content", "")
-        match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", content, re.S)
         try:
-            if match:
-                yaml.safe_load(match.group(1))
+            front_matter(self._json_body().get("content", ""))
         except yaml.YAMLError as exc:
             self._json({"errors": [{"message": str(exc)}], "warnings": []}, 400)
             return
