@@ -237,6 +237,11 @@ class TDMPC2Config:
             f"Got task_dim={self.task_dim} for a single-task model; must be 0.",
         )
         check(
+            self.multitask or len(self.task_names) <= 1,
+            f"Got multitask=False with {len(self.task_names)} tasks; several tasks need a "
+            "multitask model (task embeddings).",
+        )
+        check(
             not self.multitask or self.task_dim > 0,
             f"Got task_dim={self.task_dim} for a multitask model; must be > 0.",
         )

@@ -14,7 +14,7 @@ import torch
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS
 from tdmpc2_model.config import SIZE_PRESETS, TDMPC2Config, preset
-from tdmpc2_model.world_model import action_masks
+from tdmpc2_model.world_model import WorldModel, action_masks
 
 _FLAT_Q = re.compile(r"^(_Qs\.params|_target_Qs\.params)\.(\d+)$")
 _FLAT_NAMES = ("weight", "bias", "ln.weight", "ln.bias")
@@ -78,12 +78,12 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def infer_config(
-    state: dict[str, torch.Tensor], tasks: str | list[str] | None = None, source: str = "checkpoint"
+    state: dict[str, torch.Tensor], task: str | list[str] | None = None, source: str = "checkpoint"
 ) -> TDMPC2Config:
     """Config of a legacy state dict (either Q layout), from its tensor shapes.
 
     Multitask checkpoints with 30 or 80 task embeddings are mt30 / mt80; other task counts
-    need ``tasks``. Single-task checkpoints take an optional task name (action dims and
+    need ``task`` (the task list in id order). Single-task checkpoints take an optional task name (action dims and
     discount from the registry); without one, the episode length is taken from the
     registry tasks with the same dims when they agree.
     """
@@ -111,13 +111,13 @@ def infer_config(
     log_std_min = float(state.get("log_std_min", torch.tensor(-10.0)))
     log_std_max = log_std_min + float(state.get("log_std_dif", torch.tensor(12.0)))
 
-    extra: dict[str, object] = {}
+    tasks, extra = task, {}
     if multitask:
         if tasks is None:
             if num_tasks not in _TASK_SET_BY_SIZE:
                 raise LegacyCheckpointError(
                     f"{source}: multitask checkpoint with {num_tasks} task embeddings; only 30 "
-                    "(mt30) and 80 (mt80) are known, pass tasks=[...] in task id order."
+                    "(mt30) and 80 (mt80) are known; pass task=[...] (the task list in id order)."
                 )
             tasks = _TASK_SET_BY_SIZE[num_tasks]
     elif tasks is None:
@@ -129,7 +129,7 @@ def infer_config(
         if len(lengths) != 1:
             raise LegacyCheckpointError(
                 f"{source}: single-task checkpoint with obs_dim {obs_dim}, action_dim "
-                f"{action_dim}; pass the task name (tasks='walker-walk') to set its discount."
+                f"{action_dim}; pass the task name (task='walker-walk') to set its discount."
             )
         extra["episode_length"] = lengths.pop()
     task_set = next((k for k in ("mt30", "mt80") if tasks in (k, TASK_SETS[k])), None)
@@ -148,7 +148,7 @@ def infer_config(
     )
     if cfg.num_tasks != num_tasks:
         raise LegacyCheckpointError(
-            f"{source}: {num_tasks} task embeddings, but tasks={tasks!r} names {cfg.num_tasks}."
+            f"{source}: {num_tasks} task embeddings, but task={tasks!r} names {cfg.num_tasks}."
         )
     return cfg
 
@@ -159,19 +159,34 @@ def _matches(arch: dict[str, int], found: dict[str, int], multitask: bool) -> bo
 
 
 def load_legacy(
-    path: str | Path, tasks: str | list[str] | None = None
+    path: str | Path, task: str | list[str] | None = None
 ) -> tuple[TDMPC2Config, dict[str, torch.Tensor]]:
-    """(config, state dict in this package's layout) of a legacy ``.pt`` checkpoint.
-    Old multitask checkpoints lack ``_action_masks``; they are rebuilt from the config."""
+    """(config, state dict in this package's layout) of a legacy ``.pt`` checkpoint; ``task``
+    as for ``infer_config``. Old multitask checkpoints lack ``_action_masks``; they are
+    rebuilt from the config. Keys and shapes are checked against the inferred model."""
     raw = read_state_dict(path)
-    cfg = infer_config(raw, tasks, source=str(path))
+    cfg = infer_config(raw, task, source=str(path))
     state = convert_state_dict(raw)
     if cfg.multitask:
         masks = action_masks(cfg)
         found = state.setdefault("_action_masks", masks)
         if not torch.equal(found, masks):
             raise LegacyCheckpointError(
-                f"{path}: its _action_masks do not match the action dims of tasks "
-                f"{cfg.task_names[:3]}...; pass the checkpoint's task list as tasks=[...]."
+                f"{path}: its _action_masks do not match the action dims of the tasks "
+                f"{cfg.task_names[:3]}...; pass the checkpoint's task list as task=[...]."
             )
+    with torch.device("meta"):  # shapes only
+        expected = {k: v.shape for k, v in WorldModel(cfg).state_dict().items()}
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {tuple(state[k].shape)}, expected {tuple(shape)}"
+        for k, shape in expected.items()
+        if k in state and state[k].shape != shape
+    ]
+    if problems:
+        raise LegacyCheckpointError(
+            f"{path}: not a consistent TD-MPC2 checkpoint: {'; '.join(problems[:5])}"
+            + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+        )
     return cfg, state

@@ -102,6 +102,7 @@ def test_custom_task_needs_its_dims():
         (dict(tasks="walker-walk", min_std=3.0), "min_std=3.0"),
         (dict(tasks="walker-walk", size=None), "size=None"),
         (dict(tasks="walker-walk,my-robot"), "my-robot"),
+        (dict(tasks="mt30", multitask=False), "multitask=False with 30 tasks"),
     ],
 )
 def test_bad_values_are_rejected_quoting_the_value(kwargs, message):

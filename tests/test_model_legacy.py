@@ -133,6 +133,16 @@ def test_not_a_checkpoint_is_refused_naming_the_file(tmp_path):
         LegacyCheckpointError, match=r"other\.pt.*missing _encoder\.state\.0\.weight"
     ):
         TDMPC2.from_pretrained(other)
+    state = torch.load(FIXTURES / "cheetah-run_1M_state_dict.pt", weights_only=True)["model"]
+    del state["_pi.2.bias"]
+    state["_reward.1.weight"] = state["_reward.1.weight"][:, :10]
+    broken = tmp_path / "broken.pt"
+    torch.save({"model": state}, broken)
+    with pytest.raises(
+        LegacyCheckpointError,
+        match=r"broken\.pt.*missing _pi\.2\.bias.*_reward\.1\.weight has shape \(384, 10\)",
+    ):
+        TDMPC2.from_pretrained(broken)
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         TDMPC2.from_pretrained(tmp_path / "absent.pt")
 
