@@ -112,9 +112,7 @@ class TDMPC2(nn.Module):
         return self
 
     # ----------------------------------------------------------------------- acting
-    def _task(
-        self, task: str | int | torch.Tensor | None, batch: int | None = None
-    ) -> torch.Tensor | None:
+    def _task(self, task: str | int | torch.Tensor | None) -> torch.Tensor | None:
         """Task id tensor for multitask models (name, id or tensor accepted); None otherwise."""
         if not self.cfg.multitask:
             if task is not None and not isinstance(task, torch.Tensor) and self.cfg.task_names:
@@ -197,7 +195,8 @@ class TDMPC2(nn.Module):
     def update(self, batch: Any) -> dict[str, float]:
         """One update of model, policy and target Q (paper Sec. 3.2) on a batch with
         ``obs`` [H+1, B, D], ``action`` [H, B, A], ``reward`` [H, B], ``task`` [B] (an
-        object with those attributes, a dict, or a tuple in that order). Returns the losses and norms as floats."""
+        object with those attributes, a dict, or a tuple in that order). Returns the
+        losses and gradient norms as floats."""
         obs, action, reward, task = self._batch(batch)
         model, clip = self.model, self.cfg.grad_clip_norm
         model.train()
