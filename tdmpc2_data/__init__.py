@@ -16,6 +16,7 @@ _LAZY = {
     "open_dataset": "tdmpc2_data.format",
     "ShardWriter": "tdmpc2_data.format",
     "WindowSampler": "tdmpc2_data.loader",
+    "WindowDataModule": "tdmpc2_data.datamodule",
     "to_hf_dataset": "tdmpc2_data.hub",
 }
 

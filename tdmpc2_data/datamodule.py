@@ -1,0 +1,62 @@
+"""`WindowDataModule`: the `WindowSampler` as a Lightning data module (pretraining plugs in here).
+
+The sampler is built at construction (opening datasets reads metadata only), so the model
+can be sized from ``tasks``/``obs_dim``/``action_dim`` before ``Trainer.fit``. ``setup``
+gives it this process's rank from the trainer, so under DDP every rank samples its own
+disjoint shards. Lightning treats the sampler as any iterable: it moves each `Batch` (a
+NamedTuple of tensors) to the device and calls ``sampler.set_epoch`` at each epoch start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+from tdmpc2_data.loader import WindowSampler
+from tdmpc2_data.reader import Dataset
+
+
+class WindowDataModule(L.LightningDataModule):
+    """Training batches of TD-MPC2 windows; ``sampler_kwargs`` go to `WindowSampler`
+    (batch_size, horizon, cache_bytes, seed, task_weights, num_workers, ...)."""
+
+    def __init__(
+        self,
+        datasets: Dataset | str | os.PathLike | Sequence[Dataset | str | os.PathLike],
+        **sampler_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.sampler = WindowSampler(datasets, **sampler_kwargs)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.sampler.tasks
+
+    @property
+    def obs_dim(self) -> int:
+        return self.sampler.obs_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.sampler.action_dim
+
+    @property
+    def action_masks(self) -> torch.Tensor:
+        return self.sampler.action_masks
+
+    def setup(self, stage: str) -> None:
+        trainer = self.trainer
+        if trainer is not None:
+            self.sampler.set_rank(trainer.global_rank, trainer.world_size)
+            if trainer.strategy.root_device.type == "cuda":
+                self.sampler.pin_memory = True  # Lightning's device copy is then asynchronous
+
+    def train_dataloader(self) -> WindowSampler:
+        return self.sampler
+
+    def teardown(self, stage: str) -> None:
+        self.sampler.close()
