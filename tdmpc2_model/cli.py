@@ -1,13 +1,19 @@
 """Model CLIs: `tdmpc2-pretrain`, `tdmpc2-finetune`, `tdmpc2-train`, `tdmpc2-eval`.
 
-Thin wrappers over library functions; each parser documents itself with examples.
+Thin wrappers over library functions (``tdmpc2_model.lightning.pretrain``,
+``tdmpc2_model.online.train`` / ``evaluate``); each parser documents itself with examples.
+Every command takes ``--recipe FILE.yaml`` (keys = flag names, ``config:`` = TDMPC2Config
+fields); flags given on the command line override the recipe.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 SIZES = ["1M", "5M", "19M", "48M", "317M"]
 
@@ -21,102 +27,304 @@ def _size(value: str) -> str:
 
 
 def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    p = argparse.ArgumentParser(
         prog=prog,
         description=description,
         epilog=f"examples:\n{examples}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--recipe", help="YAML recipe (recipes/...yaml); flags override it")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TDMPC2Config field, repeatable (e.g. --config num_samples=256)",
+    )
+    return p
 
 
-def _not_implemented(prog: str) -> int:
-    print(f"{prog}: not implemented yet.", file=sys.stderr)
-    return 2
+def _online_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by the online commands (train, finetune)."""
+    p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
+    p.add_argument(
+        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
+    )
+    p.add_argument(
+        "--eval-episodes", type=int, default=10, help="episodes per evaluation (0: none)"
+    )
+    p.add_argument("--checkpoint-every", type=int, default=50_000, help="checkpoint every N steps")
+    p.add_argument("--batch-size", type=int, help="update batch size (default 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe as a plain dict (OmegaConf: ``${...}`` interpolation is resolved)."""
+    from omegaconf import OmegaConf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--recipe {path}: no such file.")
+    recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of flag names to values.")
+    return {str(k).replace("-", "_"): v for k, v in recipe.items()}
+
+
+def _parse(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, required: Sequence[str] = ()
+) -> argparse.Namespace:
+    """Flags over the ``--recipe`` values; ``args.config`` becomes a dict of config fields."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    known, _ = pre.parse_known_args(argv)
+    config: dict[str, Any] = {}
+    if known.recipe:
+        try:
+            recipe = load_recipe(known.recipe)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        config = dict(recipe.pop("config", None) or {})
+        dests = {a.dest for a in parser._actions} - {"help", "recipe", "config"}
+        unknown = sorted(set(recipe) - dests)
+        if unknown:
+            parser.error(f"{known.recipe}: unknown key(s) {unknown}; known: {sorted(dests)}.")
+        parser.set_defaults(**recipe)
+    args = parser.parse_args(argv)
+    for item in args.config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--config {item!r}: expected KEY=VALUE.")
+        import yaml
+
+        config[key.strip()] = yaml.safe_load(value)
+    args.config = config
+    missing = [f"--{n.replace('_', '-')}" for n in required if getattr(args, n, None) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return args
+
+
+def _run(prog: str, body: Callable[[], None]) -> int:
+    """Run a command; bad input ends with a one-paragraph error and exit code 2."""
+    from tdmpc2_data.envs import SimulatorUnavailableError
+    from tdmpc2_data.hub import HubError
+    from tdmpc2_model.hub import ModelHubError
+
+    try:
+        body()
+    except (ValueError, KeyError, FileNotFoundError, ModelHubError, HubError,
+            SimulatorUnavailableError) as exc:  # fmt: skip
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun with --resume to continue.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def pretrain_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-pretrain",
-        "Pretrain a multitask world model offline on a shard dataset (Lightning).",
-        "  tdmpc2-pretrain --size 1M --data data/quickstart --max-steps 200\n"
-        "  tdmpc2-pretrain --size 317M --data mt80 --devices 8 --strategy fsdp --precision bf16-mixed",
+        "Pretrain a multitask world model offline on a shard dataset (Lightning). The model's "
+        "task table and padded widths are the dataset's. Writes OUT/final (save_pretrained), "
+        "Lightning checkpoints in OUT/lightning and CSV logs in OUT/logs.",
+        "  tdmpc2-pretrain --size 1M --data data/quickstart --max-steps 200 --out runs/pt\n"
+        "  tdmpc2-pretrain --size 1M --data data/quickstart --max-steps 400 --out runs/pt "
+        "--resume auto\n"
+        "  tdmpc2-pretrain --recipe recipes/pretrain-mt80-317M.yaml --devices 8\n"
+        "  tdmpc2-pretrain --size 317M --data mt80 --devices 8 --strategy ddp "
+        "--precision bf16-mixed",
     )
     p.add_argument("--size", type=_size, default="5M", help="model size: 1M 5M 19M 48M 317M")
     p.add_argument(
-        "--data", required=True, help="dataset dir, hf://datasets/OWNER/NAME, mt80 or mt30"
+        "--data", nargs="+", help="dataset dir(s), hf://datasets/OWNER/NAME, mt80 or mt30"
     )
-    p.add_argument("--recipe", help="YAML recipe (recipes/...yaml); flags override it")
-    p.add_argument("--devices", default="auto")
+    p.add_argument("--devices", default="auto", help="devices per node (int or auto)")
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
-    p.add_argument("--precision", default="32-true", help="e.g. 32-true, bf16-mixed")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--resume", help="checkpoint path, or 'auto' for the last one in --out")
+    p.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu")
+    p.add_argument("--max-steps", type=int, default=100_000, help="updates (batches)")
+    p.add_argument("--batch-size", type=int, default=1024, help="windows per batch (paper: 1024)")
+    p.add_argument("--resume", help="Lightning checkpoint path, or 'auto' for the last in --out")
     p.add_argument("--out", default="runs/pretrain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-gb", type=float, default=4.0, help="RAM for decoded episodes")
+    p.add_argument("--num-workers", type=int, default=1, help="loader threads")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     return p
 
 
 def finetune_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-finetune",
-        "Finetune a pretrained world model online on a (held-out) task.",
-        "  tdmpc2-finetune --task door-open --checkpoint runs/pretrain/final --steps 20000",
+        "Finetune a pretrained world model online on one task of its task table (a multitask "
+        "model: any task of its table, including held-out tasks it has rows for; a single-task "
+        "model: its own task). Writes the replay buffer as shards (OUT/buffer), checkpoints "
+        "(OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "  tdmpc2-finetune --task door-open --checkpoint runs/pretrain/final --steps 20000\n"
+        "  tdmpc2-finetune --task walker-walk --checkpoint mt80-19M --out runs/ft --resume\n"
+        "  tdmpc2-finetune --recipe recipes/finetune-door-open.yaml",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument(
-        "--checkpoint", required=True, help="Hub repo, save_pretrained dir or legacy .pt"
-    )
-    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--task")
+    p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
+    p.add_argument("--steps", type=int, default=20_000, help="environment steps")
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--seed", type=int, default=0)
+    _online_flags(p)
     return p
 
 
 def train_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-train",
-        "Train a single-task agent online from scratch; its replay buffer is saved as shards.",
-        "  tdmpc2-train --task walker-walk --steps 100000",
+        "Train a single-task agent online from scratch; its replay buffer is saved as shards "
+        "(OUT/buffer), with checkpoints (OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "  tdmpc2-train --task walker-walk --steps 100000\n"
+        "  tdmpc2-train --task mw-reach --size 1M --steps 500 --seed-steps 200 --out runs/reach\n"
+        "  tdmpc2-train --task mw-reach --steps 1000 --out runs/reach --resume",
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--task")
+    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps")
     p.add_argument("--size", type=_size, default="5M")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--seed", type=int, default=0)
+    _online_flags(p)
     return p
 
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-eval",
-        "Evaluate a checkpoint with MPPI planning (eval mode) on a task.",
-        "  tdmpc2-eval --checkpoint mt80-5M --task walker-walk --episodes 10",
+        "Evaluate a checkpoint with MPPI planning (eval mode) on a task: per-episode returns, "
+        "mean return and success rate.",
+        "  tdmpc2-eval --checkpoint mt80-5M --task walker-walk --episodes 10\n"
+        "  tdmpc2-eval --checkpoint runs/train/final --task mw-reach --episodes 2 "
+        "--video videos/\n"
+        "  tdmpc2-eval --checkpoint runs/ft/final --task door-open --json eval.json",
     )
-    p.add_argument(
-        "--checkpoint", required=True, help="Hub repo, save_pretrained dir or legacy .pt"
-    )
-    p.add_argument("--task", required=True)
+    p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
+    p.add_argument("--task")
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--video", help="directory for episode videos")
+    p.add_argument("--video", help="directory for episode videos (mp4)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    p.add_argument("--json", help="also write the results to this JSON file")
     return p
 
 
+def _load(checkpoint: str, task: str, config: dict[str, Any], device: str):
+    """A checkpoint as an agent; a legacy single-task .pt file needs the task for its dims."""
+    from tdmpc2_model.agent import TDMPC2
+
+    legacy = Path(checkpoint).suffix in (".pt", ".pth")
+    agent = TDMPC2.from_pretrained(checkpoint, task=task if legacy else None, **config)
+    return agent.to(device)
+
+
+def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
+    from tdmpc2_model.online import train
+
+    result = train(
+        agent,
+        args.task,
+        args.out,
+        args.steps,
+        seed=args.seed,
+        seed_steps=args.seed_steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        training_data=training_data,
+    )
+    print(f"{result.steps} steps, {result.episodes} episodes; model in {result.final}")
+    if result.evaluation is not None:
+        print(result.evaluation.table())
+
+
 def pretrain_main(argv: Sequence[str] | None = None) -> int:
-    pretrain_parser().parse_args(argv)
-    return _not_implemented("tdmpc2-pretrain")
+    args = _parse(pretrain_parser(), argv, required=["data"])
+
+    def body() -> None:
+        from tdmpc2_model.lightning import pretrain
+
+        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+        final = pretrain(
+            args.data,
+            args.out,
+            size=args.size,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            devices=devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            precision=args.precision,
+            accelerator=args.accelerator,
+            resume=args.resume,
+            seed=args.seed,
+            cache_bytes=int(args.cache_gb * (1 << 30)),
+            num_workers=args.num_workers,
+            checkpoint_every=args.checkpoint_every,
+            config=args.config,
+        )
+        print(f"model in {final}")
+
+    return _run("tdmpc2-pretrain", body)
 
 
 def finetune_main(argv: Sequence[str] | None = None) -> int:
-    finetune_parser().parse_args(argv)
-    return _not_implemented("tdmpc2-finetune")
+    args = _parse(finetune_parser(), argv, required=["task", "checkpoint"])
+
+    def body() -> None:
+        config = dict(args.config, **({"batch_size": args.batch_size} if args.batch_size else {}))
+        agent = _load(args.checkpoint, args.task, config, _device(args.device))
+        data = f"{args.checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
+        _online(args, agent, data)
+
+    return _run("tdmpc2-finetune", body)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    train_parser().parse_args(argv)
-    return _not_implemented("tdmpc2-train")
+    args = _parse(train_parser(), argv, required=["task"])
+
+    def body() -> None:
+        import torch
+
+        from tdmpc2_model.agent import TDMPC2
+        from tdmpc2_model.config import TDMPC2Config
+
+        config = dict(args.config, **({"batch_size": args.batch_size} if args.batch_size else {}))
+        torch.manual_seed(args.seed)
+        agent = TDMPC2(TDMPC2Config(size=args.size, tasks=args.task, **config))
+        _online(args, agent.to(_device(args.device)), f"online RL on {args.task} (tdmpc2-train)")
+
+    return _run("tdmpc2-train", body)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    eval_parser().parse_args(argv)
-    return _not_implemented("tdmpc2-eval")
+    args = _parse(eval_parser(), argv, required=["checkpoint", "task"])
+
+    def body() -> None:
+        import torch
+
+        from tdmpc2_model.online import evaluate
+
+        torch.manual_seed(args.seed)
+        agent = _load(args.checkpoint, args.task, args.config, _device(args.device))
+        result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)
+        print(result.table())
+        if args.json:
+            summary = {**result.summary(), "checkpoint": args.checkpoint, "rows": result.episodes}
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+
+    return _run("tdmpc2-eval", body)

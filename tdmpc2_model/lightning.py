@@ -1,0 +1,213 @@
+"""Offline multitask pretraining with Lightning (paper Sec. 4: mt30/mt80, batch 1024).
+
+`TDMPC2Module` owns optimization and logging; the data comes from
+`tdmpc2_data.datamodule.WindowDataModule`; the objectives are the agent's own
+(``losses.model_loss`` / ``losses.policy_loss``), in the same order as ``TDMPC2.update``:
+model step, then the policy step against the updated Q-functions, then the target EMA.
+Precision, devices and DDP come from the Trainer; nothing here is distributed code.
+
+`pretrain` is what `tdmpc2-pretrain` runs: dataset -> config (task table and padded widths
+of the data) -> Trainer.fit -> ``OUT/final`` (``save_pretrained``), with Lightning
+checkpoints in ``OUT/lightning`` for ``resume="auto"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from tdmpc2_model import losses
+from tdmpc2_model.agent import TDMPC2, make_optimizers
+from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.functional import fast_kernels
+
+LIGHTNING_DIR, FINAL_DIR, LOG_DIR = "lightning", "final", "logs"
+PRECISIONS = ("32-true", "bf16-mixed")
+STRATEGIES = ("auto", "ddp")
+
+
+class TDMPC2Module(L.LightningModule):
+    """A `TDMPC2` agent trained by a Lightning Trainer with manual optimization: the agent's
+    two optimizers (encoder lr x ``enc_lr_scale``, policy Adam eps ``pi_adam_eps``), gradient
+    clipping at ``grad_clip_norm`` each, soft target update after every step.
+
+    ``trainer.global_step`` counts updates (the policy optimizer steps outside Lightning's
+    step counter, which would otherwise count two per update).
+    """
+
+    def __init__(self, cfg: TDMPC2Config | dict[str, Any], training_data: str | None = None):
+        super().__init__()
+        cfg = cfg if isinstance(cfg, TDMPC2Config) else TDMPC2Config.from_dict(cfg)
+        self.save_hyperparameters({"cfg": cfg.to_dict(), "training_data": training_data})
+        self.training_data = training_data
+        self.agent = TDMPC2(cfg)
+        self.agent.model.train()  # the agent acts in eval mode; training needs the Q dropout
+        self.automatic_optimization = False
+
+    @classmethod
+    def from_agent(cls, agent: TDMPC2, training_data: str | None = None) -> TDMPC2Module:
+        """A module starting from ``agent``'s weights and running Q scale."""
+        module = cls(agent.cfg, training_data)
+        module.agent.load_state_dict(agent.state_dict())
+        return module
+
+    @property
+    def cfg(self) -> TDMPC2Config:
+        return self.agent.cfg
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The agent's two optimizers, made afresh on the parameters as the strategy placed them."""
+        return list(make_optimizers(self.agent.model))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        agent, model = self.agent, self.agent.model
+        obs, action, reward, task = agent._batch(batch)
+        model_opt, pi_opt = self.optimizers()
+        with fast_kernels():
+            total, zs, info = losses.model_loss(model, obs, action, reward, task, agent._discount())
+            self.manual_backward(total)
+            info["grad_norm"] = self._clip(model_opt)
+            model_opt.step()
+            model_opt.zero_grad(set_to_none=True)
+
+            pi_loss, pi_info = losses.policy_loss(model, zs, task, agent.scale)
+            self.manual_backward(pi_loss)
+            pi_info["pi_grad_norm"] = self._clip(pi_opt)
+            pi_opt.optimizer.step()  # raw: one Lightning step per update (see class docstring)
+            pi_opt.zero_grad(set_to_none=True)
+            model.soft_update_target_Q()
+        info.update(pi_info)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in info.items()})
+        self.log("loss", total.detach(), prog_bar=True, logger=False)
+        return total.detach()
+
+    def _clip(self, optimizer: Any) -> torch.Tensor:
+        """Clip the gradients of one optimizer's parameters (grads are unscaled fp32 under
+        32-true and bf16-mixed; under DDP they are already averaged over ranks)."""
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm, foreach=True)
+
+
+# ------------------------------------------------------------------------- pretraining
+def resolve_data(spec: str) -> str:
+    """A dataset location for ``open_dataset``: a local dir or ``hf://`` URL as given; ``mt80``
+    / ``mt30`` / ``OWNER/NAME`` are downloaded first (cached, resumable; the legacy mt80/mt30
+    chunks are converted on the way)."""
+    if spec.startswith("hf://") or "://" in spec or Path(spec).exists():
+        return spec
+    from tdmpc2_data.hub import PUBLISHED, download
+
+    if spec in PUBLISHED or spec.count("/") == 1:
+        return str(download(spec))
+    raise FileNotFoundError(
+        f"--data {spec!r}: no such directory, and not hf://..., mt80, mt30 or OWNER/NAME."
+    )
+
+
+def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
+    """DDP with ``find_unused_parameters``: each of the two backward passes of an update
+    leaves the other optimizer's parameters unused."""
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"Got strategy={strategy!r}; use one of {STRATEGIES}. FSDP is not offered: "
+            "Lightning's FSDP cannot run manual optimization (backward inside the sharded "
+            "forward, Lightning issue #19626), and DDP fits every preset (317M with Adam "
+            "states takes ~5 GB per GPU)."
+        )
+    many = num_nodes > 1 or (
+        devices == "auto" and torch.cuda.device_count() > 1
+    ) or (isinstance(devices, int) and devices > 1) or isinstance(devices, (list, tuple))  # fmt: skip
+    if strategy == "ddp" or many:
+        return DDPStrategy(find_unused_parameters=True)
+    return "auto"
+
+
+def pretrain(
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    size: str = "5M",
+    max_steps: int = 100_000,
+    batch_size: int = 1024,
+    *,
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    accelerator: str = "auto",
+    resume: str | None = None,
+    seed: int = 0,
+    cache_bytes: int = 4 << 30,
+    num_workers: int = 1,
+    checkpoint_every: int = 1000,
+    log_every: int = 50,
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
+    ``mt30``); the model's task table and widths are the data's. ``config``: further
+    `TDMPC2Config` fields. ``resume``: "auto" (the last checkpoint in ``OUT/lightning``, if
+    any) or a Lightning checkpoint path. Returns ``OUT/final`` (written by rank 0)."""
+    from tdmpc2_data.datamodule import WindowDataModule
+    from tdmpc2_model.online import save_atomically
+
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"Got precision={precision!r}; use one of {PRECISIONS} (16-mixed would need a "
+            "grad scaler before the per-optimizer clipping)."
+        )
+    if max_steps < 1:
+        raise ValueError(f"Got max_steps={max_steps}; must be >= 1.")
+    out, config = Path(out), dict(config or {})
+    L.seed_everything(seed, workers=True, verbose=False)
+    sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
+    locations = [resolve_data(s) for s in sources]
+    dm = WindowDataModule(locations, batch_size=batch_size, horizon=config.get("horizon", 3),
+                          cache_bytes=cache_bytes, seed=seed, num_workers=num_workers)  # fmt: skip
+    cfg = TDMPC2Config(size=size, tasks=dm.tasks, obs_dim=dm.obs_dim, action_dim=dm.action_dim,
+                       batch_size=batch_size, **config)  # fmt: skip
+    training_data = f"offline pretraining on {', '.join(sources)} ({max_steps} updates)"
+    module = TDMPC2Module(cfg, training_data)
+    checkpoints = out / LIGHTNING_DIR
+    if resume is None and (checkpoints / "last.ckpt").exists():
+        raise ValueError(
+            f"{out} already holds a pretraining run; pass --resume auto to continue it, or "
+            "choose another --out (nothing was changed)."
+        )
+    ckpt_path = resume
+    if resume == "auto":
+        ckpt_path = str(checkpoints / "last.ckpt") if (checkpoints / "last.ckpt").exists() else None
+    elif resume is not None and not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=_strategy(strategy, devices, num_nodes),
+        precision=precision,
+        max_steps=max_steps,
+        max_epochs=-1,
+        default_root_dir=out,
+        logger=CSVLogger(out, name=LOG_DIR),
+        log_every_n_steps=log_every,
+        callbacks=[
+            ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every)
+        ],  # fmt: skip
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        use_distributed_sampler=False,  # the sampler splits shards by rank itself
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
+    final = out / FINAL_DIR
+    if trainer.is_global_zero:
+        save_atomically(module.agent, final, training_data)
+    return final
