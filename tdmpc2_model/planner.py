@@ -48,7 +48,9 @@ def plan(
     """Plan from one observation ``obs`` [1, obs_dim]; returns (action [A] in [-1, 1], the
     plan's mean [H, A] to warm-start the next step). ``prev_mean`` None starts fresh
     (first step of an episode). Eval mode executes the mean's first action; training mode
-    adds the plan's std as exploration noise. Masked (padding) action dims are exactly 0."""
+    adds the plan's std as exploration noise (a_t ~ N(mu*, sigma*), paper Sec. 3.3; the
+    original code instead executes one elite sequence drawn by score). Masked (padding)
+    action dims are exactly 0."""
     with fast_kernels():
         return _plan(model, obs, task, discount, prev_mean, eval_mode)
 

@@ -150,3 +150,15 @@ def test_optimizers_follow_the_paper(agent):
     pi_params = {id(p) for p in model._pi.parameters()}
     assert set(lrs) | pi_params == {id(p) for p in learnable} and not set(lrs) & pi_params
     assert agent.pi_optim.param_groups[0]["eps"] == 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_update_trains():
+    torch.manual_seed(0)
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks="mt30")).compile_update()
+    batch = random_batch(agent.cfg)
+    first = agent.update(batch)
+    for _ in range(5):
+        last = agent.update(batch)
+    assert all(np.isfinite(v) for v in last.values())
+    assert last["total_loss"] < first["total_loss"]
