@@ -161,6 +161,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-gb", type=float, default=4.0, help="RAM for decoded episodes")
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
+    p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
     return p
 
 
@@ -275,9 +276,11 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             cache_bytes=int(args.cache_gb * (1 << 30)),
             num_workers=args.num_workers,
             checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
             config=args.config,
         )
-        print(f"model in {final}")
+        if final is not None:  # rank 0
+            print(f"model in {final}")
 
     return _run("tdmpc2-pretrain", body)
 

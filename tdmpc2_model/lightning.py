@@ -150,11 +150,12 @@ def pretrain(
     log_every: int = 50,
     config: dict[str, Any] | None = None,
     progress: bool = True,
-) -> Path:
+) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
     `TDMPC2Config` fields. ``resume``: "auto" (the last checkpoint in ``OUT/lightning``, if
-    any) or a Lightning checkpoint path. Returns ``OUT/final`` (written by rank 0)."""
+    any) or a Lightning checkpoint path. Returns ``OUT/final`` on rank 0 (which writes it),
+    None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.online import save_atomically
 
@@ -207,7 +208,6 @@ def pretrain(
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
-    final = out / FINAL_DIR
-    if trainer.is_global_zero:
-        save_atomically(module.agent, final, training_data)
-    return final
+    if not trainer.is_global_zero:
+        return None
+    return save_atomically(module.agent, out / FINAL_DIR, training_data)

@@ -1,0 +1,166 @@
+"""Online RL: `tdmpc2-train` on a real Meta-World task writes a verifiable shard replay buffer
+and loadable checkpoints, resumes where it stopped, evaluates; the replay buffer serves exact,
+uniform windows; checkpoints act as `tdmpc2-data collect` policies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tdmpc2_data.format import open_dataset, verify_dataset
+from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main, train_main
+from tdmpc2_model.online import (
+    OnlineError,
+    ReplayBuffer,
+    check_task,
+    evaluate,
+    latest_checkpoint,
+)
+
+TASK = "mw-reach"  # 100-step episodes: the cheapest real task
+#: cheap planning and updates so that a few hundred steps take seconds on a CPU
+SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
+         "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """200 steps of `tdmpc2-train` with 100 seed steps (two episodes)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    argv = ["--task", TASK, "--size", "1M", "--steps", "200", "--seed-steps", "100",
+            "--eval-episodes", "1", "--checkpoint-every", "100", "--out", str(out), *SMALL]  # fmt: skip
+    assert train_main(argv) == 0
+    return out
+
+
+def test_train_writes_a_verified_shard_buffer_and_checkpoints(run):
+    report = verify_dataset(run / "buffer")
+    assert report.ok, report
+    ds = open_dataset(run / "buffer")
+    assert ds.tasks == [TASK] and ds.num_episodes == 2 and ds.num_transitions == 200
+    agent = TDMPC2.from_pretrained(run / "final")
+    assert agent.cfg.task_names == [TASK] and agent.cfg.size == "1M"
+    assert agent.cfg.num_samples == 32  # the run's settings travel with the checkpoint
+    assert latest_checkpoint(run).name == "step-000000200"
+    rows = read_metrics(run)
+    train = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [100, 200]
+    # 100 updates when the seed phase ends, then one per step: as many as steps
+    assert sum(r["updates"] for r in train) == 200
+    assert np.isfinite(train[-1]["total_loss"]) and "episode_success" in train[-1]
+    assert rows[-1]["kind"] == "eval" and np.isfinite(rows[-1]["mean_return"])
+    fresh = TDMPC2(agent.cfg)
+    assert not torch.equal(fresh.model._pi[0].weight, agent.model._pi[0].weight)
+
+
+def test_resume_continues_the_step_count_and_refuses_to_overwrite(run, capsys):
+    before = (run / "buffer" / "zarr.json").read_text()
+    assert train_main(["--task", TASK, "--steps", "300", "--out", str(run), *SMALL]) == 2
+    assert "already holds an online run" in capsys.readouterr().err
+    assert (run / "buffer" / "zarr.json").read_text() == before  # nothing touched
+    argv = ["--task", TASK, "--steps", "300", "--eval-episodes", "0", "--out", str(run),
+            "--resume", *SMALL]  # fmt: skip
+    assert train_main(argv) == 0
+    train = [r for r in read_metrics(run) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [100, 200, 300]
+    assert train[-1]["updates"] == 100
+    assert open_dataset(run / "buffer").num_transitions == 300
+    assert latest_checkpoint(run).name == "step-000000300"
+    state = torch.load(latest_checkpoint(run) / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 300 and state["optim"]["state"]  # Adam moments were saved
+
+
+def test_eval_returns_numbers_and_json(run, tmp_path, capsys):
+    agent = TDMPC2.from_pretrained(run / "final")
+    result = evaluate(agent, TASK, episodes=2, seed=3, progress=False)
+    assert len(result.episodes) == 2 and np.isfinite(result.mean_return)
+    assert 0.0 <= result.success_rate <= 1.0
+    assert all(e["length"] == 100 for e in result.episodes)
+    again = evaluate(agent, TASK, episodes=2, seed=3, progress=False)
+    assert result.episodes[0]["return"] != again.episodes[1]["return"]  # episodes differ
+    path = tmp_path / "eval.json"
+    argv = ["--checkpoint", str(run / "final"), "--task", "reach", "--episodes", "1",
+            "--json", str(path)]  # fmt: skip
+    assert eval_main(argv) == 2  # ambiguous short name: a clear error
+    assert "mw-reach" in capsys.readouterr().err
+    argv[3] = TASK
+    assert eval_main(argv) == 0
+    saved = json.loads(path.read_text())
+    assert saved["task"] == TASK and len(saved["rows"]) == 1
+    assert "mean return" in capsys.readouterr().out
+
+
+def test_checkpoint_is_a_collect_policy(run, tmp_path):
+    from tdmpc2_data.collect import collect
+
+    collect(tmp_path / "rollouts", [TASK], episodes=1, policy=str(run / "final"))
+    ds = open_dataset(tmp_path / "rollouts")
+    assert ds.num_episodes == 1 and ds.num_transitions == 100
+
+
+def test_task_checks_name_the_problem():
+    single = TDMPC2(TDMPC2Config(size="1M", tasks="walker-walk"))
+    with pytest.raises(OnlineError, match="trained on 'walker-walk', not 'mw-reach'"):
+        check_task(single, "mw-reach")
+    multi = TDMPC2(TDMPC2Config(size="1M", tasks=["walker-walk", "mw-reach"]))
+    assert check_task(multi, "mw-reach").name == "mw-reach"
+    with pytest.raises(OnlineError, match="not in this model's task table.*held-out"):
+        check_task(multi, "mw-door-open")
+
+
+def test_replay_buffer_windows_are_exact_slices_and_uniform():
+    length, horizon = 5, 3
+    buffer = ReplayBuffer(capacity=3 * length, episode_length=length, obs_dim=2, action_dim=1)
+    for e in range(4):  # the 4th episode replaces the 1st (capacity: 3 episodes)
+        t = np.arange(length + 1, dtype=np.float32)
+        obs = np.stack([np.full(length + 1, e, np.float32), t], 1)
+        buffer.add(obs, (e * 100 + t[:-1])[:, None], e * 100 + t[:-1] + 0.5)
+    assert buffer.episodes == 3 and buffer.num_transitions == 15
+    batch = buffer.sample(4000, horizon)
+    obs, action, reward = batch["obs"], batch["action"], batch["reward"]
+    assert obs.shape == (horizon + 1, 4000, 2) and action.shape == (horizon, 4000, 1)
+    episode, start = obs[0, :, 0], obs[0, :, 1]
+    assert set(episode.unique().tolist()) == {1.0, 2.0, 3.0}
+    steps = torch.arange(horizon + 1)[:, None]
+    assert torch.equal(obs[:, :, 0], episode.expand(horizon + 1, -1))  # one episode per window
+    assert torch.equal(obs[:, :, 1], start + steps)  # consecutive steps
+    assert torch.equal(action[:, :, 0], episode * 100 + start + steps[:-1])  # a[t]: o[t] -> o[t+1]
+    assert torch.equal(reward, episode * 100 + start + steps[:-1] + 0.5)
+    counts = np.bincount((episode * 10 + start).long().numpy(), minlength=40)
+    counts = counts[counts > 0]
+    assert len(counts) == 3 * (length - horizon + 1)  # every valid window is drawn ...
+    assert counts.min() > 0.6 * counts.mean()  # ... about equally often
+    with pytest.raises(ValueError, match="horizon=6 is longer"):
+        buffer.sample(2, 6)
+
+
+@pytest.mark.parametrize("main", [pretrain_main, finetune_main, train_main, eval_main])
+def test_help_shows_examples(main, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--recipe" in out
+
+
+def test_recipe_values_are_defaults_that_flags_override(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: mw-reach\nsize: 1M\nsteps: 50\nconfig: {num_samples: 100}\n")
+    out = ["--out", str(tmp_path / "o")]
+    assert train_main(["--recipe", str(recipe), "--steps", "0", *out]) == 2
+    assert "Got steps=0" in capsys.readouterr().err  # the flag beat the recipe
+    assert train_main(["--recipe", str(recipe), "--config", "num_elites=999", *out]) == 2
+    assert "num_elites=999; must be <= num_samples=100" in capsys.readouterr().err
+    recipe.write_text("task: mw-reach\nstepz: 10\n")
+    with pytest.raises(SystemExit):
+        train_main(["--recipe", str(recipe)])
+    assert "unknown key(s) ['stepz']" in capsys.readouterr().err

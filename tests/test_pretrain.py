@@ -1,0 +1,148 @@
+"""Lightning pretraining: real Trainer runs on a dataset collected from real simulators; the
+module's update is `TDMPC2.update` to the bit; resume continues the Lightning checkpoint;
+the pretrained model finetunes online on a task held out of the data."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from tdmpc2_data.collect import collect
+from tdmpc2_data.format import open_dataset
+from tdmpc2_data.loader import WindowSampler
+from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.cli import finetune_main, pretrain_main
+from tdmpc2_model.lightning import TDMPC2Module
+
+TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
+SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
+         "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "mw"
+    return collect(root, TABLE[:2], episodes=3, seed=0, task_set=TABLE)
+
+
+def pretrain_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["--size", "1M", "--data", str(data), "--max-steps", str(steps), "--batch-size", "32",
+            "--out", str(out), "--accelerator", "cpu", "--devices", "1", "--num-workers", "0",
+            "--log-every", "5", *extra]  # fmt: skip
+
+
+def global_step(out: Path) -> int:
+    return torch.load(out / "lightning" / "last.ckpt", weights_only=False)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    assert pretrain_main(pretrain_args(dataset, out, 20)) == 0
+    return out
+
+
+def test_pretrain_writes_a_model_of_the_datasets_table(pretrained, dataset):
+    agent = TDMPC2.from_pretrained(pretrained / "final")
+    ds = open_dataset(dataset)
+    assert agent.cfg.task_names == ds.tasks == TABLE and agent.cfg.multitask
+    assert (agent.cfg.obs_dim, agent.cfg.action_dim) == (ds.obs_dim, ds.action_dim)
+    assert agent.cfg.batch_size == 32 and agent.cfg.size == "1M"
+    fresh = TDMPC2(agent.cfg)
+    assert not torch.equal(fresh.model._encoder["state"][0].weight,
+                           agent.model._encoder["state"][0].weight)  # fmt: skip
+    assert global_step(pretrained) == 20  # one Lightning step per update
+    rows = list(csv.DictReader(open(next((pretrained / "logs").rglob("metrics.csv")))))
+    losses = [float(r["train/total_loss"]) for r in rows if r.get("train/total_loss")]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, capsys):
+    assert pretrain_main(pretrain_args(dataset, pretrained, 25)) == 2  # no --resume
+    assert "already holds a pretraining run" in capsys.readouterr().err
+    assert global_step(pretrained) == 20
+    assert pretrain_main(pretrain_args(dataset, pretrained, 25, "--resume", "auto")) == 0
+    assert global_step(pretrained) == 25
+
+
+def test_bf16_mixed_precision_trains(dataset, tmp_path):
+    out = tmp_path / "bf16"
+    assert pretrain_main(pretrain_args(dataset, out, 5, "--precision", "bf16-mixed")) == 0
+    rows = list(csv.DictReader(open(next((out / "logs").rglob("metrics.csv")))))
+    assert np.isfinite(float(rows[-1]["train/total_loss"]))
+    assert TDMPC2.from_pretrained(out / "final").cfg.task_names == TABLE
+
+
+def test_bad_input_is_one_line_errors(dataset, tmp_path, capsys):
+    assert pretrain_main(pretrain_args(tmp_path / "missing", tmp_path / "o", 5)) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert pretrain_main(pretrain_args(dataset, tmp_path / "o", 5, "--strategy", "fsdp")) == 2
+    assert "FSDP is not offered" in capsys.readouterr().err
+    assert pretrain_main(pretrain_args(dataset, tmp_path / "o", 5, "--precision", "16-mixed")) == 2
+    assert not (tmp_path / "o").exists()
+
+
+class _Reseed(L.Callback):
+    """Keeps the batch and restarts the random stream before the module's step."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.batch = batch
+        torch.manual_seed(123)
+
+
+def test_module_step_is_the_agents_update(dataset):
+    torch.manual_seed(0)
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks=TABLE, batch_size=32))
+    module = TDMPC2Module.from_agent(agent)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    sampler = WindowSampler(dataset, batch_size=32, horizon=3, seed=0, batches_per_epoch=1)
+    reseed = _Reseed()
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[reseed])  # fmt: skip
+    trainer.fit(module, train_dataloaders=sampler)
+    torch.manual_seed(123)
+    info = agent.update(reseed.batch)
+    after = module.agent.state_dict()
+    for key, value in agent.state_dict().items():  # weights, target Qs, running Q scale
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+    moved = [k for k, v in after.items() if not torch.equal(v, before[k])]
+    assert any("_pi" in k for k in moved) and any("_target_Qs" in k for k in moved)
+    for key, value in info.items():
+        assert trainer.callback_metrics[f"train/{key}"].item() == pytest.approx(value, rel=1e-6)
+
+
+def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, capsys):
+    out = tmp_path / "ft"
+    argv = ["--task", "door-open", "--checkpoint", str(pretrained / "final"), "--steps", "150",
+            "--seed-steps", "100", "--eval-episodes", "0", "--out", str(out), *SMALL]  # fmt: skip
+    assert finetune_main(argv) == 0
+    agent = TDMPC2.from_pretrained(out / "final")
+    assert agent.cfg.task_names == TABLE  # the table is kept
+    ds = open_dataset(out / "buffer")
+    assert ds.tasks == TABLE and ds.task_counts() == {2: 2}  # rollouts in the model's table
+    argv[1], argv[argv.index("--out") + 1] = "walker-walk", str(tmp_path / "x")
+    assert finetune_main(argv) == 2
+    assert "not in this model's task table" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_pretrain_with_ddp_on_two_cpu_processes(dataset, tmp_path):
+    """Two ranks (gloo): both backward passes of an update leave parameters unused."""
+    out = tmp_path / "ddp"
+    script = Path(sys.executable).parent / "tdmpc2-pretrain"
+    argv = pretrain_args(dataset, out, 6, "--strategy", "ddp")
+    argv[argv.index("--devices") + 1] = "2"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([str(script), *argv], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert global_step(out) == 6 and (out / "final" / "model.safetensors").is_file()
