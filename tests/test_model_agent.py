@@ -162,3 +162,16 @@ def test_compiled_update_trains():
         last = agent.update(batch)
     assert all(np.isfinite(v) for v in last.values())
     assert last["total_loss"] < first["total_loss"]
+
+
+def test_learned_reward_steers_the_plan():
+    # reward = 2 * a[0] on random states: after a few dozen updates the plan pushes a[0] up
+    torch.manual_seed(0)
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks="cheetah-run", num_samples=256))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        action = torch.rand(3, 64, 6, generator=g) * 2 - 1
+        obs = torch.randn(4, 64, 17, generator=g)
+        agent.update({"obs": obs, "action": action, "reward": 2 * action[..., 0]})
+    first = torch.stack([agent.act(torch.randn(17, generator=g), t0=True) for _ in range(4)])[:, 0]
+    assert (first > 0.5).all(), first
