@@ -101,7 +101,7 @@ def resolve_data(spec: str) -> str:
     """A dataset location for ``open_dataset``: a local dir or ``hf://`` URL as given; ``mt80``
     / ``mt30`` / ``OWNER/NAME`` are downloaded first (cached, resumable; the legacy mt80/mt30
     chunks are converted on the way)."""
-    if spec.startswith("hf://") or "://" in spec or Path(spec).exists():
+    if "://" in spec or Path(spec).exists():
         return spec
     from tdmpc2_data.hub import PUBLISHED, download
 
@@ -122,9 +122,11 @@ def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
             "forward, Lightning issue #19626), and DDP fits every preset (317M with Adam "
             "states takes ~5 GB per GPU)."
         )
-    many = num_nodes > 1 or (
-        devices == "auto" and torch.cuda.device_count() > 1
-    ) or (isinstance(devices, int) and devices > 1) or isinstance(devices, (list, tuple))  # fmt: skip
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    else:
+        count = torch.cuda.device_count() if devices in ("auto", -1, "-1") else int(devices)
+    many = num_nodes > 1 or count > 1
     if strategy == "ddp" or many:
         return DDPStrategy(find_unused_parameters=True)
     return "auto"

@@ -232,13 +232,17 @@ class EvalResult:
         return {"task": self.task, "episodes": len(self.episodes),
                 "mean_return": self.mean_return, "success_rate": self.success_rate}  # fmt: skip
 
+    def line(self) -> str:
+        rate = self.success_rate
+        success = "" if rate is None else f", success rate {rate:.2f}"
+        return f"{self.task}: mean return {self.mean_return:.2f}{success}"
+
     def table(self) -> str:
         lines = [f"{'episode':>7} {'return':>10} {'success':>7} {'steps':>5}"]
         for e in self.episodes:
             success = "-" if e["success"] is None else str(int(e["success"]))
             lines.append(f"{e['episode']:>7} {e['return']:>10.2f} {success:>7} {e['length']:>5}")
-        rate = "-" if self.success_rate is None else f"{self.success_rate:.2f}"
-        lines.append(f"{self.task}: mean return {self.mean_return:.2f}, success rate {rate}")
+        lines.append(self.line())
         return "\n".join(lines)
 
 
@@ -317,9 +321,10 @@ def train(
     """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
     docstring for the loop, the run directory ``out`` and resuming).
 
-    ``eval_every``: evaluate every that many steps (0: only at the end; ``eval_episodes`` 0:
-    never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every that many steps (at
-    the next episode end). ``training_data``: provenance line for the model card.
+    ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
+    ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
+    that many steps (at the next episode end). ``training_data``: provenance line for the
+    model card. Returns the trained agent (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
     out = Path(out)
@@ -336,8 +341,13 @@ def train(
     cfg, length = agent.cfg, spec.episode_length
     buffer = ReplayBuffer(cfg.buffer_size, length, cfg.obs_dim, cfg.action_dim, agent.device, seed)
     source = {"description": f"tdmpc2-toolkit online RL on {spec.name}", "seed": seed}
-    writer = ShardWriter(out / BUFFER_DIR, tasks=cfg.task_names or [spec.name],
-                         obs_dim=cfg.obs_dim, action_dim=cfg.action_dim, sources=[source])  # fmt: skip
+    writer = ShardWriter(
+        out / BUFFER_DIR,
+        tasks=cfg.task_names or [spec.name],
+        obs_dim=cfg.obs_dim,
+        action_dim=cfg.action_dim,
+        sources=[source],
+    )
     _refill(buffer, out / BUFFER_DIR, spec)
     step, episode = buffer.added * length, buffer.added
     torch.manual_seed(seed + step)
@@ -348,7 +358,7 @@ def train(
     if cfg.multitask:
         task_ids = torch.full((cfg.batch_size,), cfg.task_id(spec.name), device=agent.device)
     owed, losses, evaluation = 0, [], None
-    next_eval = (step // eval_every + 1) * eval_every if eval_every else None
+    next_eval = (step // eval_every + 1) * eval_every if eval_every and eval_episodes else None
     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
     bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {spec.name}", unit="step",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -373,6 +383,8 @@ def train(
     start = time.perf_counter()
     try:
         with writer, open(out / METRICS_FILE, "a") as metrics:
+            if next_eval is not None and step == 0:  # the starting point (zero-shot score)
+                evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
             while step < steps:
                 ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, on_step=on_step)
                 buffer.add(ep["obs"], ep["action"], ep["reward"])
@@ -380,25 +392,15 @@ def train(
                                    ep.get("success"), source=0)  # fmt: skip
                 writer.flush()
                 episode += 1
-                row = {"kind": "train", "step": step, "episode": episode,
-                       "episode_return": ep["return"], "updates": len(losses),
-                       "elapsed_s": round(time.perf_counter() - start, 3)}  # fmt: skip
-                if "success" in ep:
-                    row["episode_success"] = bool(ep["success"][-1])
-                row.update(
-                    {k: float(np.mean([x[k] for x in losses])) for k in losses[0]} if losses else {}
-                )
+                _log(metrics, _train_row(step, episode, ep, losses, time.perf_counter() - start))
                 losses.clear()
-                _log(metrics, row)
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
                 if next_eval is not None and step >= next_eval and step < steps:
                     evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
-                    next_eval += eval_every * ((step - next_eval) // eval_every + 1)
+                    next_eval = (step // eval_every + 1) * eval_every
                 if step >= next_checkpoint:
                     _save_checkpoint(out, agent, step, training_data)
-                    next_checkpoint += checkpoint_every * (
-                        (step - next_checkpoint) // checkpoint_every + 1
-                    )
+                    next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
             if eval_episodes:
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
     finally:
@@ -408,6 +410,19 @@ def train(
     _save_checkpoint(out, agent, step, training_data)
     final = save_atomically(agent, out / FINAL_DIR, training_data)
     return TrainResult(agent, step, episode, out, final, evaluation)
+
+
+def _train_row(
+    step: int, episode: int, ep: dict[str, Any], losses: list[dict[str, float]], elapsed: float
+) -> dict[str, Any]:
+    """A metrics row for a finished episode: its return (and success) and the mean losses of
+    the updates made during it."""
+    row = {"kind": "train", "step": step, "episode": episode, "episode_return": ep["return"],
+           "updates": len(losses), "elapsed_s": round(elapsed, 3)}  # fmt: skip
+    if "success" in ep:
+        row["episode_success"] = bool(ep["success"][-1])
+    row.update({k: float(np.mean([x[k] for x in losses])) for k in (losses[0] if losses else ())})
+    return row
 
 
 def _log(metrics: Any, row: dict[str, Any]) -> None:
@@ -420,8 +435,7 @@ def _evaluate_and_log(
 ) -> EvalResult:
     result = evaluate(agent, spec.name, episodes, seed=seed + 1_000_000, progress=False)
     _log(metrics, {"kind": "eval", "step": step, **result.summary()})
-    tqdm.write(f"step {step}: eval mean return {result.mean_return:.2f}"
-               + ("" if result.success_rate is None else f", success {result.success_rate:.2f}"))  # fmt: skip
+    tqdm.write(f"step {step}: {result.line()}")
     return result
 
 
@@ -462,9 +476,12 @@ def _refill(buffer: ReplayBuffer, root: Path, spec: Task) -> None:
     """Load the run's stored episodes (resume) into the replay buffer."""
     ds = open_dataset(root)
     for shard, episodes in ds.task_episodes(spec.name):
-        if ds.shards[shard].episode_length != spec.episode_length:
-            raise OnlineError(f"{root}/{ds.shards[shard].path}: episodes of length "
-                              f"{ds.shards[shard].episode_length}, expected {spec.episode_length}.")  # fmt: skip
+        info = ds.shards[shard]
+        if info.episode_length != spec.episode_length:
+            raise OnlineError(
+                f"{root}/{info.path}: episodes of {info.episode_length} steps; {spec.name} "
+                f"has {spec.episode_length}."
+            )
         data = ds.read_shard(shard, episodes=slice(episodes.start, episodes.stop))
         for obs, action, reward in zip(data["obs"], data["action"], data["reward"], strict=True):
             buffer.add(obs, action, reward)

@@ -53,25 +53,18 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     start = time.perf_counter()
     before = evaluate(TDMPC2.from_pretrained(final, **config), task, e["episodes"], seed=seed,
                       progress=progress)  # fmt: skip
-    stage("eval pretrained", start, _score(before))
+    stage("eval pretrained", start, before.line())
 
     start = time.perf_counter()
     result = train(TDMPC2.from_pretrained(final, **config), task, out / "finetune", f["steps"],
                    seed=seed, seed_steps=f["seed_steps"], eval_episodes=0, progress=progress,
-                   training_data=f"quickstart: pretrained on {data}, finetuned on {task}")  # fmt: skip
+                   training_data=f"quickstart: {data} + online on {task}")  # fmt: skip
     stage("finetune", start, f"{result.steps} steps on {task} -> {result.final}")
 
     start = time.perf_counter()
     after = evaluate(result.agent, task, e["episodes"], seed=seed, progress=progress)
-    stage("eval finetuned", start, _score(after))
+    stage("eval finetuned", start, after.line())
     return rows
-
-
-def _score(result: Any) -> str:
-    rate = result.success_rate
-    return f"{result.task} mean return {result.mean_return:.1f}" + (
-        "" if rate is None else f", success {rate:.2f}"
-    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
