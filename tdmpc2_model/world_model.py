@@ -77,6 +77,8 @@ class WorldModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _task_tensor(self, task: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+        if task is None:
+            raise ValueError("This is a multitask model; pass task ids (LongTensor [B] or int).")
         if isinstance(task, int):
             return torch.tensor([task], device=device)
         return task.long()
