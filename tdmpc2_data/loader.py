@@ -30,17 +30,22 @@ it:
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from tdmpc2_data import schema
 from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
 from tdmpc2_data.reader import Dataset, open_dataset
 from tdmpc2_data.tasks import UnknownTaskError, resolve_task_name
@@ -285,7 +290,7 @@ class WindowSampler:
         budget = self.cache_bytes - buffers
         longest = max(p.length + 1 for p in mine)
         block_rows = max(longest, min(BLOCK_BYTES, budget // 16) // rb)
-        blocks = _blocks(mine, block_rows)
+        blocks = _blocks(mine, block_rows, partial(self._part_episodes, block_rows=block_rows))
         slot_rows = max(b.rows for b in blocks)
         slot_runs = max(len(b.pieces) for b in blocks)
         slots = min(len(blocks), max(0, budget) // (slot_rows * rb + slot_runs * 40))
@@ -310,6 +315,16 @@ class WindowSampler:
     def _read_bytes(self) -> int:
         """Decoded bytes per read while filling a slot (at least one stored chunk is read)."""
         return max(1, min(READ_BYTES, self.cache_bytes // 32))
+
+    def _part_episodes(self, piece: Piece, block_rows: int) -> int:
+        """Episodes per part of a block: one read of at most ``_read_bytes`` of obs and at
+        most 1/16 of a block (so a block mixes >= 16 parts), in whole stored chunks when a
+        chunk fits (budgets under ~128 MB read partial chunks: slower decoding)."""
+        steps = piece.length + 1
+        obs_dim = self.datasets[piece.dataset].obs_dim
+        n = min(self._read_bytes // (steps * obs_dim * 4), block_rows // 16 // steps)
+        chunk = schema.chunk_episodes(piece.length, obs_dim)
+        return max(1, n // chunk * chunk if n >= chunk else n)
 
     def _mass(self, piece: Piece) -> float:
         return piece.starts(self.horizon) * float(self._task_factor[piece.task])
@@ -460,22 +475,37 @@ def _split(unit: list[Piece], parts: int) -> list[list[Piece]]:
     return out
 
 
-def _blocks(pieces: Sequence[Piece], block_rows: int) -> list[Block]:
-    """Pack pieces, in storage order, into blocks of at most ``block_rows`` rows (pieces are
-    split between episodes; small ones share a block)."""
-    blocks, current, rows = [], [], 0
+def _blocks(
+    pieces: Sequence[Piece], block_rows: int, part_episodes: Callable[[Piece], int]
+) -> list[Block]:
+    """Blocks of at most ``block_rows`` rows that mix tasks.
+
+    Shards store episodes task by task, so blocks of consecutive episodes would hold one or
+    two tasks each, and a cache holding a few blocks would see few tasks at a time. Instead
+    pieces are cut into parts of ``part_episodes`` (one read each, on the stored chunk grid),
+    parts of different tasks are interleaved round-robin, and consecutive parts are packed.
+    """
+    by_task: dict[int, list[Piece]] = {}
     for p in sorted(pieces, key=lambda p: (p.dataset, p.shard, p.start)):
-        per, start = p.length + 1, p.start
-        while start < p.stop:
-            n = min((block_rows - rows) // per, p.stop - start)
-            if n == 0:
-                blocks.append(Block(tuple(current)))
-                current, rows = [], 0
-                continue
-            current.append(replace(p, start=start, stop=start + n))
-            rows, start = rows + n * per, start + n
-    if current:
-        blocks.append(Block(tuple(current)))
+        n = part_episodes(p)
+        for lo in range(p.start - p.start % n, p.stop, n):
+            part = replace(p, start=max(lo, p.start), stop=min(lo + n, p.stop))
+            by_task.setdefault(p.task, []).append(part)
+    queues = list(by_task.values())
+    parts = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+    blocks, current, rows = [], [], 0
+    for part in parts:
+        if rows + part.rows > block_rows:
+            blocks.append(Block(tuple(current)))
+            current, rows = [], 0
+        last = current[-1] if current else None
+        where = (part.dataset, part.shard, part.task, part.start)
+        if last is not None and (last.dataset, last.shard, last.task, last.stop) == where:
+            current[-1] = replace(last, stop=part.stop)  # contiguous: one run
+        else:
+            current.append(part)
+        rows += part.rows
+    blocks.append(Block(tuple(current)))
     return blocks
 
 
@@ -573,19 +603,28 @@ class _Stream:
         self.gathered: set[int] = set()
         self.results: dict[int, list[Batch] | BaseException] = {}
         self.consumed = 0
+        self.closed = False
         workers = sampler.num_workers
-        self.pool = ThreadPoolExecutor(DECODE_THREADS, "tdmpc2-decode") if workers else None
         self.room = threading.Semaphore(sampler.prefetch * max(1, workers))
+        self.jobs: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        if workers:
+            for i in range(DECODE_THREADS):
+                self._start(self._decode, f"tdmpc2-decode-{i}")
         for slot, block in enumerate(self.rotation.initial()):
             self._load(slot, block, after=-1)
         for i in range(workers):
-            t = threading.Thread(target=self._work, name=f"tdmpc2-batches-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
+            self._start(self._work, f"tdmpc2-batches-{i}")
+        _LIVE.add(self)
+
+    def _start(self, target: Callable[[], None], name: str) -> None:
+        # daemon threads, closed by `close` (also at exit), so they never block shutdown
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
 
     # ------------------------------------------------------------ consumer side
     def next_group(self) -> list[Batch]:
-        if not self.threads:
+        if not self.s.num_workers:
             step = self._take_step()
             batches = self._gather(*self._plan(step))
             self._mark_gathered(step)
@@ -601,19 +640,18 @@ class _Stream:
         return result
 
     def close(self) -> None:
-        if self.stopped.is_set() and not self.threads and self.pool is None:
+        if self.closed:
             return
+        self.closed = True
         self.stopped.set()
         with self.cond:
             self.cond.notify_all()
         for _ in self.threads:
             self.room.release()
+            self.jobs.put(None)
         for t in self.threads:
             t.join()
         self.threads = []
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
 
     # ------------------------------------------------------------ workers
     def _work(self) -> None:
@@ -653,19 +691,27 @@ class _Stream:
         """Decode ``block`` into ``slot`` once step ``after`` has been gathered: in a decode
         thread, or (no workers) when the slot is activated."""
         args = (slot, self.plan.blocks[block], self.s.datasets, self.s.horizon, self.s._task_factor)
-        if self.pool is None:
+        if not self.s.num_workers:
             self.loads[slot] = lambda: self.arena.load(*args)
             return
+        future: Future = Future()
+        self.loads[slot] = future
+        self.jobs.put((args, after, future))
 
-        def task() -> None:
-            with self.cond:
-                while self.gathered_below <= after:
-                    if self.stopped.is_set():
-                        raise _Stopped
-                    self.cond.wait()
-            self.arena.load(*args)
-
-        self.loads[slot] = self.pool.submit(task)
+    def _decode(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            args, after, future = job
+            try:
+                with self.cond:
+                    while self.gathered_below <= after and not self.stopped.is_set():
+                        self.cond.wait()
+                if self.stopped.is_set():
+                    raise _Stopped
+                self.arena.load(*args)
+            except BaseException as exc:  # raised where the slot is activated
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
 
     def _activate(self, slot: int) -> None:
         """Make ``slot`` sampleable, waiting for its load (which raises its errors)."""
@@ -714,5 +760,10 @@ class _Stream:
         parts = (obs, action, reward, task, mask)
         return [Batch(*views) for views in zip(*(x.unbind() for x in parts), strict=True)]
 
+
+#: Streams whose threads are running; closed at interpreter exit (an iterator left open
+#: would otherwise be finalized while its threads still run).
+_LIVE: weakref.WeakSet[_Stream] = weakref.WeakSet()
+atexit.register(lambda: [stream.close() for stream in list(_LIVE)])
 
 __all__ = ["Batch", "WindowSampler"]

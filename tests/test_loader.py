@@ -147,6 +147,19 @@ def test_task_weights(tmp_path):
         WindowSampler(ds, task_weights={"toy-wide": 0})
 
 
+def test_rotating_cache_mixes_tasks_stored_task_by_task(tmp_path):
+    """Shards hold one task after another and the cache ~16 blocks; still each batch
+    serves most of the 40 tasks, because blocks interleave parts of all tasks (blocks of
+    consecutive episodes would give at most ~16 tasks per batch)."""
+    tasks = [{"name": f"toy-{k}", "obs_dim": 39, "action_dim": 2} for k in range(40)]
+    eps = [(g, f"toy-{g // 8}", 100) for g in range(320)]  # 8 episodes per task, in order
+    ds = write_dataset(tmp_path / "ds", eps, per_shard=80, tasks=tasks)
+    sampler = WindowSampler(ds, batch_size=256, cache_bytes=ds.num_transitions * 168 // 4)
+    assert not sampler.cache_info()["resident"] and sampler.cache_info()["slots"] <= 16
+    for batch in windows(sampler, 50):
+        assert len(set(batch.task.tolist())) >= 28
+
+
 def test_combined_datasets_share_one_task_table(tmp_path):
     """A narrow dataset (obs 3, action 2) and a wide one: tasks by name, padding to the max."""
     narrow = write_dataset(tmp_path / "a", [(g, "toy-small", 10) for g in range(10)], 5, TASKS[:1])
