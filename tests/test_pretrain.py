@@ -5,6 +5,7 @@ the pretrained model finetunes online on a task held out of the data."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -123,8 +124,12 @@ def test_module_step_is_the_agents_update(dataset):
 def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, capsys):
     out = tmp_path / "ft"
     argv = ["--task", "door-open", "--checkpoint", str(pretrained / "final"), "--steps", "150",
-            "--seed-steps", "100", "--eval-episodes", "0", "--out", str(out), *SMALL]  # fmt: skip
+            "--seed-steps", "100", "--eval-every", "100", "--eval-episodes", "1",
+            "--out", str(out), *SMALL]  # fmt: skip
     assert finetune_main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the pretrained model's score first, then every 100 steps, then at the end
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 100, 200]
     agent = TDMPC2.from_pretrained(out / "final")
     assert agent.cfg.task_names == TABLE  # the table is kept
     ds = open_dataset(out / "buffer")
