@@ -164,3 +164,23 @@ def test_recipe_values_are_defaults_that_flags_override(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["--recipe", str(recipe)])
     assert "unknown key(s) ['stepz']" in capsys.readouterr().err
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_parses_with_its_command(recipe):
+    from tdmpc2_model import cli
+    from tdmpc2_model.cli import load_recipe
+
+    if recipe.stem == "quickstart":
+        assert set(load_recipe(recipe)) >= {"collect", "pretrain", "finetune", "eval"}
+        return
+    command = recipe.stem.split("-")[0]
+    parser = getattr(cli, f"{command}_parser")()
+    required = {"pretrain": ["data"], "finetune": ["task", "checkpoint"], "train": ["task"]}
+    args = cli._parse(parser, ["--recipe", str(recipe)], required[command])
+    assert args.out.startswith("runs/")
+    if command == "pretrain":
+        TDMPC2Config(size=args.size, tasks=args.data, **args.config)  # a valid model

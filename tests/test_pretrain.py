@@ -151,3 +151,21 @@ def test_pretrain_with_ddp_on_two_cpu_processes(dataset, tmp_path):
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert global_step(out) == 6 and (out / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage(tmp_path):
+    """The README job with a smaller recipe (the real one takes ~2 minutes)."""
+    from tdmpc2_model.cli import load_recipe
+    from tdmpc2_model.quickstart import RECIPE, run, table
+
+    recipe = load_recipe(RECIPE)
+    recipe["collect"]["episodes"] = 1
+    recipe["pretrain"]["max_steps"] = 10
+    recipe["finetune"].update(steps=100, seed_steps=50)
+    recipe["eval"]["episodes"] = 1
+    rows = run(recipe, tmp_path / "qs", progress=False)
+    assert [r["stage"] for r in rows] == ["collect", "pretrain", "eval pretrained", "finetune",
+                                          "eval finetuned"]  # fmt: skip
+    assert "mw-door-open: mean return" in table(rows)
+    assert TDMPC2.from_pretrained(tmp_path / "qs" / "finetune" / "final").cfg.num_tasks == 4
