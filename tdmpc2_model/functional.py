@@ -122,7 +122,13 @@ def _fast(x: torch.Tensor) -> bool:
 
 def mish(x: torch.Tensor) -> torch.Tensor:
     """Mish, x tanh(softplus(x)). Under ``fast_kernels`` on CPU: a sigmoid-based form,
-    several times faster than aten's (whose tanh is slow there), equal within 2e-6."""
+    several times faster than aten's (whose tanh is slow there), equal within 2e-6. Under
+    ``torch.compile``: tanh(softplus(x)) = e (e + 2) / (e (e + 2) + 2) with e = exp(x),
+    which Inductor fuses into one cheap loop (its lowering of aten's mish is ~8x slower)."""
+    if torch.compiler.is_compiling():
+        e = torch.exp(torch.clamp(x, max=20.0))  # mish(x) = x to float precision above 20
+        p = e * (e + 2)
+        return x * p / (p + 2)
     return _Mish.apply(x) if _fast(x) else F.mish(x)
 
 
