@@ -4,7 +4,10 @@
 `tdmpc2_data.datamodule.WindowDataModule`; the objectives are the agent's own
 (``losses.model_loss`` / ``losses.policy_loss``), in the same order as ``TDMPC2.update``:
 model step, then the policy step against the updated Q-functions, then the target EMA.
-Precision, devices and DDP come from the Trainer; nothing here is distributed code.
+Precision, devices and the strategy come from the Trainer: ``ddp`` (Lightning's DDPStrategy)
+or ``fsdp`` (Lightning's ModelParallelStrategy: FSDP2 ``fully_shard`` of each network of the
+world model; ``configure_model`` below). Lightning's older FSDPStrategy cannot run manual
+optimization (the backward pass would run inside the sharded forward, Lightning #19626).
 
 `pretrain` is what `tdmpc2-pretrain` runs: dataset -> config (task table and padded widths
 of the data) -> Trainer.fit -> ``OUT/final`` (``save_pretrained``), with Lightning
@@ -22,7 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_model import losses
 from tdmpc2_model.agent import TDMPC2, make_optimizers
@@ -31,7 +34,7 @@ from tdmpc2_model.functional import fast_kernels
 
 LIGHTNING_DIR, FINAL_DIR, LOG_DIR = "lightning", "final", "logs"
 PRECISIONS = ("32-true", "bf16-mixed")
-STRATEGIES = ("auto", "ddp")
+STRATEGIES = ("auto", "ddp", "fsdp")
 
 
 class TDMPC2Module(L.LightningModule):
@@ -41,6 +44,10 @@ class TDMPC2Module(L.LightningModule):
 
     ``trainer.global_step`` counts updates (the policy optimizer steps outside Lightning's
     step counter, which would otherwise count two per update).
+
+    Under FSDP the parameters are sharded DTensors: the target EMA gathers the online Q
+    weights, the running Q scale follows rank 0 (as DDP's buffer broadcast does), and
+    ``export_agent`` gathers a plain agent for ``save_pretrained``.
     """
 
     def __init__(self, cfg: TDMPC2Config | dict[str, Any], training_data: str | None = None):
@@ -51,6 +58,7 @@ class TDMPC2Module(L.LightningModule):
         self.agent = TDMPC2(cfg)
         self.agent.model.train()  # the agent acts in eval mode; training needs the Q dropout
         self.automatic_optimization = False
+        self.sharded = False
 
     @classmethod
     def from_agent(cls, agent: TDMPC2, training_data: str | None = None) -> TDMPC2Module:
@@ -63,6 +71,19 @@ class TDMPC2Module(L.LightningModule):
     def cfg(self) -> TDMPC2Config:
         return self.agent.cfg
 
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy ("fsdp"), shard each network over the data-parallel
+        ranks (FSDP2); the target Q ensemble stays a replicated buffer."""
+        if self.sharded or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        m, mesh = self.agent.model, self.trainer.strategy.device_mesh["data_parallel"]
+        parts = [m._encoder["state"], m._dynamics, m._reward, m._pi, m._Qs]
+        for part in parts + ([m._task_emb] if self.cfg.multitask else []):
+            fully_shard(part, mesh=mesh)
+        self.sharded = True
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """The agent's two optimizers, made afresh on the parameters as the strategy placed them."""
         return list(make_optimizers(self.agent.model))
@@ -71,6 +92,8 @@ class TDMPC2Module(L.LightningModule):
         agent, model = self.agent, self.agent.model
         obs, action, reward, task = agent._batch(batch)
         model_opt, pi_opt = self.optimizers()
+        if self.sharded:
+            torch.distributed.broadcast(agent.scale.value, src=0)
         with fast_kernels():
             total, zs, info = losses.model_loss(model, obs, action, reward, task, agent._discount())
             self.manual_backward(total)
@@ -83,7 +106,7 @@ class TDMPC2Module(L.LightningModule):
             pi_info["pi_grad_norm"] = self._clip(pi_opt)
             pi_opt.optimizer.step()  # raw: one Lightning step per update (see class docstring)
             pi_opt.zero_grad(set_to_none=True)
-            model.soft_update_target_Q()
+            self._soft_update_target_Q()
         info.update(pi_info)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in info.items()})
         self.log("loss", total.detach(), prog_bar=True, logger=False)
@@ -91,9 +114,39 @@ class TDMPC2Module(L.LightningModule):
 
     def _clip(self, optimizer: Any) -> torch.Tensor:
         """Clip the gradients of one optimizer's parameters (grads are unscaled fp32 under
-        32-true and bf16-mixed; under DDP they are already averaged over ranks)."""
+        32-true and bf16-mixed; under DDP/FSDP they are already averaged over ranks)."""
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        return torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm, foreach=True)
+        return _full(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm, foreach=True))
+
+    def _soft_update_target_Q(self) -> None:
+        """The world model's target EMA; sharded online weights are gathered for it first."""
+        model = self.agent.model
+        if not self.sharded:
+            model.soft_update_target_Q()
+            return
+        targets = list(model._target_Qs_params.state_dict(keep_vars=True).values())
+        online = [_full(t.detach()) for t in model._Qs.params.state_dict(keep_vars=True).values()]
+        torch._foreach_lerp_(targets, online, self.cfg.tau)
+
+    def export_agent(self) -> TDMPC2 | None:
+        """A plain `TDMPC2` with the trained weights (and running Q scale). Under FSDP this
+        gathers the shards: call it on every rank; ranks other than 0 get None."""
+        if not self.sharded:
+            return self.agent
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.agent, options=options)
+        if self.trainer.global_rank != 0:
+            return None
+        agent = TDMPC2(self.cfg)
+        agent.load_state_dict(state)
+        return agent
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a DTensor (an all-gather); other tensors as they are."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 # ------------------------------------------------------------------------- pretraining
@@ -113,21 +166,22 @@ def resolve_data(spec: str) -> str:
 
 
 def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
-    """DDP with ``find_unused_parameters``: each of the two backward passes of an update
-    leaves the other optimizer's parameters unused."""
+    """``fsdp``: ModelParallelStrategy (FSDP2 over all ranks, checkpoints gathered into one
+    file). Otherwise DDP with ``find_unused_parameters`` when there is more than one device:
+    each of the two backward passes of an update leaves the other optimizer's parameters
+    unused."""
     if strategy not in STRATEGIES:
-        raise ValueError(
-            f"Got strategy={strategy!r}; use one of {STRATEGIES}. FSDP is not offered: "
-            "Lightning's FSDP cannot run manual optimization (backward inside the sharded "
-            "forward, Lightning issue #19626), and DDP fits every preset (317M with Adam "
-            "states takes ~5 GB per GPU)."
-        )
+        raise ValueError(f"Got strategy={strategy!r}; use one of {STRATEGIES}.")
     if isinstance(devices, (list, tuple)):
         count = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        count = max(1, torch.cuda.device_count())
     else:
-        count = torch.cuda.device_count() if devices in ("auto", -1, "-1") else int(devices)
-    many = num_nodes > 1 or count > 1
-    if strategy == "ddp" or many:
+        count = int(devices)
+    if strategy == "fsdp":
+        return ModelParallelStrategy(data_parallel_size=num_nodes * count, tensor_parallel_size=1,
+                                     save_distributed_checkpoint=False)  # fmt: skip
+    if strategy == "ddp" or num_nodes > 1 or count > 1:
         return DDPStrategy(find_unused_parameters=True)
     return "auto"
 
@@ -210,6 +264,7 @@ def pretrain(
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
-    if not trainer.is_global_zero:
+    agent = module.export_agent()  # collective under FSDP
+    if agent is None or not trainer.is_global_zero:
         return None
-    return save_atomically(module.agent, out / FINAL_DIR, training_data)
+    return save_atomically(agent, out / FINAL_DIR, training_data)

@@ -494,6 +494,9 @@ def save_atomically(
     ``target``, then swap it in: readers see the old directory or the new one, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint dir is a normal dir
     try:
         agent.save_pretrained(tmp, training_data=training_data)
         if extra is not None:
