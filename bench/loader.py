@@ -9,7 +9,8 @@
 2. Each configuration runs in a fresh process (clean peak RSS) and reports the time from
    opening the data to the first batch, sampled transitions/s over ``--seconds`` (batch 256
    windows of H+1 = 4 steps, counting 4 transitions per window, the consumer only takes the
-   batches), peak RSS (VmHWM) and its growth over the process after imports:
+   batches), the same per CPU second of the process (all threads; robust to other jobs on a
+   shared machine), peak RSS (VmHWM) and its growth over the process after imports:
    - TorchRL as the original TD-MPC2 sets it up: the whole dataset in a
      ``LazyTensorStorage`` in RAM (rows with the filler step), ``SliceSampler(num_slices=256,
      traj_key="episode", strict_length=True)``, ``batch_size=256*4``, and the original's
@@ -77,11 +78,16 @@ def timed(batches, seconds: float, t_open: float) -> dict[str, float]:
     """Time to the first batch (from ``t_open``), then transitions/s over ``seconds``."""
     next(batches)
     first = time.perf_counter() - t_open
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         next(batches)
         n += 1
-    return {"first_s": first, "rate": n * B * (H + 1) / (time.perf_counter() - t0)}
+    sampled = n * B * (H + 1)
+    return {
+        "first_s": first,
+        "rate": sampled / (time.perf_counter() - t0),
+        "cpu_rate": sampled / (time.process_time() - cpu0),  # per CPU second, all threads
+    }
 
 
 def run_torchrl(root: str, seconds: float, cache_values: bool) -> dict[str, float]:
@@ -215,15 +221,16 @@ def main() -> None:
 
     baseline = max(r[4]["rate"] for r in rows if r[1].startswith("torchrl"))  # the faster one
     print()
-    print("| sampler | workers | first batch s | transitions/s | vs faster TorchRL | peak RSS | "
-          "RSS growth | growth / cache | load avg |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| sampler | workers | first batch s | transitions/s | vs faster TorchRL | "
+          "per CPU s | peak RSS | RSS growth | growth / cache | load avg |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for label, kind, cache, workers, out, load in rows:
         growth = out["peak"] - out["base"]
         budget = f"{growth / cache:.2f}" if kind == "ours" and cache < (4 << 30) else "-"
         print(
             f"| {label} | {workers if kind == 'ours' else '-'} | {out['first_s']:.1f} | "
             f"{out['rate'] / 1e6:.2f} M | {out['rate'] / baseline:.2f}x | "
+            f"{out['cpu_rate'] / 1e6:.2f} M | "
             f"{out['peak'] / 2**30:.2f} GiB | {growth / 2**30:.2f} GiB | {budget} | {load:.1f} |"
         )
 

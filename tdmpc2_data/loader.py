@@ -11,13 +11,14 @@ it:
   likely. The original's TorchRL ``SliceSampler`` picks an episode uniformly, then a start;
   on the published data (one episode length) that is the same distribution, and ours stays
   uniform over transitions when lengths differ. ``task_weights`` reweights whole tasks.
-- Rotation. The dataset is cut into blocks (whole-episode ranges of shards, about 1/16 of
-  the budget). When all blocks fit, they stay resident and each batch is one vectorized
-  gather. Otherwise each slot holds a block for a quota of windows proportional to the
-  block's sampling mass (``reuse`` windows per valid start), then the next block in a seeded
-  order replaces it, so over each cycle every block is sampled exactly in proportion to its
-  weight while only the budget is in RAM. Quotas of the first blocks are staggered so
-  slots do not all expire together.
+- Rotation. The dataset is cut into blocks of about 1/16 of the budget, each made of
+  read-sized runs of whole episodes from many tasks (shards store tasks one after another;
+  interleaving keeps every task in the cache at any time). When all blocks fit, they stay
+  resident and each batch is one vectorized gather. Otherwise each slot holds a block for a
+  quota of windows proportional to the block's sampling mass (``reuse`` windows per valid
+  start), then the next block in a seeded order replaces it, so over each cycle every block
+  is sampled exactly in proportion to its weight while only the budget is in RAM. Quotas of
+  the first blocks are staggered so slots do not all expire together.
 - Determinism. The whole schedule (draws, evictions, which step a reloaded slot rejoins) is
   a function of (seed, rank, world_size, epoch), independent of thread timing: a reloaded
   slot rejoins a fixed number of steps later and sampling waits for it if decoding is late.

@@ -103,6 +103,18 @@ def test_windows_are_exact_slices_of_stored_episodes(mixed, cache_bytes, num_wor
         assert torch.equal(batch.reward, 1000 * batch.obs[:-1, :, 0] + batch.obs[:-1, :, 1])
 
 
+def test_fsspec_store_gives_the_same_batches(mixed):
+    """Remote datasets (hf://, any fsspec URL) go through the same reader: same batches."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.put(f"{mixed.location}/", "/loader-ds", recursive=True)
+    remote = WindowSampler("memory://loader-ds", batch_size=16, cache_bytes=6000, num_workers=2)
+    local = WindowSampler(mixed, batch_size=16, cache_bytes=6000)
+    for a, b in zip(windows(remote, 30), windows(local, 30), strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 # ------------------------------------------------------------------ distribution
 @pytest.mark.parametrize("cache_bytes", [1 << 30, 3000], ids=["resident", "rotating"])
 def test_uniform_over_transitions(tmp_path, cache_bytes):
