@@ -37,7 +37,9 @@ def two_hot(x: torch.Tensor, num_bins: int, vmin: float, vmax: float) -> torch.T
 
 
 def two_hot_inv(logits: torch.Tensor, vmin: float, vmax: float) -> torch.Tensor:
-    """Scalar value of two-hot logits [..., num_bins]: symexp of the expected bin; [..., 1]."""
+    """Scalar value of two-hot logits [..., num_bins]: symexp of the expected bin; [..., 1].
+    Computed in float32 at least (bf16 bins and sums would round values to ~3 digits)."""
+    logits = logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
     bins = torch.linspace(vmin, vmax, logits.shape[-1], device=logits.device, dtype=logits.dtype)
     x = torch.sum(F.softmax(logits, dim=-1) * bins, dim=-1, keepdim=True)
     return symexp(x)

@@ -67,7 +67,8 @@ def _plan(
     horizon, num, num_pi, dim = cfg.horizon, cfg.num_samples, cfg.num_pi_trajs, cfg.action_dim
     mask = model._action_masks[task] if cfg.multitask else None  # [1, A]
     z = model.encode(obs, task)
-    actions = torch.empty(horizon, num, dim, device=z.device, dtype=z.dtype)
+    # MPPI statistics stay in the observation's float type when the model runs in bf16
+    actions = torch.empty(horizon, num, dim, device=z.device, dtype=obs.dtype)
     if num_pi > 0:
         _z = z.expand(num_pi, -1)
         for t in range(horizon):
@@ -76,12 +77,12 @@ def _plan(
                 _z = model.next(_z, actions[t, :num_pi], task)
 
     z = z.expand(num, -1)
-    mean = torch.zeros(horizon, dim, device=z.device, dtype=z.dtype)
-    std = torch.full((horizon, dim), cfg.max_std, device=z.device, dtype=z.dtype)
+    mean = torch.zeros(horizon, dim, device=z.device, dtype=obs.dtype)
+    std = torch.full((horizon, dim), cfg.max_std, device=z.device, dtype=obs.dtype)
     if prev_mean is not None:
         mean[:-1] = prev_mean[1:]
     for _ in range(cfg.iterations):
-        noise = torch.randn(horizon, num - num_pi, dim, device=z.device, dtype=z.dtype)
+        noise = torch.randn(horizon, num - num_pi, dim, device=z.device, dtype=obs.dtype)
         actions[:, num_pi:] = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(-1, 1)
         if mask is not None:
             actions = actions * mask
@@ -97,5 +98,5 @@ def _plan(
             mean, std = mean * mask, std * mask
     action = mean[0]
     if not eval_mode:
-        action = action + std[0] * torch.randn(dim, device=z.device, dtype=z.dtype)
+        action = action + std[0] * torch.randn(dim, device=z.device, dtype=obs.dtype)
     return action.clamp(-1, 1), mean
