@@ -253,6 +253,11 @@ class WindowSampler:
                 for batch in stream.next_group():
                     if self.batches_per_epoch is not None and count >= self.batches_per_epoch:
                         break
+                    if stream.closed:
+                        raise RuntimeError(
+                            "This WindowSampler iterator was closed, by close() or by a "
+                            "newer iter() of the same sampler (one iterator at a time)."
+                        )
                     count += 1
                     yield batch if self.device is None else batch.to(self.device, True)
         finally:

@@ -281,6 +281,10 @@ def test_epochs_are_finite_with_batches_per_epoch(mixed):
     assert all(torch.equal(a.obs, b.obs) for a, b in zip(epochs[0], list(s), strict=True))
     with pytest.raises(TypeError, match="endless"):
         len(WindowSampler(mixed))
+    old, new = iter(s), iter(s)
+    next(old), next(new)  # the newer iterator takes over the cache
+    with pytest.raises(RuntimeError, match="newer iter"):
+        next(old)
 
 
 # ------------------------------------------------------------------ errors
