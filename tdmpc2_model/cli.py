@@ -48,7 +48,10 @@ def _online_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the online commands (train, finetune)."""
     p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
     p.add_argument(
-        "--eval-every", type=int, default=0, help="evaluate every N steps (0: at the end)"
+        "--eval-every",
+        type=int,
+        default=20_000,
+        help="evaluate at the start and every N steps (0: only at the end)",
     )
     p.add_argument(
         "--eval-episodes", type=int, default=10, help="episodes per evaluation (0: none)"
