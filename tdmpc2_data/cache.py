@@ -7,16 +7,16 @@ Episode ``e`` at row offset ``o`` holds ``obs[t]`` in row ``o + t`` (t = 0..T) a
 ``action[t]``/``reward[t]`` of the transition obs[t] -> obs[t+1] in the same row ``o + t``;
 the last row of an episode has no action (left zero, never sampled).
 
-The arrays are cut into equal slots; a slot holds one block (a few whole-episode ranges of
-shards), and the loader swaps blocks in and out of slots to rotate through data larger than
-the budget.
+The arrays are cut into equal slots; a slot holds one block (runs of whole episodes from
+several shards and tasks), and the loader swaps blocks in and out of slots to rotate through
+data larger than the budget.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,17 +51,13 @@ class Piece:
 
 @dataclass(frozen=True)
 class Block:
-    """What one cache slot holds at a time: a few pieces, loaded and evicted together."""
+    """What one cache slot holds at a time: pieces loaded and evicted together."""
 
     pieces: tuple[Piece, ...]
 
     @property
     def rows(self) -> int:
         return sum(p.rows for p in self.pieces)
-
-    @property
-    def episodes(self) -> int:
-        return sum(p.episodes for p in self.pieces)
 
 
 def row_bytes(obs_dim: int, action_dim: int) -> int:
@@ -188,7 +184,7 @@ def _read_ranges(ds: Dataset, piece: Piece, read_bytes: int) -> list[tuple[int, 
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
-def _libc_malloc_trim():
+def _libc_malloc_trim() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc
