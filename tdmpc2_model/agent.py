@@ -205,18 +205,22 @@ class TDMPC2(nn.Module):
                 total, zs, info = self._model_loss(
                     model, obs, action, reward, task, self._discount()
                 )
-                self.optim.zero_grad(set_to_none=True)
                 total.backward()
                 info["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
                 self.optim.step()
+                self.optim.zero_grad(set_to_none=True)
 
                 pi_loss, pi_info = self._policy_loss(model, zs, task, self.scale)
-                self.pi_optim.zero_grad(set_to_none=True)
                 pi_loss.backward()
                 pi_info["pi_grad_norm"] = nn.utils.clip_grad_norm_(
                     model._pi.parameters(), clip, foreach=True
                 )
                 self.pi_optim.step()
+                # Both optimizers clear right after their step, as the original does: the
+                # model's grad norm spans all parameters and must see no policy gradients,
+                # while the policy loss's task-embedding gradients carry into the next model
+                # step exactly as in the original implementation.
+                self.pi_optim.zero_grad(set_to_none=True)
                 model.soft_update_target_Q()
         finally:
             model.eval()

@@ -91,26 +91,33 @@ def test_bad_input_is_one_line_errors(dataset, tmp_path, capsys):
 
 
 class _Reseed(L.Callback):
-    """Keeps the batch and restarts the random stream before the module's step."""
+    """Keeps each batch and restarts the random stream before each of the module's steps."""
+
+    def __init__(self) -> None:
+        self.batches = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self.batch = batch
-        torch.manual_seed(123)
+        self.batches.append(batch)
+        torch.manual_seed(123 + batch_idx)
 
 
-def test_module_step_is_the_agents_update(dataset):
+def test_module_steps_are_the_agents_updates(dataset):
+    """Two steps, so that what carries from one update to the next (gradients left by the
+    policy loss, optimizer moments, the running scale) must match as well."""
     torch.manual_seed(0)
     agent = TDMPC2(TDMPC2Config(size="1M", tasks=TABLE, batch_size=32))
     module = TDMPC2Module.from_agent(agent)
     before = {k: v.clone() for k, v in agent.state_dict().items()}
-    sampler = WindowSampler(dataset, batch_size=32, horizon=3, seed=0, batches_per_epoch=1)
+    sampler = WindowSampler(dataset, batch_size=32, horizon=3, seed=0, batches_per_epoch=2)
     reseed = _Reseed()
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False,
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[reseed])  # fmt: skip
     trainer.fit(module, train_dataloaders=sampler)
-    torch.manual_seed(123)
-    info = agent.update(reseed.batch)
+    assert len(reseed.batches) == 2
+    for step, batch in enumerate(reseed.batches):
+        torch.manual_seed(123 + step)
+        info = agent.update(batch)
     after = module.agent.state_dict()
     for key, value in agent.state_dict().items():  # weights, target Qs, running Q scale
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
