@@ -28,6 +28,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,8 +116,8 @@ def _state(agent: TDMPC2) -> dict[str, torch.Tensor]:
 
 def _write_atomic(path: Path, write) -> None:
     """Write through a temporary file and rename, so a failure never leaves a torn file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # A unique name rather than mkstemp, whose 0600 mode would survive the rename.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
