@@ -91,15 +91,27 @@ def time_agent(cfg, state, mode, precision, obs, task, batch, args) -> tuple[flo
         # Inductor's pattern matcher trips on the Q head pick (see compile_update)
         act = torch.compile(agent.act, options={"pattern_matcher": False})
         agent.compile_update()
+
+    def step(fn: Callable[[], object]) -> Callable[[], object]:
+        """One call in its own autocast region, as a training loop enters it per step (the
+        cast cache of the bf16 weights must not outlive an optimizer step)."""
+
+        def run() -> object:
+            with autocast(precision):
+                return fn()
+
+        return run
+
+    act_step = step(lambda: act(obs, task=task))
+    update_step = step(lambda: agent.update(batch))
     start = time.perf_counter()
-    with autocast(precision):
-        act(obs, t0=True, task=task)
-        for _ in range(2):  # warm up (and compile both graphs: t0 and warm start)
-            act(obs, task=task)
-            agent.update(batch)
-        warm_s = time.perf_counter() - start
-        act_s = best_mean(lambda: act(obs, task=task), args.act_calls, args.rounds)
-        upd_s = best_mean(lambda: agent.update(batch), args.update_calls, args.rounds)
+    step(lambda: act(obs, t0=True, task=task))()
+    for _ in range(2):  # warm up (and compile both graphs: t0 and warm start)
+        act_step()
+        update_step()
+    warm_s = time.perf_counter() - start
+    act_s = best_mean(act_step, args.act_calls, args.rounds)
+    upd_s = best_mean(update_step, args.update_calls, args.rounds)
     return act_s, upd_s, warm_s
 
 
