@@ -244,10 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tdmpc2_data.envs import SimulatorUnavailableError
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CLIError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (CLIError, SimulatorUnavailableError, KeyError, ValueError, OSError) as exc:
         print(f"tdmpc2-data {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -86,12 +86,11 @@ def collect(
     table = resolve_tasks(task_set) if task_set else names
     act = load_policy(policy, seed) if isinstance(policy, str) else policy
     source = {"description": f"collect policy={policy if isinstance(policy, str) else 'custom'}", "seed": seed}
+    envs = [make_env(name, seed=seed) for name in names]  # fail before creating the dataset
     with ShardWriter(out_dir, tasks=table, sources=[source]) as writer:
-        for task_index, name in enumerate(names):
-            env = make_env(name, seed=seed)
-            bar = tqdm(range(episodes), desc=f"collect {name}", unit="ep")
-            for episode in bar:
+        for task_index, env in enumerate(envs):
+            for episode in tqdm(range(episodes), desc=f"collect {env.task.name}", unit="ep"):
                 data = rollout(env, act, seed=seed + 1000 * task_index + episode)
-                writer.add_episode(task=name, source=0, **data)
+                writer.add_episode(task=env.task.name, source=0, **data)
             env.close()
     return Path(out_dir)
