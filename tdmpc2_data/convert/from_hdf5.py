@@ -22,11 +22,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import h5py
 
 from tdmpc2_data.convert.episodes import (
-    CONVENTIONS,
     NAMES,
     Episode,
     align,
@@ -35,33 +35,19 @@ from tdmpc2_data.convert.episodes import (
     require,
     take,
 )
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
 
 FORMAT = "hdf5"
 
 
 def convert(
-    sources: Sequence[str | os.PathLike],
-    dst: str | os.PathLike,
-    *,
-    tasks: str | Sequence[str] | None = None,
-    task_set: str | None = None,
-    progress: bool = False,
-    index_convention: str | None = None,
-    episodes_per_shard: int | None = None,
+    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
 ) -> list[SourceResult]:
-    """Merge HDF5 files (one agent/seed each) into the shard dataset ``dst``."""
-    if index_convention not in (None, *CONVENTIONS):
-        raise ValueError(f"index_convention={index_convention!r}; expected one of {CONVENTIONS}")
-    opened = [open_source(p, index_convention) for p in sources]
-    return convert_sources(
-        opened,
-        dst,
-        tasks=tasks,
-        task_set=task_set,
-        progress=progress,
-        episodes_per_shard=episodes_per_shard,
-    )
+    """Merge HDF5 files (one agent/seed each) into the shard dataset ``dst``.
+
+    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard, index_convention.
+    """
+    return convert_files(open_source, sources, dst, **options)
 
 
 def open_source(path: str | os.PathLike, index_convention: str | None = None) -> Source:

@@ -22,30 +22,19 @@ import numpy as np
 from gymnasium import spaces
 
 from tdmpc2_data.convert.episodes import Episode, align
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources, path_bytes
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_files, path_bytes
 
 FORMAT = "minari"
 
 
 def convert(
-    sources: Sequence[str | os.PathLike],
-    dst: str | os.PathLike,
-    *,
-    tasks: str | Sequence[str] | None = None,
-    task_set: str | None = None,
-    progress: bool = False,
-    episodes_per_shard: int | None = None,
+    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
 ) -> list[SourceResult]:
-    """Merge Minari datasets (ids or paths, one agent/seed each) into the shard dataset ``dst``."""
-    opened = [open_source(s) for s in sources]
-    return convert_sources(
-        opened,
-        dst,
-        tasks=tasks,
-        task_set=task_set,
-        progress=progress,
-        episodes_per_shard=episodes_per_shard,
-    )
+    """Merge Minari datasets (ids or paths, one agent/seed each) into the shard dataset ``dst``.
+
+    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard.
+    """
+    return convert_files(open_source, sources, dst, **options)
 
 
 def load(source: str | os.PathLike) -> Any:

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from tdmpc2_data.convert.episodes import (
-    CONVENTIONS,
     Episode,
     align,
     episode_rows,
@@ -35,33 +34,19 @@ from tdmpc2_data.convert.episodes import (
     require,
     take,
 )
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
+from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
 
 FORMAT = "npz"
 
 
 def convert(
-    sources: Sequence[str | os.PathLike],
-    dst: str | os.PathLike,
-    *,
-    tasks: str | Sequence[str] | None = None,
-    task_set: str | None = None,
-    progress: bool = False,
-    index_convention: str | None = None,
-    episodes_per_shard: int | None = None,
+    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
 ) -> list[SourceResult]:
-    """Merge ``.npz`` files (one agent/seed each) into the shard dataset ``dst``."""
-    if index_convention not in (None, *CONVENTIONS):
-        raise ValueError(f"index_convention={index_convention!r}; expected one of {CONVENTIONS}")
-    opened = [open_source(p, index_convention) for p in sources]
-    return convert_sources(
-        opened,
-        dst,
-        tasks=tasks,
-        task_set=task_set,
-        progress=progress,
-        episodes_per_shard=episodes_per_shard,
-    )
+    """Merge ``.npz`` files (one agent/seed each) into the shard dataset ``dst``.
+
+    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard, index_convention.
+    """
+    return convert_files(open_source, sources, dst, **options)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tdmpc2_data.convert.episodes import Episode
+from tdmpc2_data.convert.episodes import CONVENTIONS, Episode
 from tdmpc2_data.schema import SHARDS_DIR
 from tdmpc2_data.tasks import (
     TASK_SETS,
@@ -119,6 +119,33 @@ def convert_sources(
         raise
     writer.close()
     return results
+
+
+def convert_files(
+    open_source: Callable[..., Source],
+    paths: Sequence[str | os.PathLike],
+    dst: str | os.PathLike,
+    *,
+    tasks: str | Sequence[str] | None = None,
+    task_set: str | None = None,
+    progress: bool = False,
+    episodes_per_shard: int | None = None,
+    **open_options: Any,
+) -> list[SourceResult]:
+    """Open each path with ``open_source(path, **open_options)`` (e.g. ``index_convention``)
+    and merge the sources into ``dst`` with ``convert_sources``."""
+    convention = open_options.get("index_convention")
+    if convention not in (None, *CONVENTIONS):
+        raise ValueError(f"index_convention={convention!r}; expected one of {CONVENTIONS}")
+    opened = [open_source(p, **open_options) for p in paths]
+    return convert_sources(
+        opened,
+        dst,
+        tasks=tasks,
+        task_set=task_set,
+        progress=progress,
+        episodes_per_shard=episodes_per_shard,
+    )
 
 
 def _remove_empty_dataset(root: Path, keep_dir: bool) -> None:
