@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -45,24 +46,44 @@ def load_policy(spec: str, seed: int = 0) -> Policy:
     return next(iter(loaders)).load()(spec)
 
 
-def rollout(env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
-    """One full episode: obs [T+1, d], action [T, a], reward [T], success [T] (if any)."""
-    task = env.task.name
+#: An actor maps (observation, first step of the episode?) to an action.
+Actor = Callable[[np.ndarray, bool], np.ndarray]
+
+
+def rollout(
+    env: Any,
+    act: Actor,
+    seed: int | None = None,
+    on_step: Callable[[], None] | None = None,
+    render: bool = False,
+) -> dict[str, Any]:
+    """One full episode of ``env`` (``seed`` reseeds it; None continues its random stream).
+
+    ``on_step`` runs after every environment step (an online learner updates there).
+    Returns obs [T+1, d], action [T, a], reward [T], success [T] (tasks with a success
+    flag), the return, and the frames if ``render``.
+    """
     obs, _ = env.reset(seed=seed)
-    observations, actions, rewards, successes = [obs], [], [], []
+    observations, actions, rewards, successes, frames = [obs], [], [], [], []
     done = False
     while not done:
-        action = np.asarray(policy(obs, task), dtype=np.float32)
+        action = np.asarray(act(obs, len(actions) == 0), dtype=np.float32)
         obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         actions.append(action)
         rewards.append(reward)
         successes.append(bool(info.get("success", False)))
         done = terminated or truncated
+        if render:
+            frames.append(env.render())
+        if on_step is not None:
+            on_step()
     episode = {
         "obs": np.stack(observations).astype(np.float32),
         "action": np.stack(actions),
         "reward": np.asarray(rewards, dtype=np.float32),
+        "return": float(np.sum(rewards)),
+        "frames": frames,
     }
     if env.task.has_success:
         episode["success"] = np.asarray(successes)
@@ -85,12 +106,22 @@ def collect(
     names = resolve_tasks(list(tasks))
     table = resolve_tasks(task_set) if task_set else names
     act = load_policy(policy, seed) if isinstance(policy, str) else policy
-    source = {"description": f"collect policy={policy if isinstance(policy, str) else 'custom'}", "seed": seed}
+    source = {
+        "description": f"collect policy={policy if isinstance(policy, str) else 'custom'}",
+        "seed": seed,
+    }
     envs = [make_env(name, seed=seed) for name in names]  # fail before creating the dataset
     with ShardWriter(out_dir, tasks=table, sources=[source]) as writer:
         for task_index, env in enumerate(envs):
-            for episode in tqdm(range(episodes), desc=f"collect {env.task.name}", unit="ep"):
-                data = rollout(env, act, seed=seed + 1000 * task_index + episode)
-                writer.add_episode(task=env.task.name, source=0, **data)
+            name = env.task.name
+            for episode in tqdm(range(episodes), desc=f"collect {name}", unit="ep"):
+                data = rollout(
+                    env,
+                    lambda o, t0, name=name: act(o, name),
+                    seed=seed + 1000 * task_index + episode,
+                )
+                writer.add_episode(
+                    name, data["obs"], data["action"], data["reward"], data.get("success"), 0
+                )
             env.close()
     return Path(out_dir)

@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tdmpc2_data.collect import Actor
+from tdmpc2_data.collect import rollout as collect_rollout
 from tdmpc2_data.envs import make_env
 from tdmpc2_data.format import ShardWriter, compact, open_dataset
 from tdmpc2_data.tasks import Task, UnknownTaskError, get_task
@@ -155,10 +157,6 @@ class ReplayBuffer:
 
 
 # -------------------------------------------------------------------------- rollouts
-#: An actor maps (observation, first step of the episode?) to an action of the task's width.
-Actor = Callable[[np.ndarray, bool], np.ndarray]
-
-
 def planner_actor(agent: TDMPC2, spec: Task, eval_mode: bool = True) -> Actor:
     """MPPI planning (``eval_mode``: the plan's mean; else mean + the plan's std as noise)."""
     task = spec.name if agent.cfg.task_names else None
@@ -178,35 +176,10 @@ def rollout(
     on_step: Callable[[], None] | None = None,
     render: bool = False,
 ) -> dict[str, Any]:
-    """One full episode of ``env`` (``seed`` reseeds it; None continues its random stream);
-    ``on_step`` runs after every environment step (the online loop updates there). Returns
-    obs [T+1, obs_dim] and action [T, action_dim] zero padded to the model's widths, reward
-    [T], success [T] (tasks with a success flag), the return, and frames if ``render``."""
-    spec: Task = env.task
-    obs, _ = env.reset(seed=seed)
-    observations, actions, rewards, successes, frames = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = np.asarray(act(obs, len(actions) == 0), np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        successes.append(bool(info.get("success", False)))
-        done = terminated or truncated
-        if render:
-            frames.append(env.render())
-        if on_step is not None:
-            on_step()
-    episode = {
-        "obs": _pad(np.stack(observations), obs_dim),
-        "action": _pad(np.stack(actions), action_dim),
-        "reward": np.asarray(rewards, np.float32),
-        "return": float(np.sum(rewards)),
-        "frames": frames,
-    }
-    if spec.has_success:
-        episode["success"] = np.asarray(successes)
+    """``tdmpc2_data.collect.rollout`` with obs and actions zero padded to the model's widths."""
+    episode = collect_rollout(env, act, seed, on_step, render)
+    episode["obs"] = _pad(episode["obs"], obs_dim)
+    episode["action"] = _pad(episode["action"], action_dim)
     return episode
 
 
