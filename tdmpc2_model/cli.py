@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_model.malloc import retain_freed_memory
+
 SIZES = ["1M", "5M", "19M", "48M", "317M"]
 
 
@@ -116,6 +118,7 @@ def _run(prog: str, body: Callable[[], None]) -> int:
     from tdmpc2_model.hub import ModelHubError
 
     try:
+        retain_freed_memory()  # CPU planning and updates: ~1.5x faster act() (see malloc.py)
         body()
     except (ValueError, KeyError, FileNotFoundError, ModelHubError, HubError,
             SimulatorUnavailableError) as exc:  # fmt: skip
