@@ -12,6 +12,7 @@ issue 6): 1M act 231 ms / 6.2 updates/s, 5M act 650 ms / 1.7 updates/s.
 
     python bench/model.py            # everything (~15-25 min on a quiet core)
     python bench/model.py --quick    # smoke run: 1M walker-walk, eager, one round
+    python bench/model.py --keep-freed-memory   # glibc keeps freed memory (cpu.py)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.cpu import keep_freed_memory
 
 ORIGINAL = {"1M": (231.0, 6.2), "5M": (650.0, 1.7)}  # act ms/step, updates/s (issue 6)
 TASKS = {"single": "walker-walk", "multi": "mt80"}
@@ -183,6 +185,11 @@ def main() -> None:
     )
     parser.add_argument("--modes", default="eager,compile")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="call tdmpc2_model.cpu.keep_freed_memory() first (no page faults per update)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--act-calls", type=int, default=4)
     parser.add_argument("--update-calls", type=int, default=4)
@@ -192,8 +199,11 @@ def main() -> None:
         args.act_calls = args.update_calls = 2
     args.modes, args.precisions = args.modes.split(","), args.precisions.split(",")
     torch.set_num_threads(1)
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc")
     load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, 1 thread, load average at start {load:.2f} "
+    malloc = "freed memory kept" if args.keep_freed_memory else "default malloc"
+    print(f"torch {torch.__version__}, 1 thread, {malloc}, load average at start {load:.2f} "
           f"on {os.cpu_count()} cores\n")  # fmt: skip
     print(HEADER)
     rows = []
