@@ -169,7 +169,8 @@ def model_card(agent: TDMPC2, provenance: dict[str, Any] | None = None) -> str:
         f"# TD-MPC2 {size} {kind} world model",
         "",
         "A TD-MPC2 agent (implicit world model + MPPI planning; Hansen et al., ICLR 2024) "
-        "saved with [tdmpc2-toolkit](https://github.com/nicklashansen/tdmpc2).",
+        "saved with tdmpc2-toolkit (architecture and outputs as the original implementation, "
+        "github.com/nicklashansen/tdmpc2).",
         "",
         "| | |",
         "|---|---|",
