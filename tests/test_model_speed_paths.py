@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.planner import estimate_value
 
 
 def small_agent(tasks: str = "mt30") -> TDMPC2:
@@ -45,12 +46,15 @@ def test_bf16_mixed_updates_learn():
 
 
 @pytest.mark.slow
-def test_compiled_planning_matches_eager(monkeypatch):
+def test_compiled_planning_matches_eager():
     import torch._inductor.config as inductor
 
-    from tdmpc2_model.planner import estimate_value
+    # eager's random streams; the config's own patch (monkeypatch would delete the option)
+    with inductor.patch(fallback_random=True):
+        check_compiled_planning()
 
-    monkeypatch.setattr(inductor, "fallback_random", True)  # eager's random streams
+
+def check_compiled_planning() -> None:
     options = {"pattern_matcher": False}
     agent = small_agent()
     wm, task = agent.model, torch.tensor([1])
