@@ -12,7 +12,7 @@ issue 6): 1M act 231 ms / 6.2 updates/s, 5M act 650 ms / 1.7 updates/s.
 
     python bench/model.py            # everything (~15-25 min on a quiet core)
     python bench/model.py --quick    # smoke run: 1M walker-walk, eager, one round
-    python bench/model.py --keep-freed-memory   # glibc keeps freed memory (cpu.py)
+    python bench/model.py --retain-freed-memory  # glibc keeps freed memory (malloc.py)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.cpu import keep_freed_memory
+from tdmpc2_model.malloc import retain_freed_memory
 
 ORIGINAL = {"1M": (231.0, 6.2), "5M": (650.0, 1.7)}  # act ms/step, updates/s (issue 6)
 TASKS = {"single": "walker-walk", "multi": "mt80"}
@@ -186,9 +186,9 @@ def main() -> None:
     parser.add_argument("--modes", default="eager,compile")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument(
-        "--keep-freed-memory",
+        "--retain-freed-memory",
         action="store_true",
-        help="call tdmpc2_model.cpu.keep_freed_memory() first (no page faults per update)",
+        help="call tdmpc2_model.malloc.retain_freed_memory() first, as the model CLIs do",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--act-calls", type=int, default=4)
@@ -199,10 +199,10 @@ def main() -> None:
         args.act_calls = args.update_calls = 2
     args.modes, args.precisions = args.modes.split(","), args.precisions.split(",")
     torch.set_num_threads(1)
-    if args.keep_freed_memory and not keep_freed_memory():
-        parser.error("--keep-freed-memory needs glibc")
+    if args.retain_freed_memory and not retain_freed_memory():
+        parser.error("--retain-freed-memory needs glibc")
     load = os.getloadavg()[0]
-    malloc = "freed memory kept" if args.keep_freed_memory else "default malloc"
+    malloc = "freed memory retained" if args.retain_freed_memory else "default malloc"
     print(f"torch {torch.__version__}, 1 thread, {malloc}, load average at start {load:.2f} "
           f"on {os.cpu_count()} cores\n")  # fmt: skip
     print(HEADER)
