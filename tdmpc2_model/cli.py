@@ -118,7 +118,7 @@ def _run(prog: str, body: Callable[[], None]) -> int:
     from tdmpc2_model.hub import ModelHubError
 
     try:
-        retain_freed_memory()  # CPU planning and updates: ~1.5x faster act() (see malloc.py)
+        retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
         body()
     except (ValueError, KeyError, FileNotFoundError, ModelHubError, HubError,
             SimulatorUnavailableError) as exc:  # fmt: skip
@@ -184,6 +184,7 @@ def finetune_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task")
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     p.add_argument("--steps", type=int, default=20_000, help="environment steps")
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--seed", type=int, default=0)
@@ -220,6 +221,7 @@ def eval_parser() -> argparse.ArgumentParser:
         "  tdmpc2-eval --checkpoint runs/ft/final --task door-open --json eval.json",
     )
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     p.add_argument("--task")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--video", help="directory for episode videos (mp4)")
@@ -229,12 +231,13 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(checkpoint: str, task: str, config: dict[str, Any], device: str):
+def _load(checkpoint: str, task: str, config: dict[str, Any], device: str, revision: str | None):
     """A checkpoint as an agent; a legacy single-task .pt file needs the task for its dims."""
     from tdmpc2_model.agent import TDMPC2
 
     legacy = Path(checkpoint).suffix in (".pt", ".pth")
-    agent = TDMPC2.from_pretrained(checkpoint, task=task if legacy else None, **config)
+    task = task if legacy else None
+    agent = TDMPC2.from_pretrained(checkpoint, revision=revision, task=task, **config)
     return agent.to(device)
 
 
@@ -296,7 +299,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         config = dict(args.config, **({"batch_size": args.batch_size} if args.batch_size else {}))
-        agent = _load(args.checkpoint, args.task, config, _device(args.device))
+        agent = _load(args.checkpoint, args.task, config, _device(args.device), args.revision)
         data = f"{args.checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
         _online(args, agent, data)
 
@@ -329,7 +332,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         from tdmpc2_model.online import evaluate
 
         torch.manual_seed(args.seed)
-        agent = _load(args.checkpoint, args.task, args.config, _device(args.device))
+        agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)
         print(result.table())
         if args.json:

@@ -3,7 +3,8 @@
 Every op of the model allocates a fresh activation tensor of 0.2-5 MB and frees it soon
 after. With glibc's defaults such blocks are mmap'ed (or the heap top is trimmed) and given
 back to the kernel on free, so the next allocation page-faults and zeroes fresh memory;
-on CPU that costs more than the elementwise op itself (act() about 1.3-2x slower at 1M).
+on CPU that can cost more than the elementwise op itself (measured here: updates
+1.2-1.3x faster with it, act() 1.0-1.8x depending on what else the process allocates).
 Keeping freed memory in the process removes those faults. Process-wide and opt-in: the
 CLIs and benchmarks call ``retain_freed_memory()``; a library import never does.
 """
