@@ -354,6 +354,7 @@ def _download_legacy(
     ``.tdmpc2-download.json`` keeps the chunk list for offline reruns.
     """
     from tdmpc2_data.convert import legacy_pt
+    from tdmpc2_data.writer import read_root_attributes
 
     dest = Path(local_dir) if local_dir is not None else data_home() / name
     table = TASK_SETS[name]
@@ -361,29 +362,31 @@ def _download_legacy(
     outside = wanted - set(table)
     if outside:
         raise ValueError(f"tasks {sorted(outside)} are not in task set {name}.")
-    converted = _converted_chunks(dest)
+    attrs = read_root_attributes(dest) if (dest / INDEX).exists() else {"sources": []}
+    converted = legacy_pt.converted_chunks(attrs["sources"], table)
 
-    def done(path: str) -> bool:
-        return wanted <= converted.get(Path(path).name, (0, set()))[1]
+    def done(path: str, size: int) -> bool:
+        return wanted <= converted.get((Path(path).name, size), set())
 
     record = _read_record(dest)
     try:
         commit, chunks = _list_chunks(name, repo_id, revision, token)
     except HubError:
-        if constants.HF_HUB_OFFLINE and record and all(done(p) for p, _ in record["chunks"]):
+        if constants.HF_HUB_OFFLINE and record and all(done(*c) for c in record["chunks"]):
             return dest
         raise
     for path, size in chunks:
-        if Path(path).name in converted and converted[Path(path).name][0] != size:
+        other = [n for f, n in converted if f == Path(path).name and n != size]
+        if other:
             raise HubError(
-                f"{dest} holds a different version of {path} ({converted[Path(path).name][0]} "
-                f"bytes) than {repo_id}@{commit} ({size} bytes); download into another --dir."
+                f"{dest} holds a different version of {path} ({other[0]} bytes) than "
+                f"{repo_id}@{commit} ({size} bytes); download into another --dir."
             )
     dest.mkdir(parents=True, exist_ok=True)
     _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": chunks})
     staging = dest / ".chunks"
-    for path, _ in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
-        if done(path):
+    for path, size in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+        if done(path, size):
             continue
         with _hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
             local = hf_hub_download(
@@ -417,23 +420,6 @@ def _list_chunks(
             f"{name}/chunk_<i>.pt files (the original release layout)."
         )
     return commit, chunks
-
-
-def _converted_chunks(dest: Path) -> dict[str, tuple[int, set[str]]]:
-    """Chunk file name -> (its size, tasks converted) from ``dest``'s complete sources."""
-    from tdmpc2_data.convert.legacy_pt import FORMAT
-    from tdmpc2_data.writer import read_root_attributes
-
-    if not (dest / INDEX).exists():
-        return {}
-    attrs = read_root_attributes(dest)
-    table = [t["name"] for t in attrs["tasks"]]
-    out: dict[str, tuple[int, set[str]]] = {}
-    for s in attrs["sources"]:
-        if s.get("format") == FORMAT and s.get("complete"):
-            tasks = out.get(s["file"], (0, set()))[1] | set(s.get("tasks", table))
-            out[s["file"]] = (s["bytes"], tasks)
-    return out
 
 
 def _read_record(root: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -177,14 +178,20 @@ def _infer_task_set(path: Path, steps: int, width: int) -> str:
         ) from None
 
 
+def converted_chunks(sources: list[dict[str, Any]], table: list[str]) -> dict[tuple[str, int], set]:
+    """(chunk file name, size in bytes) -> tasks that complete conversions recorded in a
+    dataset's ``sources`` wrote; the size tells versions of a chunk apart."""
+    done: dict[tuple[str, int], set] = {}
+    for s in sources:
+        if s.get("format") == FORMAT and s.get("complete"):
+            done.setdefault((s["file"], s["bytes"]), set()).update(s.get("tasks", table))
+    return done
+
+
 def _remaining_tasks(writer: ShardWriter, path: Path, wanted: set[str], table: list[str]) -> set:
     """Tasks of ``wanted`` that no complete earlier conversion of this file already wrote."""
-    done: set[str] = set()
-    for s in writer.sources():
-        same = s.get("format") == FORMAT and s.get("file") == path.name
-        if same and s.get("bytes") == path.stat().st_size and s.get("complete"):
-            done |= set(s.get("tasks", table))
-    return wanted - done
+    done = converted_chunks(writer.sources(), table)
+    return wanted - done.get((path.name, path.stat().st_size), set())
 
 
 def _runs(first_task: np.ndarray, limit: int):
