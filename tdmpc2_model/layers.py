@@ -57,9 +57,7 @@ def mlp(
     (SimNorm), else a plain Linear."""
     dims = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = [NormedLinear(dims[i], dims[i + 1]) for i in range(len(dims) - 2)]
-    layers.append(
-        NormedLinear(dims[-2], dims[-1], act=act) if act else Linear(dims[-2], dims[-1])
-    )
+    layers.append(NormedLinear(dims[-2], dims[-1], act=act) if act else Linear(dims[-2], dims[-1]))
     return nn.Sequential(*layers)
 
 
