@@ -16,7 +16,7 @@ Getting this off by one silently ruins training, so every converter goes through
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -170,3 +170,24 @@ def align(
             )
             raise ValueError(f"{where}: {field} of step {step} is NaN or inf{hint}.")
     return Episode(obs, action, reward)
+
+
+def split_episodes(
+    where: str,
+    obs: Any,
+    action: Any,
+    reward: Any,
+    next_obs: Any | None,
+    rows: Sequence[np.ndarray],
+    convention: str | None,
+) -> Iterator[Episode | None]:
+    """``align`` each episode of flat row-indexed arrays, one episode's rows at a time."""
+    for e, idx in enumerate(rows):
+        yield align(
+            f"{where} episode {e} (rows {idx[0]}-{idx[-1]})",
+            take(obs, idx),
+            take(action, idx),
+            take(reward, idx),
+            convention,
+            None if next_obs is None else take(next_obs, idx),
+        )

@@ -33,7 +33,7 @@ from tdmpc2_data.convert.episodes import (
     episode_rows,
     find,
     require,
-    take,
+    split_episodes,
 )
 from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
 
@@ -101,15 +101,7 @@ def _flat(f: h5py.File, where: str, convention: str):
         with h5py.File(where, "r") as g:
             o, a, r = (g[names[k]] for k in ("obs", "action", "reward"))
             nxt = g[next_key] if next_key else None
-            for e, idx in enumerate(rows):
-                yield align(
-                    f"{where} episode {e} (rows {idx[0]}-{idx[-1]})",
-                    take(o, idx),
-                    take(a, idx),
-                    take(r, idx),
-                    convention,
-                    None if nxt is None else take(nxt, idx),
-                )
+            yield from split_episodes(where, o, a, r, nxt, rows, convention)
 
     return (obs.shape[1], action.shape[1]), len(rows), episodes
 

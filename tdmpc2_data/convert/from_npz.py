@@ -32,7 +32,7 @@ from tdmpc2_data.convert.episodes import (
     episode_rows,
     find,
     require,
-    take,
+    split_episodes,
 )
 from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
 
@@ -140,14 +140,6 @@ def _stacked(arrays, keys, where, convention):
         data = load_arrays(where)
         obs, action, reward = (data[keys[f]] for f in ("obs", "action", "reward"))
         next_obs = data[next_key] if next_key else None
-        for e, r in enumerate(rows):
-            yield align(
-                f"{where} episode {e} (rows {r[0]}-{r[-1]})",
-                take(obs, r),
-                take(action, r),
-                take(reward, r),
-                convention,
-                None if next_obs is None else take(next_obs, r),
-            )
+        yield from split_episodes(where, obs, action, reward, next_obs, rows, convention)
 
     return episodes, len(rows)

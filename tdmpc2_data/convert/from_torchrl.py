@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tdmpc2_data.convert.episodes import Episode, align, split_rows, take
+from tdmpc2_data.convert.episodes import Episode, split_episodes, split_rows
 from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
 
 FORMAT = "torchrl"
@@ -155,14 +155,6 @@ def open_source(path: str | os.PathLike, index_convention: str | None = None) ->
         data, _ = load_storage(path)
         o, a, r = (data[keys[f]] for f in ("obs", "action", "reward"))
         nxt = data[keys["next_obs"]] if keys["next_obs"] else None
-        for e, idx in enumerate(rows):
-            yield align(
-                f"{where} episode {e} (rows {idx[0]}-{idx[-1]})",
-                take(o, idx),
-                take(a, idx),
-                take(r, idx),
-                convention,
-                None if nxt is None else take(nxt, idx),
-            )
+        yield from split_episodes(where, o, a, r, nxt, rows, convention)
 
     return Source(where, FORMAT, obs.shape[1], action.shape[1], episodes, len(rows))
