@@ -27,11 +27,6 @@ class CLIError(Exception):
     """A user-facing error: printed as one paragraph, exit code 2 (no traceback)."""
 
 
-def not_implemented(feature: str) -> int:
-    print(f"tdmpc2-data: {feature} is not implemented yet.", file=sys.stderr)
-    return 2
-
-
 # ---------------------------------------------------------------- list
 def cmd_list(args: argparse.Namespace) -> int:
     names = TASK_SETS[args.set] if args.set else list(TASKS)
