@@ -43,6 +43,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         f"\n{len(names)} tasks. Task sets: "
         + ", ".join(f"{k} ({len(v)})" for k, v in TASK_SETS.items())
     )
+    from tdmpc2_data.hub import published_repo
+
+    print("Datasets (tdmpc2-data download NAME):")
+    for name, size in (("mt80", "545M transitions, 80 tasks"), ("mt30", "345M, 30 tasks")):
+        print(f"  {name}  {size}; from {published_repo(name)}")
     return 0
 
 

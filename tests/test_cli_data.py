@@ -13,6 +13,13 @@ def test_list_prints_all_tasks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mw-door-open" in out and "myo-pen-twirl-hard" in out and "104 tasks" in out
+    assert "mt80  545M transitions, 80 tasks; from nicklashansen/tdmpc2" in out
+
+
+def test_list_names_the_configured_dataset_repo(capsys, monkeypatch):
+    monkeypatch.setenv("TDMPC2_DATA_REPO_MT30", "my-org/mt30-shards")
+    assert main(["list"]) == 0
+    assert "mt30  345M, 30 tasks; from my-org/mt30-shards" in capsys.readouterr().out
 
 
 def test_list_of_a_task_set_keeps_published_ids(capsys):
