@@ -9,7 +9,8 @@ import pytest
 from tdmpc2_data.cli import main
 
 
-def test_list_prints_all_tasks(capsys):
+def test_list_prints_all_tasks(capsys, monkeypatch):
+    monkeypatch.delenv("TDMPC2_DATA_REPO_MT80", raising=False)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mw-door-open" in out and "myo-pen-twirl-hard" in out and "104 tasks" in out
