@@ -111,6 +111,8 @@ class WindowSampler:
         task_weights: None (uniform over transitions), "balanced" (every task equally
             likely) or {task name: weight} (P(task) proportional to weight; tasks not named
             are not sampled).
+        exclude_tasks: tasks never sampled (e.g. the held-out tasks of a few-shot split),
+            while they stay in the task table; the rest keep their relative weights.
         num_workers: background threads producing batches (0: everything in the caller's
             thread); with any workers, two more threads decode blocks.
         prefetch: groups of batches (~8K rows each) prepared ahead per worker.
@@ -131,6 +133,7 @@ class WindowSampler:
         rank: int | None = None,
         world_size: int | None = None,
         task_weights: None | str | Mapping[str, float] = None,
+        exclude_tasks: Sequence[str] = (),
         num_workers: int = 0,
         prefetch: int = 2,
         pin_memory: bool = False,
@@ -177,7 +180,7 @@ class WindowSampler:
         for i, t in enumerate(self.task_info):
             self.action_masks[i, : t["action_dim"]] = 1.0
         pieces = _pieces(self.datasets, local_to_global, horizon)
-        self._task_factor = _task_factor(pieces, self.tasks, task_weights, horizon)
+        self._task_factor = _task_factor(pieces, self.tasks, task_weights, horizon, exclude_tasks)
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
         self._rank, self._world_size = rank, world_size
         self._epoch = 0
@@ -397,14 +400,29 @@ def _task_factor(
     tasks: Sequence[str],
     weights: None | str | Mapping[str, float],
     horizon: int,
+    exclude: Sequence[str] = (),
 ) -> np.ndarray:
-    """Per-task multiplier of a window's sampling mass: P(task k) proportional to weight k,
-    uniform within the task. Scaled so that total mass = total valid starts."""
+    """Per-task multiplier of a window's sampling mass: uniform over transitions, or P(task k)
+    proportional to weight k and uniform within the task; 0 for excluded tasks. Scaled so
+    that total mass = total valid starts."""
     starts = np.zeros(len(tasks))
     for p in pieces:
         starts[p.task] += p.starts(horizon)
     if weights is None:
-        return np.ones(len(tasks))
+        factor = np.ones(len(tasks))
+    else:
+        factor = _weight_factor(tasks, weights, starts)
+    for name in exclude:
+        factor[_task_index(tasks, name, "exclude_tasks")] = 0.0
+    if not (factor * starts).sum() > 0:
+        raise ValueError(f"exclude_tasks={list(exclude)} leaves no episodes to sample.")
+    return factor * starts.sum() / (factor * starts).sum()
+
+
+def _weight_factor(
+    tasks: Sequence[str], weights: str | Mapping[str, float], starts: np.ndarray
+) -> np.ndarray:
+    """Per-task factor making P(task k) proportional to its weight, uniform within the task."""
     if weights == "balanced":
         w = (starts > 0).astype(float)
     elif isinstance(weights, Mapping):
@@ -420,11 +438,10 @@ def _task_factor(
         raise ValueError(f"task_weights={weights!r}; expected None, 'balanced' or a dict.")
     if not w.sum() > 0:
         raise ValueError("task_weights give every task with episodes weight 0.")
-    factor = np.divide(w, starts, out=np.zeros(len(tasks)), where=starts > 0)
-    return factor * starts.sum() / (factor * starts).sum()
+    return np.divide(w, starts, out=np.zeros(len(tasks)), where=starts > 0)
 
 
-def _task_index(tasks: Sequence[str], name: str) -> int:
+def _task_index(tasks: Sequence[str], name: str, option: str = "task_weights") -> int:
     if name in tasks:
         return list(tasks).index(name)
     try:
@@ -432,7 +449,7 @@ def _task_index(tasks: Sequence[str], name: str) -> int:
     except UnknownTaskError:
         full = None
     if full not in tasks:
-        raise ValueError(f"task_weights names {name!r}, which is not in {list(tasks)}.")
+        raise ValueError(f"{option} names {name!r}, which is not in {list(tasks)}.")
     return list(tasks).index(full)
 
 

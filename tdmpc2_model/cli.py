@@ -168,6 +168,11 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
+    p.add_argument(
+        "--exclude-tasks",
+        help="tasks kept in the model's table but never sampled, for later finetuning: a "
+        "task set (mt80-heldout) or a comma list",
+    )
     return p
 
 
@@ -266,6 +271,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(pretrain_parser(), argv, required=["data"])
 
     def body() -> None:
+        from tdmpc2_data.tasks import resolve_tasks
         from tdmpc2_model.lightning import pretrain
 
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
@@ -287,6 +293,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             checkpoint_every=args.checkpoint_every,
             log_every=args.log_every,
             config=args.config,
+            exclude_tasks=resolve_tasks(args.exclude_tasks) if args.exclude_tasks else (),
         )
         if final is not None:  # rank 0
             print(f"model in {final}")

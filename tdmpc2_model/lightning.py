@@ -206,11 +206,13 @@ def pretrain(
     log_every: int = 50,
     config: dict[str, Any] | None = None,
     progress: bool = True,
+    exclude_tasks: Sequence[str] = (),
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
     `TDMPC2Config` fields. ``resume``: "auto" (the last checkpoint in ``OUT/lightning``, if
-    any) or a Lightning checkpoint path. Returns ``OUT/final`` on rank 0 (which writes it),
+    any) or a Lightning checkpoint path. ``exclude_tasks``: never sampled but kept in the task
+    table, so that they can be finetuned later (the few-shot split). Returns ``OUT/final`` on rank 0 (which writes it),
     None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.online import save_atomically
@@ -227,7 +229,8 @@ def pretrain(
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
     dm = WindowDataModule(locations, batch_size=batch_size, horizon=config.get("horizon", 3),
-                          cache_bytes=cache_bytes, seed=seed, num_workers=num_workers)  # fmt: skip
+                          cache_bytes=cache_bytes, seed=seed, num_workers=num_workers,
+                          exclude_tasks=list(exclude_tasks))  # fmt: skip
     cfg = TDMPC2Config(size=size, tasks=dm.tasks, obs_dim=dm.obs_dim, action_dim=dm.action_dim,
                        batch_size=batch_size, **config)  # fmt: skip
     training_data = f"offline pretraining on {', '.join(sources)} ({max_steps} updates)"

@@ -159,6 +159,25 @@ def test_task_weights(tmp_path):
         WindowSampler(ds, task_weights={"toy-wide": 0})
 
 
+def test_excluded_tasks_stay_in_the_table_but_are_never_sampled(tmp_path):
+    """The few-shot split: held-out tasks keep their ids, the rest stay uniform over
+    transitions (episodes of different lengths)."""
+    tasks = [*TASKS, {"name": "toy-held", "obs_dim": 4, "action_dim": 2}]
+    eps = [(g, ("toy-small", "toy-wide", "toy-held")[g % 3], 5 + 5 * (g % 3)) for g in range(30)]
+    ds = write_dataset(tmp_path / "ds", eps, per_shard=8, tasks=tasks)
+    sampler = WindowSampler(ds, batch_size=512, horizon=3, seed=2, exclude_tasks=["toy-held"])
+    assert sampler.tasks == ["toy-small", "toy-wide", "toy-held"]
+    drawn = torch.cat([b.task for b in windows(sampler, 40)])
+    assert not (drawn == 2).any()
+    starts_small, starts_wide = 10 * (5 - 3 + 1), 10 * (10 - 3 + 1)  # valid starts per task
+    share = float((drawn == 1).float().mean())
+    assert abs(share - starts_wide / (starts_small + starts_wide)) < 0.01
+    with pytest.raises(ValueError, match="exclude_tasks names 'toy-nope'"):
+        WindowSampler(ds, exclude_tasks=["toy-nope"])
+    with pytest.raises(ValueError, match="leaves no episodes"):
+        WindowSampler(ds, exclude_tasks=["toy-small", "toy-wide", "toy-held"])
+
+
 def test_rotating_cache_mixes_tasks_stored_task_by_task(tmp_path):
     """Shards hold one task after another and the cache ~16 blocks; still each batch
     serves most of the 40 tasks, because blocks interleave parts of all tasks (blocks of

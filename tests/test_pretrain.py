@@ -74,6 +74,19 @@ def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, cap
     assert global_step(pretrained) == 25
 
 
+def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_path):
+    out = tmp_path / "heldout"
+    assert pretrain_main(pretrain_args(dataset, out, 3, "--exclude-tasks", "push")) == 0
+    cfg = TDMPC2.from_pretrained(out / "final").cfg
+    assert cfg.task_names == TABLE
+    ckpt = torch.load(out / "lightning" / "last.ckpt", weights_only=False)
+    moments = [s["exp_avg"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    emb = next(m for m in moments if m.shape == (len(TABLE), cfg.task_dim))  # task embeddings
+    grads_seen = emb.abs().sum(-1)
+    assert grads_seen[TABLE.index("mw-reach")] > 0
+    assert grads_seen[TABLE.index("mw-push")] == 0 and grads_seen[TABLE.index("mw-door-open")] == 0
+
+
 def test_bf16_mixed_precision_trains(dataset, tmp_path):
     out = tmp_path / "bf16"
     assert pretrain_main(pretrain_args(dataset, out, 5, "--precision", "bf16-mixed")) == 0

@@ -69,3 +69,10 @@ def test_unknown_and_ambiguous_names_list_close_matches():
         get_task("walker")
     with pytest.raises(ValueError, match="more than once"):
         resolve_tasks("walker-walk,walker-walk")
+
+
+def test_fewshot_split_holds_out_five_dmcontrol_and_five_metaworld_tasks_of_mt80():
+    held = TASK_SETS["mt80-heldout"]
+    assert len(set(held)) == 10 and set(held) <= set(TASK_SETS["mt80"])
+    domains = [get_task(n).domain for n in held]
+    assert domains.count("dmcontrol") == 5 and domains.count("metaworld") == 5
