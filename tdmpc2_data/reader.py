@@ -21,7 +21,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from tdmpc2_data import schema
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
-from tdmpc2_data.tasks import UnknownTaskError, resolve_task_name
+from tdmpc2_data.tasks import table_index
 
 DEFAULT_FIELDS = ("obs", "action", "reward", "task")
 
@@ -149,24 +149,8 @@ class Dataset:
         return sum(s.nbytes or 0 for s in self.shards)
 
     def task_id(self, name: str | int) -> int:
-        """Dataset-local id of a task (full name, alias or unambiguous short name)."""
-        if isinstance(name, (int, np.integer)):
-            if not 0 <= name < len(self.tasks):
-                raise KeyError(
-                    f"Task id {name} is outside {self.location}'s {len(self.tasks)} tasks."
-                )
-            return int(name)
-        if name in self.tasks:
-            return self.tasks.index(name)
-        try:
-            full = resolve_task_name(name)
-        except UnknownTaskError:
-            full = None
-        if full not in self.tasks:
-            raise KeyError(
-                f"Task {name!r} is not in dataset {self.name!r} (tasks: {', '.join(self.tasks)})."
-            )
-        return self.tasks.index(full)
+        """Dataset-local id of a task (id, full name, alias or unambiguous short name)."""
+        return table_index(self.tasks, name, f"dataset {self.location}")
 
     def action_mask(self, task: str | int) -> np.ndarray:
         """float32 [A]: 1 on the task's real action dims, 0 on padding."""

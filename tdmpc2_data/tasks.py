@@ -7,6 +7,8 @@ order: the published datasets and checkpoints index tasks by it, so it must neve
 from __future__ import annotations
 
 import difflib
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DMCONTROL, METAWORLD, MANISKILL, MYOSUITE = "dmcontrol", "metaworld", "maniskill", "myosuite"
@@ -194,6 +196,28 @@ def resolve_task_name(name: str) -> str:
     raise UnknownTaskError(
         f"Unknown task {name!r}.{hint} Run `tdmpc2-data list` for all {len(TASKS)} tasks."
     )
+
+
+class TaskNotInTableError(UnknownTaskError, ValueError):
+    """A task id or name that is not in a dataset's task table."""
+
+
+def table_index(table: Sequence[str], task: str | int, where: str) -> int:
+    """Index of ``task`` in the task table ``table``: an id, a name of the table, or any name
+    that resolves to one (alias, unambiguous short name). ``where`` names the table in the
+    error."""
+    if isinstance(task, numbers.Integral):
+        if not 0 <= task < len(table):
+            raise TaskNotInTableError(f"Task id {task} is outside {where}'s {len(table)} tasks.")
+        return int(task)
+    if task not in table:
+        try:
+            task = resolve_task_name(task)
+        except UnknownTaskError:
+            pass
+    if task not in table:
+        raise TaskNotInTableError(f"Task {task!r} is not in {where} (tasks: {', '.join(table)}).")
+    return list(table).index(task)
 
 
 def get_task(name: str) -> Task:

@@ -42,7 +42,7 @@ from zarr.storage import LocalStore
 
 from tdmpc2_data import schema
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError, shard_path
-from tdmpc2_data.tasks import Task, UnknownTaskError, resolve_task_name
+from tdmpc2_data.tasks import Task, table_index
 
 LOCK_NAME = ".tdmpc2.lock"
 TMP_PREFIX = ".tmp-"
@@ -366,7 +366,7 @@ class ShardWriter:
         self.task_info: list[dict[str, Any]] = attrs["tasks"]
         self.obs_dim: int = attrs["obs_dim"]
         self.action_dim: int = attrs["action_dim"]
-        self._task_ids = {t["name"]: t["id"] for t in self.task_info}
+        self._table = [t["name"] for t in self.task_info]
         # buffer[T][task_id] -> list of (obs, action, reward, success|None, source) batches
         self._buffer: dict[int, dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
         self._buffered: dict[int, int] = defaultdict(int)
@@ -389,24 +389,7 @@ class ShardWriter:
     # -------------------------------------------------------------- public API
     def task_id(self, task: str | int) -> int:
         """Dataset-local id of a task name (full, alias or short) or id."""
-        if isinstance(task, (int, np.integer)):
-            if not 0 <= task < len(self.task_info):
-                raise ValueError(
-                    f"Task id {task} is outside this dataset's {len(self.task_info)} tasks."
-                )
-            return int(task)
-        if task in self._task_ids:
-            return self._task_ids[task]
-        try:
-            full = resolve_task_name(task)
-        except UnknownTaskError:
-            full = None
-        if full not in self._task_ids:
-            raise ValueError(
-                f"Task {task!r} is not in the task table of {self.root} "
-                f"({', '.join(self._task_ids)})."
-            )
-        return self._task_ids[full]
+        return table_index(self._table, task, f"the task table of {self.root}")
 
     def add_episode(
         self,

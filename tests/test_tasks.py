@@ -14,6 +14,7 @@ from tdmpc2_data.tasks import (
     padded_dims,
     resolve_task_name,
     resolve_tasks,
+    table_index,
 )
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "legacy"
@@ -76,3 +77,14 @@ def test_fewshot_split_holds_out_five_dmcontrol_and_five_metaworld_tasks_of_mt80
     assert len(set(held)) == 10 and set(held) <= set(TASK_SETS["mt80"])
     domains = [get_task(n).domain for n in held]
     assert domains.count("dmcontrol") == 5 and domains.count("metaworld") == 5
+
+
+def test_table_index_accepts_ids_and_any_name_of_the_table():
+    table = ["walker-walk", "mw-door-open"]
+    assert table_index(table, 1, "t") == 1
+    assert table_index(table, "door-open", "t") == 1 and table_index(table, "walker-walk", "t") == 0
+    for bad in (2, -1, "cheetah-run", "no-such-task"):
+        with pytest.raises(KeyError, match="my table"):  # also a ValueError, for the CLIs
+            table_index(table, bad, "my table")
+    with pytest.raises(ValueError):
+        table_index(table, "cheetah-run", "my table")
