@@ -1,7 +1,8 @@
 """Dataset cards (the Hub's ``README.md``) filled from a shard dataset's metadata.
 
-Templates live in ``datasets_cards/``: ``mt80.md`` and ``mt30.md`` for the published
-data, ``template.md`` for anything else. A template is Markdown with YAML front matter
+Templates are package data in ``tdmpc2_data/card_templates/`` (``datasets_cards/`` in a
+checkout links there): ``mt80.md`` and ``mt30.md`` for the published data, ``template.md``
+for anything else. A template is Markdown with YAML front matter
 and ``{{ key }}`` placeholders; ``render_card`` fills every placeholder (an unknown one is
 an error, so a template cannot silently ship with holes). The front matter gets the
 dataset's structure (``dataset_info.features`` of ``to_hf_dataset``'s episode rows,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,9 @@ FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 
 
 def cards_dir() -> Path:
-    """``$TDMPC2_CARDS_DIR`` or the repository's ``datasets_cards/``."""
-    return Path(
-        os.environ.get("TDMPC2_CARDS_DIR", Path(__file__).resolve().parents[1] / "datasets_cards")
-    )
+    """``$TDMPC2_CARDS_DIR`` (your own templates) or the packaged ones."""
+    packaged = Path(str(resources.files("tdmpc2_data") / "card_templates"))
+    return Path(os.environ.get("TDMPC2_CARDS_DIR", packaged))
 
 
 def template_for(name: str) -> Path:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS
+from tdmpc2_data.versions import add_version_flag
 
 EPILOG = """examples:
   tdmpc2-data list
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help: str, example: str):

@@ -3,10 +3,10 @@
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.1.0"
+from tdmpc2_data import __version__
 
 _LAZY = {"TDMPC2": "tdmpc2_model.agent", "TDMPC2Config": "tdmpc2_model.config"}
-__all__ = list(_LAZY)
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 Thin wrappers over library functions (``tdmpc2_model.lightning.pretrain``,
 ``tdmpc2_model.online.train`` / ``evaluate``); each parser documents itself with examples.
-Every command takes ``--recipe FILE.yaml`` (keys = flag names, ``config:`` = TDMPC2Config
+Every command takes ``--recipe FILE.yaml`` or a packaged recipe's name (keys = flag names, ``config:`` = TDMPC2Config
 fields); flags given on the command line override the recipe.
 """
 
@@ -12,9 +12,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.versions import add_version_flag
 from tdmpc2_model.malloc import retain_freed_memory
 
 SIZES = ["1M", "5M", "19M", "48M", "317M"]
@@ -35,7 +37,12 @@ def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentPars
         epilog=f"examples:\n{examples}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--recipe", help="YAML recipe (recipes/...yaml); flags override it")
+    add_version_flag(p)
+    p.add_argument(
+        "--recipe",
+        help="YAML recipe: a file or a packaged recipe's name (e.g. quickstart, "
+        "pretrain-mt80-317M); flags override it",
+    )
     p.add_argument(
         "--config",
         action="append",
@@ -64,13 +71,34 @@ def _online_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """A YAML recipe as a plain dict (OmegaConf: ``${...}`` interpolation is resolved)."""
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes shipped in the package (``tdmpc2_model/recipes``), by name without ``.yaml``."""
+    folder = Path(str(resources.files("tdmpc2_model") / "recipes"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_recipe(spec: str | Path) -> Path:
+    """A recipe file: ``spec`` itself if it exists, else the packaged recipe of that name
+    (``quickstart``, ``pretrain-mt80-317M.yaml`` or ``recipes/pretrain-mt80-317M.yaml``), so
+    the README's commands work from an installed wheel as from a checkout."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    recipes = packaged_recipes()
+    if path.parent in (Path("."), Path("recipes")) and path.name.removesuffix(".yaml") in recipes:
+        return recipes[path.name.removesuffix(".yaml")]
+    raise FileNotFoundError(
+        f"--recipe {spec}: no such file, and no packaged recipe of that name (packaged: "
+        f"{', '.join(recipes)})."
+    )
+
+
+def load_recipe(spec: str | Path) -> dict[str, Any]:
+    """A YAML recipe (a file or a packaged recipe's name, see ``resolve_recipe``) as a plain
+    dict (OmegaConf: ``${...}`` interpolation is resolved)."""
     from omegaconf import OmegaConf
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--recipe {path}: no such file.")
+    path = resolve_recipe(spec)
     recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of flag names to values.")

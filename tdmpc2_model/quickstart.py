@@ -5,7 +5,8 @@
 3. finetune it online on a task of its table that the data left out;
 4. evaluate the pretrained and the finetuned model on that task; print a summary table.
 
-Settings come from ``recipes/quickstart.yaml`` (or ``--recipe``); the run lives in ``--out``.
+Settings come from the packaged recipe ``quickstart`` (``recipes/quickstart.yaml``) or
+``--recipe``; the run lives in ``--out``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 
 
 def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[dict[str, Any]]:
@@ -76,6 +75,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tdmpc2_data.versions import add_version_flag
     from tdmpc2_model.cli import load_recipe
 
     parser = argparse.ArgumentParser(
@@ -84,14 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example:\n  python -m tdmpc2_model.quickstart --out runs/quickstart --overwrite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--recipe", default=str(RECIPE), help="default: recipes/quickstart.yaml")
+    add_version_flag(parser)
+    parser.add_argument("--recipe", default="quickstart", help="a file or a packaged recipe's name "
+                        "(default: quickstart, i.e. recipes/quickstart.yaml)")  # fmt: skip
     parser.add_argument("--out", help="run directory (default: the recipe's `out`)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     try:
         recipe = load_recipe(args.recipe)
     except (OSError, ValueError) as exc:
-        parser.error(f"{exc} (run from a checkout of the repository, or pass --recipe)")
+        parser.error(str(exc))
     out = Path(args.out or recipe.get("out", "runs/quickstart"))
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
