@@ -10,12 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from tdmpc2_data.tasks import TASK_SETS, TASKS
+from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
 
 EPILOG = """examples:
   tdmpc2-data list
-  tdmpc2-data collect --task walker-walk --episodes 20 data/walker
+  tdmpc2-data collect --tasks walker-walk,cartpole-balance --episodes 20 data/small
   tdmpc2-data convert mt80/chunk_0.pt data/mt80 --from legacy-pt --task-set mt80
   tdmpc2-data verify data/mt80
   tdmpc2-data info data/mt80
@@ -56,7 +56,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from tdmpc2_data.collect import collect
 
-    collect(args.dir, args.task, args.episodes, args.policy, args.seed, args.task_set)
+    tasks = [
+        name for spec in (args.task or []) + (args.tasks or []) for name in resolve_tasks(spec)
+    ]
+    if not tasks:
+        raise CLIError("give the tasks to collect: --tasks walker-walk,cartpole-balance or mt30.")
+    try:
+        collect(args.dir, tasks, args.episodes, args.policy, args.seed, args.task_set)
+    except KeyboardInterrupt:
+        print(f"tdmpc2-data collect: interrupted; every finished episode is in {args.dir}. "
+              "Rerun the same command to continue.", file=sys.stderr)  # fmt: skip
+        return 130
     return cmd_info(argparse.Namespace(dataset=args.dir, revision=None))
 
 
@@ -160,13 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         "collect",
         cmd_collect,
         "Roll out a policy in a simulator and append the episodes to a shard dataset.",
-        "tdmpc2-data collect --task walker-walk --episodes 20 data/walker",
+        "tdmpc2-data collect --tasks walker-walk,cartpole-balance --episodes 20 data/small",
     )
-    p.add_argument("dir", help="dataset directory (created or appended to)")
-    p.add_argument("--task", required=True, action="append", help="task name (repeatable)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
+    p.add_argument("dir", help="dataset directory (created, or continued: see --episodes)")
+    p.add_argument("--tasks", action="append", help="task names or task sets, comma separated")
+    p.add_argument("--task", action="append", help="one task name (repeatable; as --tasks)")
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=10,
+        help="episodes per task that this collection (policy + seed) should hold (default "
+        "10); a rerun continues an interrupted one and never repeats an episode",
+    )
     p.add_argument("--policy", default="random", help="'random' or a checkpoint (default random)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="collection seed (default 0)")
     p.add_argument("--task-set", help="task table of a new dataset (default: the given tasks)")
 
     p = add(

@@ -7,6 +7,7 @@ entry-point group, so this package never imports the model package directly.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,8 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tdmpc2_data.envs import make_env
-from tdmpc2_data.format import ShardWriter
+from tdmpc2_data.reader import open_dataset
 from tdmpc2_data.tasks import get_task, resolve_tasks
+from tdmpc2_data.writer import ShardWriter, compact, finalize
 
 #: A policy maps (observation [obs_dim], task name) to an action in [-1, 1]^action_dim.
 Policy = Callable[[np.ndarray, str], np.ndarray]
@@ -90,6 +92,31 @@ def rollout(
     return episode
 
 
+def episode_seed(seed: int, task: str, episode: int) -> int:
+    """Reset seed of a collection's ``episode``-th episode of ``task``: a function of the
+    collection seed, the task and the episode number only, so that the data of a task does
+    not depend on which other tasks were collected with it, and a resumed collection draws
+    exactly the episodes an uninterrupted one would have."""
+    return int(
+        np.random.SeedSequence([seed, zlib.crc32(task.encode()), episode]).generate_state(1)[0]
+    )
+
+
+def _collected(root: Path, source_id: int) -> dict[str, int]:
+    """Episodes per task name that ``root`` already holds from the source ``source_id``
+    (after indexing shards that a killed run wrote but did not index)."""
+    finalize(root)
+    ds = open_dataset(root)
+    counts: dict[str, int] = {}
+    for i in range(len(ds.shards)):
+        if not ds.has_field(i, "source"):
+            continue
+        data = ds.read_shard(i, fields=("task", "source"))
+        for tid in data["task"][data["source"] == source_id]:
+            counts[ds.tasks[tid]] = counts.get(ds.tasks[tid], 0) + 1
+    return counts
+
+
 def collect(
     out_dir: str | Path,
     tasks: Sequence[str],
@@ -97,31 +124,46 @@ def collect(
     policy: str | Policy = "random",
     seed: int = 0,
     task_set: str | None = None,
+    progress: bool = True,
 ) -> Path:
-    """Append ``episodes`` episodes of each task to the dataset at ``out_dir``.
+    """Collect ``episodes`` episodes of each task into the dataset at ``out_dir``.
 
-    The task table of a new dataset is ``task_set`` (e.g. ``mt80``, keeping the published
-    ids) or the given tasks; an existing dataset keeps its own table.
+    A collection is identified by its policy and seed (its ``sources`` entry): ``episodes``
+    is how many episodes per task it should hold. Each finished episode is written at once
+    (a crash or Ctrl-C loses at most the episode in progress), and rerunning the same
+    collection continues where it stopped: episodes already there are never drawn again.
+    More data of the same tasks needs another ``seed``. The task table of a new dataset is
+    ``task_set`` (e.g. ``mt80``, keeping the published ids) or the given tasks; an existing
+    dataset keeps its own table.
     """
+    if not str(out_dir).strip():
+        raise ValueError("collect: the dataset directory is an empty string; give a path.")
+    if episodes < 1:
+        raise ValueError(f"collect: episodes={episodes}; must be >= 1 (episodes per task).")
     names = resolve_tasks(list(tasks))
     table = resolve_tasks(task_set) if task_set else names
-    act = load_policy(policy, seed) if isinstance(policy, str) else policy
+    loaded = load_policy(policy, seed) if isinstance(policy, str) and policy != "random" else policy
     source = {
         "description": f"collect policy={policy if isinstance(policy, str) else 'custom'}",
         "seed": seed,
     }
     envs = [make_env(name, seed=seed) for name in names]  # fail before creating the dataset
-    with ShardWriter(out_dir, tasks=table, sources=[source]) as writer:
-        for task_index, env in enumerate(envs):
+    root = Path(out_dir)
+    with ShardWriter(root, tasks=table, sources=[source]) as writer:
+        done = _collected(root, writer.source_id(source))
+        for env in envs:
             name = env.task.name
-            for episode in tqdm(range(episodes), desc=f"collect {name}", unit="ep"):
-                data = rollout(
-                    env,
-                    lambda o, t0, name=name: act(o, name),
-                    seed=seed + 1000 * task_index + episode,
-                )
+            have = min(done.get(name, 0), episodes)
+            bar = tqdm(range(have, episodes), desc=f"collect {name}", unit="ep", total=episodes,
+                       initial=have, disable=not progress)  # fmt: skip
+            for episode in bar:
+                ep_seed = episode_seed(seed, name, episode)
+                act = random_policy(ep_seed) if loaded == "random" else loaded
+                data = rollout(env, lambda o, t0, name=name, act=act: act(o, name), seed=ep_seed)
                 writer.add_episode(
                     name, data["obs"], data["action"], data["reward"], data.get("success"), 0
                 )
+                writer.flush()
             env.close()
-    return Path(out_dir)
+    compact(root)
+    return root
