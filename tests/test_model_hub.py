@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from test_model_legacy import FIXTURES, outputs
+from test_model_legacy import FIXTURES, assert_matches_reference, outputs
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.hub import (
@@ -78,8 +78,7 @@ def test_legacy_checkpoint_survives_save_and_load_with_parity(tmp_path):
     loaded = TDMPC2.from_pretrained(agent.save_pretrained(tmp_path / "m"))
     assert_identical(agent, loaded)
     ref = torch.load(FIXTURES / "mt30_1M_reference.pt", weights_only=True)
-    for key, value in outputs(loaded, ref).items():
-        assert (value - ref[key]).abs().max().item() <= 1e-5, key
+    assert_matches_reference(outputs(loaded, ref), ref, "saved and loaded")
 
 
 def test_shared_views_are_stored_once(tmp_path):
@@ -216,8 +215,7 @@ def mirror(hub, monkeypatch):
 def test_alias_downloads_the_legacy_checkpoint_with_parity(mirror, alias, name, tmp_path):
     agent = TDMPC2.from_pretrained(alias)
     ref = torch.load(FIXTURES / f"{name}_reference.pt", weights_only=True)
-    for key, value in outputs(agent, ref).items():
-        assert (value - ref[key]).abs().max().item() <= 1e-5, f"{alias}: {key}"
+    assert_matches_reference(outputs(agent, ref), ref, alias)
     card = (agent.save_pretrained(tmp_path / "m") / "README.md").read_text()
     assert mirror in card and (
         "mt30 dataset" in card if alias == "mt30-1M" else "cheetah-run" in card

@@ -1,5 +1,5 @@
 """Checkpoints of the original implementation load through ``TDMPC2.from_pretrained`` and
-reproduce its stored outputs to 1e-5 (shared/fixtures/legacy, made by the original code)."""
+reproduce its stored outputs to float32 tolerance (shared/fixtures/legacy, made by the original code)."""
 
 import json
 import pickle
@@ -42,6 +42,18 @@ def outputs(agent: TDMPC2, ref: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def assert_matches_reference(out: dict[str, torch.Tensor], ref: dict, label: str) -> None:
+    """Each output within torch's float32 tolerance of the reference (1e-5 + 1.3e-6 x |ref|):
+    float32 matmuls round differently on different CPUs (MKL picks its kernels by CPU), and
+    the policy's scaled entropy (|x| up to ~230, six times the entropy) lies 4.4e-5 from its
+    float64 value in the reference itself (measured), so a flat 1e-5 there holds only on the
+    CPU kind that wrote the fixture. A wrong formula is off by far more."""
+    for key, value in out.items():
+        torch.testing.assert_close(
+            value, ref[key], rtol=1.3e-6, atol=1e-5, msg=lambda m, k=key: f"{label}: {k}: {m}"
+        )
+
+
 @pytest.fixture(scope="module", params=MODELS)
 def legacy(request):
     name = request.param
@@ -56,10 +68,7 @@ def test_reproduces_every_reference_output(legacy):
     out = outputs(agent, ref)
     expected = {k for k in ref if k not in ("obs", "action", "task", "randperm_after_seed7")}
     assert set(out) == expected
-    for key, value in out.items():
-        assert value.shape == ref[key].shape, key
-        err = (value - ref[key]).abs().max().item()
-        assert err <= 1e-5, f"{name}: {key} differs by {err}"
+    assert_matches_reference(out, ref, name)
 
 
 def test_inferred_config_matches_the_original(legacy):
