@@ -26,8 +26,10 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.malloc import retain_freed_memory
+from tdmpc2_model.world_model import action_masks
 
 ORIGINAL = {"1M": (231.0, 6.2), "5M": (650.0, 1.7)}  # act ms/step, updates/s (issue 6)
 TASKS = {"single": "walker-walk", "multi": "mt80"}
@@ -73,15 +75,17 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def make_batch(cfg: TDMPC2Config, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_batch(cfg: TDMPC2Config, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     h, b = cfg.horizon, cfg.batch_size
-    return {
-        "obs": torch.randn(h + 1, b, cfg.obs_dim, generator=g),
-        "action": torch.rand(h, b, cfg.action_dim, generator=g) * 2 - 1,
-        "reward": torch.rand(h, b, generator=g),
-        "task": torch.randint(0, cfg.num_tasks, (b,), generator=g),
-    }
+    task = torch.randint(0, cfg.num_tasks, (b,), generator=g)
+    return Batch(
+        obs=torch.randn(h + 1, b, cfg.obs_dim, generator=g),
+        action=torch.rand(h, b, cfg.action_dim, generator=g) * 2 - 1,
+        reward=torch.rand(h, b, generator=g),
+        task=task,
+        action_mask=action_masks(cfg)[task],
+    )
 
 
 def time_agent(cfg, state, mode, precision, obs, task, batch, args) -> tuple[float, float, float]:

@@ -3,8 +3,8 @@
 The sampler is built at construction (opening datasets reads metadata only), so the model
 can be sized from ``tasks``/``obs_dim``/``action_dim`` before ``Trainer.fit``. ``setup``
 gives it this process's rank from the trainer, so under DDP every rank samples its own
-disjoint shards. Lightning treats the sampler as any iterable: it moves each `Batch` (a
-NamedTuple of tensors) to the device and calls ``sampler.set_epoch`` at each epoch start.
+disjoint shards. Lightning treats the sampler as any iterable: it moves each `Batch`
+(`tdmpc2_data.batch`) to the device and calls ``sampler.set_epoch`` at each epoch start.
 """
 
 from __future__ import annotations

@@ -41,12 +41,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from tdmpc2_data import schema
+from tdmpc2_data.batch import Batch
 from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
 from tdmpc2_data.reader import Dataset, open_dataset
 from tdmpc2_data.tasks import UnknownTaskError, resolve_task_name
@@ -60,22 +61,6 @@ READ_BYTES = 2 << 20
 #: Threads decoding blocks when num_workers > 0; the budget always reserves their buffers,
 #: so that the cache layout (and so the batches) does not depend on num_workers.
 DECODE_THREADS = 2
-
-
-class Batch(NamedTuple):
-    """One training batch; windows are slices of single episodes (no boundary crossing)."""
-
-    obs: torch.Tensor  # [H+1, B, D] float32
-    action: torch.Tensor  # [H, B, A] float32; action[h] leads from obs[h] to obs[h+1]
-    reward: torch.Tensor  # [H, B] float32; reward[h] is received for action[h]
-    task: torch.Tensor  # [B] int64, ids into the sampler's task table
-    action_mask: torch.Tensor  # [B, A] float32, 1 on the task's real action dims
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(*(x.to(device, non_blocking=non_blocking) for x in self))
-
-    def pin_memory(self) -> Batch:
-        return Batch(*(x.pin_memory() for x in self))
 
 
 @dataclass(frozen=True)
@@ -789,4 +774,4 @@ class _Stream:
 _LIVE: weakref.WeakSet[_Stream] = weakref.WeakSet()
 atexit.register(lambda: [stream.close() for stream in list(_LIVE)])
 
-__all__ = ["Batch", "WindowSampler"]
+__all__ = ["WindowSampler"]

@@ -1,5 +1,5 @@
 """`TDMPC2`: the agent. Owns the world model, its two optimizers and the running Q scale;
-acts by MPPI planning (``planner.plan``) and learns with ``update`` (``losses``)."""
+acts by MPPI planning (``planner.plan``) and learns with ``update`` (``update.update_step``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from tdmpc2_data.batch import Batch
 from tdmpc2_model import losses
 from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.functional import fast_kernels
 from tdmpc2_model.planner import plan
+from tdmpc2_model.update import update_step
 from tdmpc2_model.world_model import WorldModel
 
 
@@ -47,7 +48,7 @@ class TDMPC2(nn.Module):
 
     >>> agent = TDMPC2(TDMPC2Config(size="1M", tasks="walker-walk"))
     >>> action = agent.act(obs, t0=True)           # MPPI plan, eval mode
-    >>> info = agent.update(batch)                 # one gradient step; dict of floats
+    >>> info = agent.update(batch)                 # one update on a Batch; dict of floats
     """
 
     def __init__(self, cfg: TDMPC2Config):
@@ -58,8 +59,7 @@ class TDMPC2(nn.Module):
         self.optim, self.pi_optim = make_optimizers(self.model)
         self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
         self.register_buffer("_prev_mean", torch.zeros(cfg.horizon, cfg.action_dim))
-        self._model_loss = losses.model_loss
-        self._policy_loss = losses.policy_loss
+        self.model_loss, self.policy_loss = losses.model_loss, losses.policy_loss
         self.model.eval()
 
     # ----------------------------------------------------------------- construction
@@ -107,8 +107,8 @@ class TDMPC2(nn.Module):
         Inductor's pattern matcher is off by default: its randperm-index rewrite fails on
         the Q head pick ``out[randperm(num_q)[:2]]`` (torch 2.13)."""
         options = {"pattern_matcher": False, **kwargs.pop("options", {})}
-        self._model_loss = torch.compile(losses.model_loss, options=options, **kwargs)
-        self._policy_loss = torch.compile(losses.policy_loss, options=options, **kwargs)
+        self.model_loss = torch.compile(losses.model_loss, options=options, **kwargs)
+        self.policy_loss = torch.compile(losses.policy_loss, options=options, **kwargs)
         return self
 
     # ----------------------------------------------------------------------- acting
@@ -148,7 +148,7 @@ class TDMPC2(nn.Module):
         obs = torch.nn.functional.pad(obs, (0, self.cfg.obs_dim - obs.shape[0])).unsqueeze(0)
         task_id = self._task(task)
         if self.cfg.mpc:
-            discount = losses.task_discount(self._discount(), task_id)
+            discount = losses.task_discount(self.gamma, task_id)
             prev = None if t0 else self._prev_mean
             action, mean = plan(self.model, obs, task_id, discount, prev, eval_mode)
             self._prev_mean.copy_(mean)
@@ -158,72 +158,16 @@ class TDMPC2(nn.Module):
         action = action.cpu()
         return action.numpy() if as_numpy else action
 
-    def _discount(self) -> torch.Tensor | float:
+    # --------------------------------------------------------------------- learning
+    @property
+    def gamma(self) -> torch.Tensor | float:
+        """Discount of the TD targets: the per-task table [T] of a multitask model (indexed by
+        each sample's task), the float of a single-task one."""
         return self.discount if self.cfg.multitask else float(self.cfg.discounts[0])
 
-    # --------------------------------------------------------------------- learning
-    def _batch(self, batch: Any) -> tuple[torch.Tensor, ...]:
-        if isinstance(batch, (tuple, list)):
-            obs, action, reward, task = (*batch, None)[:4]
-        else:
-            get = batch.get if isinstance(batch, dict) else lambda k: getattr(batch, k, None)
-            obs, action, reward, task = get("obs"), get("action"), get("reward"), get("task")
-        obs = obs.to(self.device, torch.float32, non_blocking=True)
-        action = action.to(self.device, torch.float32, non_blocking=True)
-        reward = reward.to(self.device, torch.float32, non_blocking=True)
-        if reward.ndim == 3:
-            reward = reward.squeeze(-1)
-        horizon, size = action.shape[:2]
-        expected = {
-            "obs": (obs, (horizon + 1, size, self.cfg.obs_dim)),
-            "action": (action, (horizon, size, self.cfg.action_dim)),
-            "reward": (reward, (horizon, size)),
-        }
-        for name, (tensor, shape) in expected.items():
-            if tuple(tensor.shape) != shape:
-                raise ValueError(
-                    f"Got batch.{name} of shape {tuple(tensor.shape)}; expected {shape}."
-                )
-        if self.cfg.multitask:
-            if task is None:
-                raise ValueError("A multitask model needs batch.task (task ids [B]).")
-            task = task.to(self.device, torch.long, non_blocking=True).reshape(size)
-        else:
-            task = None
-        return obs, action, reward, task
-
-    def update(self, batch: Any) -> dict[str, float]:
-        """One update of model, policy and target Q (paper Sec. 3.2) on a batch with
-        ``obs`` [H+1, B, D], ``action`` [H, B, A], ``reward`` [H, B], ``task`` [B] (an
-        object with those attributes, a dict, or a tuple in that order). Returns the
-        losses and gradient norms as floats."""
-        obs, action, reward, task = self._batch(batch)
-        model, clip = self.model, self.cfg.grad_clip_norm
-        model.train()
-        try:
-            with fast_kernels():
-                total, zs, info = self._model_loss(
-                    model, obs, action, reward, task, self._discount()
-                )
-                total.backward()
-                info["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-                self.optim.step()
-                self.optim.zero_grad(set_to_none=True)
-
-                pi_loss, pi_info = self._policy_loss(model, zs, task, self.scale)
-                pi_loss.backward()
-                pi_info["pi_grad_norm"] = nn.utils.clip_grad_norm_(
-                    model._pi.parameters(), clip, foreach=True
-                )
-                self.pi_optim.step()
-                # Both optimizers clear right after their step, as the original does: the
-                # model's grad norm spans all parameters and must see no policy gradients,
-                # while the policy loss's task-embedding gradients carry into the next model
-                # step exactly as in the original implementation.
-                self.pi_optim.zero_grad(set_to_none=True)
-                model.soft_update_target_Q()
-        finally:
-            model.eval()
-        info.update(pi_info)
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One update of model, policy and target Q (paper Sec. 3.2; ``update.update_step``)
+        on a `tdmpc2_data.Batch`. Returns the losses and gradient norms as floats."""
+        info = update_step(self, batch)
         values = torch.stack([v.detach().float().reshape(()) for v in info.values()]).tolist()
         return dict(zip(info, values, strict=True))

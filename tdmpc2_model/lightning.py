@@ -1,9 +1,8 @@
 """Offline multitask pretraining with Lightning (paper Sec. 4: mt30/mt80, batch 1024).
 
-`TDMPC2Module` owns optimization and logging; the data comes from
-`tdmpc2_data.datamodule.WindowDataModule`; the objectives are the agent's own
-(``losses.model_loss`` / ``losses.policy_loss``), in the same order as ``TDMPC2.update``:
-model step, then the policy step against the updated Q-functions, then the target EMA.
+`TDMPC2Module` owns the Trainer's side (manual optimization, logging, sharding); the data
+comes from `tdmpc2_data.datamodule.WindowDataModule`; each training step is the update that
+``TDMPC2.update`` runs too (``tdmpc2_model.update.update_step``, paper Sec. 3.2).
 Precision, devices and the strategy come from the Trainer: ``ddp`` (Lightning's DDPStrategy)
 or ``fsdp`` (Lightning's ModelParallelStrategy: FSDP2 ``fully_shard`` of each network of the
 world model; ``configure_model`` below). Lightning's older FSDPStrategy cannot run manual
@@ -27,10 +26,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
-from tdmpc2_model import losses
+from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.functional import fast_kernels
+from tdmpc2_model.update import update_step
 
 LIGHTNING_DIR, FINAL_DIR, LOG_DIR = "lightning", "final", "logs"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -88,45 +87,17 @@ class TDMPC2Module(L.LightningModule):
         """The agent's two optimizers, made afresh on the parameters as the strategy placed them."""
         return list(make_optimizers(self.agent.model))
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        agent, model = self.agent, self.agent.model
-        obs, action, reward, task = agent._batch(batch)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """``update.update_step`` with Lightning's backward and the model optimizer as Lightning
+        wraps it; the policy optimizer steps raw (one Lightning step per update)."""
         model_opt, pi_opt = self.optimizers()
         if self.sharded:
-            torch.distributed.broadcast(agent.scale.value, src=0)
-        with fast_kernels():
-            total, zs, info = losses.model_loss(model, obs, action, reward, task, agent._discount())
-            self.manual_backward(total)
-            info["grad_norm"] = self._clip(model_opt)
-            model_opt.step()
-            model_opt.zero_grad(set_to_none=True)
-
-            pi_loss, pi_info = losses.policy_loss(model, zs, task, agent.scale)
-            self.manual_backward(pi_loss)
-            pi_info["pi_grad_norm"] = self._clip(pi_opt)
-            pi_opt.optimizer.step()  # raw: one Lightning step per update (see class docstring)
-            pi_opt.zero_grad(set_to_none=True)
-            self._soft_update_target_Q()
-        info.update(pi_info)
+            torch.distributed.broadcast(self.agent.scale.value, src=0)
+        info = update_step(self.agent, batch, (model_opt, pi_opt.optimizer), self.manual_backward)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in info.items()})
-        self.log("loss", total.detach(), prog_bar=True, logger=False)
-        return total.detach()
-
-    def _clip(self, optimizer: Any) -> torch.Tensor:
-        """Clip the gradients of one optimizer's parameters (grads are unscaled fp32 under
-        32-true and bf16-mixed; under DDP/FSDP they are already averaged over ranks)."""
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        return _full(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm, foreach=True))
-
-    def _soft_update_target_Q(self) -> None:
-        """The world model's target EMA; sharded online weights are gathered for it first."""
-        model = self.agent.model
-        if not self.sharded:
-            model.soft_update_target_Q()
-            return
-        targets = list(model._target_Qs_params.state_dict(keep_vars=True).values())
-        online = [_full(t.detach()) for t in model._Qs.params.state_dict(keep_vars=True).values()]
-        torch._foreach_lerp_(targets, online, self.cfg.tau)
+        total = info["total_loss"].detach()
+        self.log("loss", total, prog_bar=True, logger=False)
+        return total
 
     def export_agent(self) -> TDMPC2 | None:
         """A plain `TDMPC2` with the trained weights (and running Q scale). Under FSDP this
@@ -142,11 +113,6 @@ class TDMPC2Module(L.LightningModule):
         agent = TDMPC2(self.cfg)
         agent.load_state_dict(state)
         return agent
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a DTensor (an all-gather); other tensors as they are."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 # ------------------------------------------------------------------------- pretraining

@@ -162,10 +162,3 @@ class WorldModel(nn.Module):
             return out
         q = Fn.two_hot_inv(out, self.cfg.vmin, self.cfg.vmax)
         return q.min(0).values if return_type == "min" else q.sum(0) / 2
-
-    @torch.no_grad()
-    def soft_update_target_Q(self) -> None:
-        """Polyak averaging of the target ensemble towards the online one (rate tau)."""
-        targets = list(self._target_Qs_params.state_dict(keep_vars=True).values())
-        online = [t.detach() for t in self._Qs.params.state_dict(keep_vars=True).values()]
-        torch._foreach_lerp_(targets, online, self.cfg.tau)

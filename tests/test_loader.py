@@ -21,8 +21,9 @@ import torch
 from scipy.stats import chisquare
 
 from tdmpc2_data import ShardWriter, open_dataset
+from tdmpc2_data.batch import Batch
 from tdmpc2_data.format import DatasetError
-from tdmpc2_data.loader import Batch, WindowSampler
+from tdmpc2_data.loader import WindowSampler
 
 TASKS = [
     {"name": "toy-small", "obs_dim": 3, "action_dim": 2},

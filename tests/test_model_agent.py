@@ -5,19 +5,23 @@ import numpy as np
 import pytest
 import torch
 
+from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.planner import plan
+from tdmpc2_model.world_model import action_masks
 
 
-def random_batch(cfg: TDMPC2Config, batch: int = 32, seed: int = 0) -> dict:
+def random_batch(cfg: TDMPC2Config, batch: int = 32, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     h = cfg.horizon
-    return {
-        "obs": torch.randn(h + 1, batch, cfg.obs_dim, generator=g),
-        "action": torch.rand(h, batch, cfg.action_dim, generator=g) * 2 - 1,
-        "reward": torch.rand(h, batch, generator=g),
-        "task": torch.randint(0, cfg.num_tasks, (batch,), generator=g),
-    }
+    task = torch.randint(0, cfg.num_tasks, (batch,), generator=g)
+    return Batch(
+        obs=torch.randn(h + 1, batch, cfg.obs_dim, generator=g),
+        action=torch.rand(h, batch, cfg.action_dim, generator=g) * 2 - 1,
+        reward=torch.rand(h, batch, generator=g),
+        task=task,
+        action_mask=action_masks(cfg)[task],
+    )
 
 
 @pytest.fixture(params=["cheetah-run", "mt30"])
@@ -38,18 +42,17 @@ def test_updates_reduce_the_loss_without_nan(agent):
     assert not agent.model.training  # back in eval mode for acting
 
 
-def test_update_accepts_an_object_with_attributes(agent):
-    class Batch:
-        pass
-
-    batch = Batch()
-    for key, value in random_batch(agent.cfg, batch=8).items():
-        setattr(batch, key, value)
+def test_update_takes_only_a_batch_of_the_models_shapes(agent):
+    batch = random_batch(agent.cfg, batch=8)
     assert np.isfinite(agent.update(batch)["total_loss"])
-    bad = random_batch(agent.cfg, batch=8)
-    bad["reward"] = bad["reward"][:2]
+    with pytest.raises(TypeError, match="type dict; expected a tdmpc2_data.Batch"):
+        agent.update(batch._asdict())
     with pytest.raises(ValueError, match=r"batch.reward of shape \(2, 8\); expected \(3, 8\)"):
-        agent.update(bad)
+        agent.update(batch._replace(reward=batch.reward[:2]))
+    with pytest.raises(ValueError, match=r"batch.task of shape \(4,\); expected \(8,\)"):
+        agent.update(batch._replace(task=batch.task[:4]))
+    with pytest.raises(ValueError, match=r"batch.obs of shape \(8, 5\); expected \[H\+1, B, "):
+        agent.update(batch._replace(obs=batch.obs[0, :, :5]))
 
 
 def test_target_q_moves_by_tau_and_policy_loss_trains_only_the_policy(agent):
@@ -172,6 +175,6 @@ def test_learned_reward_steers_the_plan():
     for _ in range(60):
         action = torch.rand(3, 64, 6, generator=g) * 2 - 1
         obs = torch.randn(4, 64, 17, generator=g)
-        agent.update({"obs": obs, "action": action, "reward": 2 * action[..., 0]})
+        agent.update(Batch.of_task(obs, action, 2 * action[..., 0]))
     first = torch.stack([agent.act(torch.randn(17, generator=g), t0=True) for _ in range(4)])[:, 0]
     assert (first > 0.5).all(), first

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.planner import estimate_value
 
@@ -32,11 +33,11 @@ def test_bf16_mixed_planning_keeps_float32_statistics():
 def test_bf16_mixed_updates_learn():
     agent = small_agent("walker-walk")
     g = torch.Generator().manual_seed(0)
-    batch = {
-        "obs": torch.randn(4, 64, 24, generator=g),
-        "action": torch.rand(3, 64, 6, generator=g) * 2 - 1,
-        "reward": torch.rand(3, 64, generator=g),
-    }
+    batch = Batch.of_task(
+        obs=torch.randn(4, 64, 24, generator=g),
+        action=torch.rand(3, 64, 6, generator=g) * 2 - 1,
+        reward=torch.rand(3, 64, generator=g),
+    )
     losses = []
     for _ in range(12):
         with torch.autocast("cpu", dtype=torch.bfloat16):

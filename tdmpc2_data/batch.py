@@ -1,0 +1,44 @@
+"""`Batch`: the one training-batch type. The shard `WindowSampler` (pretraining) and the online
+replay buffer (``tdmpc2_model.replay``) both produce it; the update (``tdmpc2_model.update``)
+takes only it."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Batch(NamedTuple):
+    """B windows of H steps, time first; each window is a slice of one episode."""
+
+    obs: torch.Tensor  # [H+1, B, D] float32
+    action: torch.Tensor  # [H, B, A] float32; action[h] leads from obs[h] to obs[h+1]
+    reward: torch.Tensor  # [H, B] float32; reward[h] is received for action[h]
+    task: torch.Tensor  # [B] int64, ids into the producer's task table
+    action_mask: torch.Tensor  # [B, A] float32, 1 on the task's real action dims
+
+    @classmethod
+    def of_task(
+        cls,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        task: int = 0,
+        action_mask: torch.Tensor | None = None,
+    ) -> Batch:
+        """A batch whose windows all come from one task (the online replay buffer's): task id
+        ``task`` for every window and its ``action_mask`` [A] (default: all dims real)."""
+        size, dim = action.shape[1], action.shape[2]
+        mask = torch.ones(dim) if action_mask is None else action_mask
+        ids = torch.full((size,), task, dtype=torch.long, device=action.device)
+        return cls(obs, action, reward, ids, mask.to(action.device).expand(size, dim))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(*(x.to(device, non_blocking=non_blocking) for x in self))
+
+    def pin_memory(self) -> Batch:
+        return Batch(*(x.pin_memory() for x in self))
+
+
+__all__ = ["Batch"]
