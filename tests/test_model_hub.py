@@ -104,7 +104,7 @@ def test_overrides_change_planning_but_never_shapes(tmp_path):
     assert (agent.cfg.num_samples, agent.cfg.iterations) == (128, 2)
     with pytest.raises(ValueError, match="latent_dim=64.*fixed by the checkpoint"):
         TDMPC2.from_pretrained(out, latent_dim=64)
-    with pytest.raises(ValueError, match="this model knows"):
+    with pytest.raises(ValueError, match="Task .cheetah-run. is not in this model"):
         TDMPC2.from_pretrained(out, task="cheetah-run")
 
 
