@@ -19,11 +19,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "Batch": "tdmpc2_data.batch",
     "make_env": "tdmpc2_data.envs",
-    "open_dataset": "tdmpc2_data.format",
-    "ShardWriter": "tdmpc2_data.format",
+    "open_dataset": "tdmpc2_data.reader",
+    "ShardWriter": "tdmpc2_data.writer",
     "WindowSampler": "tdmpc2_data.loader",
     "WindowDataModule": "tdmpc2_data.datamodule",
-    "to_hf_dataset": "tdmpc2_data.hub",
+    "to_hf_dataset": "tdmpc2_data.hf_datasets",
 }
 
 __all__ = ["TASKS", "TASK_SETS", "Task", "get_task", "resolve_task_name", *_LAZY]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
@@ -20,7 +21,7 @@ EPILOG = """examples:
   tdmpc2-data verify data/mt80
   tdmpc2-data info data/mt80
   tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80-small
-  tdmpc2-data push data/my-set me/my-set --private
+  tdmpc2-data push data/my-set me/my-set --private --tag v1
 """
 
 
@@ -44,11 +45,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         f"\n{len(names)} tasks. Task sets: "
         + ", ".join(f"{k} ({len(v)})" for k, v in TASK_SETS.items())
     )
-    from tdmpc2_data.hub import published_repo
+    from tdmpc2_data.hub_api import published_data_repo
 
     print("Datasets (tdmpc2-data download NAME):")
     for name, size in (("mt80", "545M transitions, 80 tasks"), ("mt30", "345M, 30 tasks")):
-        print(f"  {name}  {size}; from {published_repo(name)}")
+        print(f"  {name}  {size}; from {published_data_repo(name)}")
     return 0
 
 
@@ -73,7 +74,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
     from tdmpc2_data.convert import convert
-    from tdmpc2_data.format import open_dataset
+    from tdmpc2_data.reader import open_dataset
 
     if len(args.paths) < 2:
         raise CLIError("give one or more sources, then the destination directory")
@@ -104,10 +105,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
-    from tdmpc2_data.format import open_dataset
-    from tdmpc2_data.hub import HubError, info, is_repo_id
+    from tdmpc2_data.hub import info
+    from tdmpc2_data.hub_api import HubError, is_repo_id
+    from tdmpc2_data.reader import open_dataset
 
-    if is_repo_id(args.dataset):  # OWNER/NAME that is not a local directory: metadata only
+    if not Path(args.dataset).exists() and is_repo_id(args.dataset):  # metadata only
         try:
             print(info(args.dataset, args.revision).summary())
         except HubError as exc:
@@ -119,7 +121,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- download
 def cmd_download(args: argparse.Namespace) -> int:
-    from tdmpc2_data.hub import HubError, download
+    from tdmpc2_data.hub import download
+    from tdmpc2_data.hub_api import HubError
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     try:
@@ -132,10 +135,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- push
 def cmd_push(args: argparse.Namespace) -> int:
-    from tdmpc2_data.hub import HubError, push
+    from tdmpc2_data.hub import push
+    from tdmpc2_data.hub_api import HubError
 
     try:
-        commit = push(args.dir, args.repo_id, args.card, args.private, args.revision)
+        commit = push(args.dir, args.repo_id, args.card, args.private, args.revision, args.tag)
     except HubError as exc:
         raise CLIError(str(exc)) from None
     print(f"pushed {args.dir} to {args.repo_id} at commit {commit}")
@@ -258,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id", metavar="OWNER/NAME")
     p.add_argument("--card", help="dataset card (markdown) to use instead of the generated one")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--revision", help="tag to create for the pushed commit")
+    p.add_argument("--revision", help="branch to commit to (default main; created if missing)")
+    p.add_argument("--tag", help="tag to create for the pushed commit (never moved)")
     return parser
 
 

@@ -1,4 +1,5 @@
-"""The shard dataset format (version 1): one import point for writer, reader and verify.
+"""The shard dataset format (version 1): its description, and one import point for the
+schema, the writer and verify. Reading is ``tdmpc2_data.open_dataset`` (``reader.py``).
 
 A dataset is a zarr v3 hierarchy (spec: shared/spec/shard-format.md)::
 
@@ -20,7 +21,6 @@ Choices made here on top of the spec (all readable by any zarr v3 reader):
   and uploads ignore them.
 """
 
-from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
 from tdmpc2_data.schema import FIELDS, FORMAT_VERSION, DatasetError
 from tdmpc2_data.verify import VerifyReport, verify_dataset
 from tdmpc2_data.writer import ShardWriter, compact, finalize
@@ -28,13 +28,10 @@ from tdmpc2_data.writer import ShardWriter, compact, finalize
 __all__ = [
     "FIELDS",
     "FORMAT_VERSION",
-    "Dataset",
     "DatasetError",
-    "ShardInfo",
     "ShardWriter",
     "compact",
     "finalize",
-    "open_dataset",
     "VerifyReport",
     "verify_dataset",
 ]

@@ -16,9 +16,13 @@ tokens, resumable HTTP), so the Hub's own semantics hold:
   with a root ``zarr.json`` is a shard repo (above); otherwise its ``mt80/chunk_*.pt``
   files are fetched one at a time, converted to shards and deleted (bounded disk and
   memory); a rerun continues after the last converted chunk.
-- ``push(dir, "OWNER/NAME")`` uploads shards in commits of bounded size, skipping files
-  already on the Hub with the same content, then the root index and the dataset card in a
-  final commit, so ``main`` never indexes a shard that is not there.
+- ``push(dir, "OWNER/NAME", revision=BRANCH, tag=TAG)`` uploads shards in commits of
+  bounded size, skipping files already on the Hub with the same content, then the root
+  index and the dataset card in a final commit, so the branch never indexes a shard that
+  is not there.
+
+Repo ids, the published repo names, what ``revision`` means and the error messages come
+from ``tdmpc2_data.hub_api``, shared with the model Hub IO.
 
 Where files land: the Hugging Face cache by default (a dataset with a task filter gets a
 small "view" directory under ``TDMPC2_DATA_HOME``: a filtered ``zarr.json`` and links to
@@ -35,7 +39,6 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,62 +51,37 @@ from huggingface_hub import (
     hf_hub_download,
     snapshot_download,
 )
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.errors import RemoteEntryNotFoundError
 from huggingface_hub.utils import sha
 from tqdm.auto import tqdm
 
 from tdmpc2_data import schema
-from tdmpc2_data.hf_datasets import to_hf_dataset
-from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, resolve_task_name, resolve_tasks
+from tdmpc2_data.hub_api import (
+    PUBLISHED_DATASETS,
+    HubError,
+    at,
+    hub_errors,
+    is_repo_id,
+    open_branch,
+    published_data_repo,
+    tag_commit,
+)
+from tdmpc2_data.tasks import TASK_SETS, resolve_tasks, table_index
 
-try:  # the HTTP stack of huggingface_hub >= 2 (httpx before)
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover
-    from httpx import TransportError
-
-__all__ = [
-    "HubError",
-    "download",
-    "hub_url",
-    "info",
-    "is_repo_id",
-    "published_repo",
-    "push",
-    "read_index",
-    "to_hf_dataset",
-]
+__all__ = ["download", "hub_url", "info", "push", "read_index"]
 
 INDEX = "zarr.json"
 CARD = "README.md"
-LEGACY_REPO = "nicklashansen/tdmpc2"
-PUBLISHED = ("mt80", "mt30")
 DOWNLOAD_RECORD = ".tdmpc2-download.json"
 DEFAULT_COMMIT_BYTES = 2 << 30
 DEFAULT_COMMIT_FILES = 500
-
-
-class HubError(RuntimeError):
-    """A Hub operation failed; the message says which repo/revision and what to do."""
 
 
 class NoIndexError(HubError):
     """The repo has no root ``zarr.json``: it is not a shard dataset."""
 
 
-# ------------------------------------------------------------------ names and places
-def published_repo(name: str, repo: str | None = None) -> str:
-    """Repo holding the published ``mt80``/``mt30`` data: ``repo``, else
-    ``$TDMPC2_DATA_REPO_<NAME>``, else the original release (legacy ``.pt`` chunks)."""
-    return repo or os.environ.get(f"TDMPC2_DATA_REPO_{name.upper()}") or LEGACY_REPO
-
-
+# ------------------------------------------------------------------ places
 def data_home() -> Path:
     """Where conversions and task-filtered views go by default (``$TDMPC2_DATA_HOME``)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tdmpc2"
@@ -116,66 +94,17 @@ def hub_url(repo_id: str, revision: str | None = None) -> str:
     return f"hf://datasets/{repo_id}{rev}"
 
 
-def _endpoint() -> str:
-    """The Hub huggingface_hub talks to (``HF_ENDPOINT``, read when it was imported)."""
-    return constants.ENDPOINT
-
-
-@contextmanager
-def _hub_errors(repo_id: str, revision: str | None, doing: str) -> Iterator[None]:
-    """Turn huggingface_hub/HTTP exceptions into one-paragraph HubErrors that say what to do."""
-    where = f"{repo_id}@{revision or 'main'} on {_endpoint()}"
-    try:
-        yield
-    except HubError:
-        raise
-    except RevisionNotFoundError:
-        raise HubError(
-            f"{doing}: revision {revision!r} does not exist in dataset repo {repo_id} "
-            f"({_endpoint()}). Give an existing branch, tag or full commit id."
-        ) from None
-    except RepositoryNotFoundError:
-        raise HubError(
-            f"{doing}: dataset repo {repo_id} not found on {_endpoint()} (or it is private "
-            "and your token cannot read it). Check the name; log in with `hf auth login` "
-            "or set HF_TOKEN for private repos."
-        ) from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as exc:
-        offline = constants.HF_HUB_OFFLINE
-        reason = (
-            "offline mode is on (HF_HUB_OFFLINE=1)" if offline else f"cannot reach {_endpoint()}"
-        )
-        raise HubError(
-            f"{doing}: {reason} and {where} is not (completely) in the local cache "
-            f"({constants.HF_HUB_CACHE}). Check your network and HF_ENDPOINT, or download "
-            f"it once online. ({type(exc).__name__})"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status == 401:
-            raise HubError(
-                f"{doing}: {_endpoint()} rejected your token (401 Unauthorized). Refresh it "
-                "with `hf auth login --force`, or fix/unset HF_TOKEN."
-            ) from None
-        if status == 403:
-            raise HubError(
-                f"{doing}: your token may not write to {repo_id} (403 Forbidden). Use a token "
-                "with write access to that namespace."
-            ) from None
-        raise HubError(f"{doing}: the Hub answered {status} for {where}: {exc}") from None
-
-
 # ------------------------------------------------------------------ index
 def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -> Path:
     """The cached root ``zarr.json`` (fetched if needed): ``.../snapshots/<commit>/zarr.json``."""
-    with _hub_errors(repo_id, revision, f"reading the index of {repo_id}"):
+    with hub_errors(repo_id, revision, f"reading the index of {repo_id}"):
         try:
             return Path(
                 hf_hub_download(repo_id, INDEX, repo_type="dataset", revision=revision, token=token)
             )
         except RemoteEntryNotFoundError:
             raise NoIndexError(
-                f"{repo_id}@{revision or 'main'} has no root {INDEX}: it is not a tdmpc2 shard "
+                f"{at(repo_id, revision)} has no root {INDEX}: it is not a tdmpc2 shard "
                 "dataset (push one with `tdmpc2-data push`)."
             ) from None
 
@@ -198,11 +127,6 @@ def read_index(
     return attrs, commit
 
 
-def is_repo_id(name: str) -> bool:
-    """``OWNER/NAME`` that is not an existing local path (local paths win)."""
-    return name.count("/") == 1 and not name.startswith((".", "/")) and not Path(name).exists()
-
-
 def info(repo_id: str, revision: str | None = None, token: str | bool | None = None) -> Any:
     """A metadata-only ``Dataset`` of a Hub shard dataset (only ``zarr.json`` is fetched):
     tasks, shards index, counts and ``summary()``; reading arrays from it fails."""
@@ -211,27 +135,12 @@ def info(repo_id: str, revision: str | None = None, token: str | bool | None = N
     return open_dataset(_fetch_index(repo_id, revision, token).parent, check_index=False)
 
 
-def _task_ids(attrs: dict[str, Any], tasks: Sequence[str], where: str) -> set[int]:
-    names = [t["name"] for t in attrs["tasks"]]
-    ids = set()
-    for task in tasks:
-        try:
-            full = task if task in names else resolve_task_name(task)
-        except UnknownTaskError:
-            full = task
-        if full not in names:
-            raise ValueError(
-                f"{where}: task {task!r} is not in this dataset (tasks: {', '.join(names)})."
-            )
-        ids.add(names.index(full))
-    return ids
-
-
 def select_shards(attrs: dict[str, Any], tasks: Sequence[str] | None, where: str) -> list[dict]:
     """Index entries of the shards holding episodes of ``tasks`` (all shards if None)."""
     if tasks is None:
         return list(attrs["shards"])
-    ids = _task_ids(attrs, tasks, where)
+    names = [t["name"] for t in attrs["tasks"]]
+    ids = {table_index(names, task, where) for task in tasks}
     chosen = [s for s in attrs["shards"] if ids & {int(k) for k in s["task_counts"]}]
     if not chosen:
         raise ValueError(f"{where}: no shard holds episodes of {', '.join(tasks)}.")
@@ -250,27 +159,30 @@ def download(
 ) -> Path:
     """Download a shard dataset (or convert the legacy ``mt80``/``mt30`` chunks); returns
     the directory to pass to ``open_dataset``. See the module docstring for the rules."""
-    if name in PUBLISHED:
-        repo_id = published_repo(name, repo)
+    if name in PUBLISHED_DATASETS:
+        repo_id = published_data_repo(name, repo)
     elif repo is not None:
         raise ValueError(
-            f"repo={repo!r} only applies to the published names {PUBLISHED}, not {name!r}."
+            f"repo={repo!r} only applies to the published names {PUBLISHED_DATASETS}, not {name!r}."
         )
-    elif name.count("/") == 1:
+    elif is_repo_id(name):
         repo_id = name
     else:
-        raise ValueError(f"{name!r} is neither a published dataset {PUBLISHED} nor OWNER/NAME.")
+        raise ValueError(
+            f"{name!r} is neither a published dataset {PUBLISHED_DATASETS} nor a Hub repo id "
+            "OWNER/NAME."
+        )
     tasks = list(tasks) if tasks else None
     try:
         attrs, commit = read_index(repo_id, revision, token)
     except HubError as exc:
         legacy = isinstance(exc, NoIndexError) or constants.HF_HUB_OFFLINE
-        if name not in PUBLISHED or not legacy:
+        if name not in PUBLISHED_DATASETS or not legacy:
             raise
         return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
-    with _hub_errors(repo_id, revision, f"downloading {repo_id}"):
+    with hub_errors(repo_id, revision, f"downloading {repo_id}"):
         if local_dir is not None:
             snapshot_download(
                 repo_id,
@@ -388,7 +300,7 @@ def _download_legacy(
     for path, size in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
         if done(path, size):
             continue
-        with _hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
+        with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
             local = hf_hub_download(
                 repo_id, path, repo_type="dataset", revision=commit, local_dir=staging, token=token
             )
@@ -403,7 +315,7 @@ def _list_chunks(
 ) -> tuple[str, list[tuple[str, int]]]:
     """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files (path, size) in order."""
     api = HfApi(token=token)
-    with _hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
+    with hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
         commit = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         try:
             tree = list(api.list_repo_tree(repo_id, name, repo_type="dataset", revision=commit))
@@ -416,7 +328,7 @@ def _list_chunks(
     )
     if not chunks:
         raise HubError(
-            f"{repo_id}@{revision or 'main'} has neither a root {INDEX} (shards) nor "
+            f"{at(repo_id, revision)} has neither a root {INDEX} (shards) nor "
             f"{name}/chunk_<i>.pt files (the original release layout)."
         )
     return commit, chunks
@@ -481,18 +393,19 @@ def push(
     card: str | os.PathLike | None = None,
     private: bool = False,
     revision: str | None = None,
+    tag: str | None = None,
     token: str | bool | None = None,
-    branch: str = "main",
     commit_bytes: int = DEFAULT_COMMIT_BYTES,
     commit_files: int = DEFAULT_COMMIT_FILES,
 ) -> str:
     """Upload a local shard dataset to the Hub dataset repo ``repo_id``; returns the commit id.
 
-    Creates the repo if needed; uploads shard files in commits of at most ``commit_bytes``
-    / ``commit_files`` (a rerun skips files whose content is already there), then the
-    root index and ``README.md`` (``card``, or one generated from ``datasets_cards/``) in a
-    last commit that also deletes shard files the local index no longer has (the branch
-    mirrors the dataset); tags that commit as ``revision`` when given.
+    Creates the repo if needed, and the branch ``revision`` (default ``main``) from ``main``
+    if missing; uploads shard files to that branch in commits of at most ``commit_bytes`` /
+    ``commit_files`` (a rerun skips files whose content is already there), then the root
+    index and ``README.md`` (``card``, or one generated from ``datasets_cards/``) in a last
+    commit that also deletes shard files the local index no longer has (the branch mirrors
+    the dataset); tags that commit as ``tag`` when given (a tag is never moved).
     """
     from tdmpc2_data.cards import render_card
     from tdmpc2_data.reader import open_dataset
@@ -502,9 +415,8 @@ def push(
     files = _local_files(root, ds.attrs)
     card_text = Path(card).read_text() if card is not None else render_card(ds, repo_id)
     api = HfApi(token=token)
-    doing = f"pushing {root} to {repo_id}"
-    with _hub_errors(repo_id, branch, doing):
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    with hub_errors(repo_id, revision, f"pushing {root} to {repo_id}"):
+        branch = open_branch(api, repo_id, "dataset", revision, private)
         remote = {
             f.path: f
             for f in api.list_repo_tree(
@@ -542,18 +454,6 @@ def push(
             repo_type="dataset",
             revision=branch,
         )
-        if revision is not None:
-            _tag(api, repo_id, revision, commit.oid)
+        if tag is not None:
+            tag_commit(api, repo_id, "dataset", tag, commit.oid)
     return commit.oid
-
-
-def _tag(api: HfApi, repo_id: str, tag: str, oid: str) -> None:
-    refs = api.list_repo_refs(repo_id, repo_type="dataset")
-    existing = {t.name: t.target_commit for t in refs.tags}
-    if tag in existing and existing[tag] != oid:
-        raise HubError(
-            f"tag {tag!r} of {repo_id} already points at commit {existing[tag]}, not at the "
-            f"pushed {oid}; choose a new tag (tags are never moved)."
-        )
-    if tag not in existing:
-        api.create_tag(repo_id, tag=tag, revision=oid, repo_type="dataset")

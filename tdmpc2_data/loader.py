@@ -49,8 +49,8 @@ import torch
 from tdmpc2_data import schema
 from tdmpc2_data.batch import Batch
 from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
-from tdmpc2_data.reader import Dataset, open_dataset
-from tdmpc2_data.tasks import UnknownTaskError, resolve_task_name
+from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
+from tdmpc2_data.tasks import table_index
 
 #: Rows gathered per index operation (batches are produced in groups of about this size).
 GROUP_ROWS = 8192
@@ -157,13 +157,13 @@ class WindowSampler:
         if self.pin_memory and not torch.cuda.is_available():
             warnings.warn("pin_memory=True but CUDA is not available; not pinning.", stacklevel=2)
             self.pin_memory = False
-        self.task_info, local_to_global = _task_table(self.datasets)
+        combined = combine_tables(self.datasets)
+        self.task_info, local_to_global = combined.tasks, combined.id_maps
         self.tasks: list[str] = [t["name"] for t in self.task_info]
-        self.obs_dim = max(d.obs_dim for d in self.datasets)
-        self.action_dim = max(d.action_dim for d in self.datasets)
-        self.action_masks = torch.zeros(len(self.tasks), self.action_dim)
-        for i, t in enumerate(self.task_info):
-            self.action_masks[i, : t["action_dim"]] = 1.0
+        self.obs_dim, self.action_dim = combined.obs_dim, combined.action_dim
+        self.action_masks = torch.from_numpy(
+            schema.action_masks([t["action_dim"] for t in self.task_info], self.action_dim)
+        )
         pieces = _pieces(self.datasets, local_to_global, horizon)
         self._task_factor = _task_factor(pieces, self.tasks, task_weights, horizon, exclude_tasks)
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
@@ -325,30 +325,6 @@ class WindowSampler:
 
 
 # ---------------------------------------------------------------------- planning
-def _task_table(datasets: Sequence[Dataset]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """Combined task table (by name, in order of first appearance) and each dataset's
-    local -> global task id map."""
-    table: list[dict[str, Any]] = []
-    index: dict[str, int] = {}
-    maps = []
-    for ds in datasets:
-        ids = []
-        for t in ds.task_info:
-            if t["name"] not in index:
-                index[t["name"]] = len(table)
-                table.append({k: t[k] for k in ("name", "obs_dim", "action_dim")})
-            known = table[index[t["name"]]]
-            if (known["obs_dim"], known["action_dim"]) != (t["obs_dim"], t["action_dim"]):
-                raise ValueError(
-                    f"{ds.location}: task {t['name']!r} has obs_dim {t['obs_dim']}, action_dim "
-                    f"{t['action_dim']}, but an earlier dataset has {known['obs_dim']}, "
-                    f"{known['action_dim']}; they cannot be combined."
-                )
-            ids.append(index[t["name"]])
-        maps.append(np.array(ids, np.int64))
-    return table, maps
-
-
 def _pieces(datasets: Sequence[Dataset], maps: Sequence[np.ndarray], horizon: int) -> list[Piece]:
     """One piece per task run of every shard whose episodes are long enough for a window."""
     pieces, short = [], []
@@ -398,7 +374,7 @@ def _task_factor(
     else:
         factor = _weight_factor(tasks, weights, starts)
     for name in exclude:
-        factor[_task_index(tasks, name, "exclude_tasks")] = 0.0
+        factor[table_index(tasks, name, "the datasets' task table", "exclude_tasks")] = 0.0
     if not (factor * starts).sum() > 0:
         raise ValueError(f"exclude_tasks={list(exclude)} leaves no episodes to sample.")
     return factor * starts.sum() / (factor * starts).sum()
@@ -413,7 +389,7 @@ def _weight_factor(
     elif isinstance(weights, Mapping):
         w = np.zeros(len(tasks))
         for name, value in weights.items():
-            k = _task_index(tasks, name)
+            k = table_index(tasks, name, "the datasets' task table", "task_weights")
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"task_weights[{name!r}]={value!r}; expected a number >= 0.")
             if value > 0 and starts[k] == 0:
@@ -424,18 +400,6 @@ def _weight_factor(
     if not w.sum() > 0:
         raise ValueError("task_weights give every task with episodes weight 0.")
     return np.divide(w, starts, out=np.zeros(len(tasks)), where=starts > 0)
-
-
-def _task_index(tasks: Sequence[str], name: str, option: str = "task_weights") -> int:
-    if name in tasks:
-        return list(tasks).index(name)
-    try:
-        full = resolve_task_name(name)
-    except UnknownTaskError:
-        full = None
-    if full not in tasks:
-        raise ValueError(f"{option} names {name!r}, which is not in {list(tasks)}.")
-    return list(tasks).index(full)
 
 
 def _rank_pieces(pieces: list[Piece], mass, world_size: int, rank: int, seed: int) -> list[Piece]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -158,7 +159,7 @@ class Dataset:
 
     def action_masks(self) -> np.ndarray:
         """float32 [num_tasks, A]."""
-        return schema.action_masks(self.task_info, self.action_dim)
+        return schema.action_masks([t["action_dim"] for t in self.task_info], self.action_dim)
 
     def task_episodes(self, task: str | int) -> list[tuple[int, range]]:
         """(shard index, episode range) of every run of ``task``'s episodes."""
@@ -276,6 +277,43 @@ def _first_chunk_key(arr: zarr.Array) -> str:
 
 async def _list_dir(store: Store, prefix: str) -> list[str]:
     return [name async for name in store.list_dir(prefix)]
+
+
+@dataclass(frozen=True)
+class CombinedTable:
+    """Several datasets read as one: their task tables united by name (in order of first
+    appearance), each dataset's local -> combined task ids, and the widest widths."""
+
+    tasks: list[dict[str, Any]]
+    id_maps: list[np.ndarray]
+    obs_dim: int
+    action_dim: int
+
+
+def combine_tables(datasets: Sequence[Dataset]) -> CombinedTable:
+    """The united task table of ``datasets`` (the loader's and ``merge``'s); a task must have
+    the same widths everywhere."""
+    table: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    maps = []
+    for ds in datasets:
+        ids = []
+        for t in ds.task_info:
+            if t["name"] not in index:
+                index[t["name"]] = len(table)
+                table.append({k: v for k, v in t.items() if k != "id"})
+            known = table[index[t["name"]]]
+            if (known["obs_dim"], known["action_dim"]) != (t["obs_dim"], t["action_dim"]):
+                raise DatasetError(
+                    f"{ds.location}: task {t['name']!r} has obs_dim {t['obs_dim']}, action_dim "
+                    f"{t['action_dim']}, but an earlier dataset has {known['obs_dim']}, "
+                    f"{known['action_dim']}; they cannot be combined."
+                )
+            ids.append(index[t["name"]])
+        maps.append(np.array(ids, np.int64))
+    obs_dim = max(d.obs_dim for d in datasets)
+    action_dim = max(d.action_dim for d in datasets)
+    return CombinedTable(table, maps, obs_dim, action_dim)
 
 
 def open_dataset(

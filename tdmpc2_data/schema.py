@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zarr.codecs as zc
 
-from tdmpc2_data.tasks import TASKS, Task, resolve_task_name
+from tdmpc2_data.tasks import TASKS, Task, padded_dims, resolve_task_name
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -124,8 +124,9 @@ def root_attributes(
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"Task list names a task twice: {names}.")
-    D = obs_dim if obs_dim is not None else max(e["obs_dim"] for e in entries)
-    A = action_dim if action_dim is not None else max(e["action_dim"] for e in entries)
+    widest_obs, widest_action = padded_dims(entries)
+    D = obs_dim if obs_dim is not None else widest_obs
+    A = action_dim if action_dim is not None else widest_action
     too_wide = [e["name"] for e in entries if e["obs_dim"] > D or e["action_dim"] > A]
     if too_wide:
         raise ValueError(f"Tasks {too_wide} do not fit in obs_dim={D}, action_dim={A}.")
@@ -164,9 +165,18 @@ def check_root_attributes(attrs: Mapping[str, Any], where: str) -> None:
             )
 
 
-def action_masks(tasks: Sequence[Mapping[str, Any]], action_dim: int) -> np.ndarray:
-    """float32 [num_tasks, A]: 1 on each task's real action dims, 0 on padding."""
-    masks = np.zeros((len(tasks), action_dim), np.float32)
-    for i, task in enumerate(tasks):
-        masks[i, : task["action_dim"]] = 1.0
+def action_masks(action_dims: Sequence[int], width: int) -> np.ndarray:
+    """float32 [num_tasks, width]: 1 on each task's real action dims, 0 on the padding (the
+    one definition; datasets, the loader, envs and the world model use it)."""
+    masks = np.zeros((len(action_dims), width), np.float32)
+    for i, dims in enumerate(action_dims):
+        masks[i, :dims] = 1.0
     return masks
+
+
+def zero_pad(x: np.ndarray, width: int, dtype: Any = np.float32) -> np.ndarray:
+    """``x`` with its last axis zero padded to ``width``: how obs and actions of a narrower
+    task are stored and fed to a multitask model."""
+    out = np.zeros((*x.shape[:-1], width), dtype)
+    out[..., : x.shape[-1]] = x
+    return out

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 DMCONTROL, METAWORLD, MANISKILL, MYOSUITE = "dmcontrol", "metaworld", "maniskill", "myosuite"
 
@@ -202,22 +203,30 @@ class TaskNotInTableError(UnknownTaskError, ValueError):
     """A task id or name that is not in a dataset's task table."""
 
 
-def table_index(table: Sequence[str], task: str | int, where: str) -> int:
+def table_index(
+    table: Sequence[str], task: str | int, where: str, option: str | None = None
+) -> int:
     """Index of ``task`` in the task table ``table``: an id, a name of the table, or any name
-    that resolves to one (alias, unambiguous short name). ``where`` names the table in the
-    error."""
+    that resolves to one (alias, unambiguous short name). The one task-id lookup of the
+    package: datasets, writers, the loader's options and model configs all use it.
+
+    ``where`` names the table in the error ("dataset data/x", "this model"); ``option``,
+    when given, names the argument that held ``task`` ("task_weights names 'x', ...")."""
     if isinstance(task, numbers.Integral):
-        if not 0 <= task < len(table):
-            raise TaskNotInTableError(f"Task id {task} is outside {where}'s {len(table)} tasks.")
-        return int(task)
-    if task not in table:
+        if 0 <= task < len(table):
+            return int(task)
+        given, problem = f"id {task}", f"outside {where}'s {len(table)} tasks"
+    else:
         try:
-            task = resolve_task_name(task)
+            name = task if task in table else resolve_task_name(task)
         except UnknownTaskError:
-            pass
-    if task not in table:
-        raise TaskNotInTableError(f"Task {task!r} is not in {where} (tasks: {', '.join(table)}).")
-    return list(table).index(task)
+            name = task
+        if name in table:
+            return list(table).index(name)
+        given, problem = repr(task), f"not in {where} (tasks: {', '.join(table) or 'none'})"
+    raise TaskNotInTableError(
+        f"{option} names {given}, which is {problem}." if option else f"Task {given} is {problem}."
+    )
 
 
 def get_task(name: str) -> Task:
@@ -238,7 +247,15 @@ def resolve_tasks(spec: str | list[str]) -> list[str]:
     return names
 
 
-def padded_dims(names: list[str]) -> tuple[int, int]:
-    """(obs_dim, action_dim) that every task of the list fits in after zero padding."""
-    tasks = [get_task(n) for n in names]
-    return max(t.obs_dim for t in tasks), max(t.action_dim for t in tasks)
+def padded_dims(tasks: Sequence[str | Task | Mapping[str, Any]]) -> tuple[int, int]:
+    """(obs_dim, action_dim) that every task fits in after zero padding: the widest of each.
+    Tasks are names, Task objects or task-table entries (``obs_dim``/``action_dim`` keys)."""
+    obs, action = zip(*map(_dims, tasks), strict=True)
+    return max(obs), max(action)
+
+
+def _dims(task: str | Task | Mapping[str, Any]) -> tuple[int, int]:
+    if isinstance(task, Mapping):
+        return int(task["obs_dim"]), int(task["action_dim"])
+    spec = task if isinstance(task, Task) else get_task(task)
+    return spec.obs_dim, spec.action_dim

@@ -534,9 +534,7 @@ class ShardWriter:
                 f"{where}: {field}[..., {real}:] is padding for this task (its {field} dim is "
                 f"{real}) and must be exactly zero."
             )
-        out = np.zeros((episodes, steps, padded), dtype)
-        out[..., :real] = x[..., :real]
-        return _finite(where, field, out)
+        return _finite(where, field, schema.zero_pad(x[..., :real], padded, dtype))
 
     def _source_id(self, source: int | Mapping[str, Any] | None) -> int:
         if source is None:

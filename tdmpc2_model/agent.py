@@ -3,7 +3,6 @@ acts by MPPI planning (``planner.plan``) and learns with ``update`` (``update.up
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch.nn as nn
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import losses
 from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.hub import HubMixin
 from tdmpc2_model.planner import plan
 from tdmpc2_model.update import update_step
 from tdmpc2_model.world_model import WorldModel
@@ -43,7 +43,7 @@ def make_optimizers(model: WorldModel) -> tuple[torch.optim.Adam, torch.optim.Ad
     return optim, _adam(model._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
 
 
-class TDMPC2(nn.Module):
+class TDMPC2(nn.Module, HubMixin):
     """TD-MPC2 agent for single-task and multitask models.
 
     >>> agent = TDMPC2(TDMPC2Config(size="1M", tasks="walker-walk"))
@@ -69,33 +69,6 @@ class TDMPC2(nn.Module):
         agent = cls(cfg)
         agent.model.load_state_dict(state_dict)
         return agent
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        revision: str | None = None,
-        task: str | list[str] | None = None,
-        **overrides: Any,
-    ) -> TDMPC2:
-        """Load a ``save_pretrained`` dir, a Hub repo ``OWNER/NAME``, a legacy ``.pt`` file of
-        the original implementation (config inferred from its tensors) or an alias of a
-        published checkpoint (``mt80-317M``, ``walker-walk``); see ``tdmpc2_model.hub``."""
-        from tdmpc2_model.hub import from_pretrained
-
-        return from_pretrained(name_or_path, revision=revision, task=task, cls=cls, **overrides)
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` + model card; see ``tdmpc2_model.hub``."""
-        from tdmpc2_model.hub import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload to the Hub model repo ``repo_id``; returns the commit id (``tdmpc2_model.hub``)."""
-        from tdmpc2_model.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -7,7 +7,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_tasks
+from tdmpc2_data.tasks import (
+    TASK_SETS,
+    UnknownTaskError,
+    get_task,
+    padded_dims,
+    resolve_tasks,
+    table_index,
+)
 
 #: Size presets of the published models (paper Table/appendix; fixtures README).
 SIZE_PRESETS: dict[str, dict[str, int]] = {
@@ -18,6 +25,8 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
     "317M": dict(enc_dim=4096, mlp_dim=4096, latent_dim=1376, num_enc_layers=5, num_q=8),
 }
 ARCH_FIELDS = ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "task_dim")
+#: Fields of earlier versions that nothing read; ``from_dict`` ignores them in old configs.
+RETIRED_FIELDS = frozenset({"bin_size", "seed_steps"})
 DEFAULT_TASK_DIM = 96
 
 
@@ -88,8 +97,9 @@ class TDMPC2Config:
         temperature: MPPI score temperature.
 
     Derived (not arguments; computed in ``__post_init__``)
-        task_names, num_tasks, action_dims, episode_lengths, discounts (one per task),
-        bin_size, seed_steps.
+        task_names, num_tasks, action_dims, episode_lengths, discounts (one per task).
+        (The two-hot bin width is computed where it is used, ``functional.two_hot``; the
+        online seeding length by ``online.default_seed_steps``.)
     """
 
     size: str | int | None = "5M"
@@ -144,16 +154,12 @@ class TDMPC2Config:
     action_dims: list[int] = field(init=False)
     episode_lengths: list[int] = field(init=False)
     discounts: list[float] = field(init=False)
-    bin_size: float = field(init=False)
-    seed_steps: int = field(init=False)
 
     def __post_init__(self) -> None:
         self._resolve_tasks()
         self._resolve_architecture()
         self._validate()
-        self.bin_size = (self.vmax - self.vmin) / (self.num_bins - 1)
         self.discounts = [self._discount(length) for length in self.episode_lengths]
-        self.seed_steps = max(1000, 5 * max(self.episode_lengths))
         if self.iterations is None:
             self.iterations = 6 + 2 * int(self.action_dim >= 20)
 
@@ -191,8 +197,7 @@ class TDMPC2Config:
             if not names:
                 raise ValueError(f"Got tasks={spec!r}; the task list is empty.")
             registry = [get_task(n) for n in names]
-            need_obs = max(t.obs_dim for t in registry)
-            need_act = max(t.action_dim for t in registry)
+            need_obs, need_act = padded_dims(registry)
             for name, value, need in (
                 ("obs_dim", self.obs_dim, need_obs),
                 ("action_dim", self.action_dim, need_act),
@@ -301,16 +306,9 @@ class TDMPC2Config:
 
     def task_id(self, task: str | int) -> int:
         """Task id of a task name (full or short) or id; checks that the model knows it."""
-        if isinstance(task, int):
-            if not 0 <= task < self.num_tasks:
-                raise ValueError(f"Got task id {task}; this model has {self.num_tasks} task(s).")
-            return task
-        name = get_task(task).name if task not in self.task_names else task
-        if name not in self.task_names:
-            raise ValueError(
-                f"Got task={task!r}; this model knows {self.task_names or 'no named task'}."
-            )
-        return self.task_names.index(name)
+        if not self.task_names and task == 0:  # an unnamed single task
+            return 0
+        return table_index(self.task_names, task, "this model")
 
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments (resolved), JSON-serialisable, for ``config.json``."""
@@ -318,8 +316,10 @@ class TDMPC2Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TDMPC2Config:
-        """Inverse of ``to_dict``; unknown keys are an error (they would be silently ignored)."""
+        """Inverse of ``to_dict``; unknown keys are an error (they would be silently ignored),
+        except ``RETIRED_FIELDS`` of older saved configs, which are dropped."""
         names = {f.name for f in dataclasses.fields(cls) if f.init}
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"Unknown TDMPC2Config field(s) {unknown}; known: {sorted(names)}.")

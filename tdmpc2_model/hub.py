@@ -18,8 +18,11 @@ a file of the Hub model repo ``nicklashansen/tdmpc2`` (``$TDMPC2_MODEL_REPO`` ov
   ``walker-walk-2`` seed 2). This layout is confirmed for ``dmcontrol`` by public download
   scripts; for the other domains it is assumed to be the same.
 
-All Hub access goes through ``huggingface_hub`` (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, cache,
-tokens, ``revision=`` as branch, tag or commit id).
+The agent class gets these as methods from ``HubMixin`` (``TDMPC2`` inherits it), so this
+module never imports the agent. All Hub access goes through ``huggingface_hub``
+(``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, cache, tokens); repo ids, the published repo, what
+``revision`` means (reading: branch, tag or commit; pushing: the branch to commit to) and
+the error messages come from ``tdmpc2_data.hub_api``, shared with the dataset Hub IO.
 """
 
 from __future__ import annotations
@@ -29,38 +32,34 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Self
 
 import torch
-from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import RemoteEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tdmpc2_data.hub_api import (
+    MODEL_REPO_ENV,
+    HubError,
+    at,
+    hub_errors,
+    is_repo_id,
+    open_branch,
+    published_model_repo,
+    tag_commit,
+)
 from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_task_name
 from tdmpc2_model.config import TDMPC2Config, parse_size
 from tdmpc2_model.legacy import load_legacy
 
-if TYPE_CHECKING:
-    from tdmpc2_model.agent import TDMPC2
-
-__all__ = ["ModelHubError", "from_pretrained", "push_to_hub", "resolve_alias", "save_pretrained"]
+__all__ = ["HubMixin", "ModelHubError", "load_pretrained_dir", "model_card", "resolve_alias"]
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 SCALE_KEY = "running_scale"  # the agent's RunningScale value, next to the world model
-ALIAS_REPO_ENV = "TDMPC2_MODEL_REPO"
-PUBLISHED_REPO = "nicklashansen/tdmpc2"
 SEEDS = (1, 2, 3)
 #: fields that change tensor shapes: a checkpoint fixes them, ``**overrides`` may not
 SHAPE_FIELDS = frozenset(
@@ -68,7 +67,6 @@ SHAPE_FIELDS = frozenset(
     "task_dim num_bins simnorm_dim".split()
 )
 _META = ("format_version", "library_name", "provenance")
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 CITATION = """@inproceedings{hansen2024tdmpc2,
   title={TD-MPC2: Scalable, Robust World Models for Continuous Control},
   author={Nicklas Hansen and Hao Su and Xiaolong Wang},
@@ -77,7 +75,7 @@ CITATION = """@inproceedings{hansen2024tdmpc2,
 }"""
 
 
-class ModelHubError(RuntimeError):
+class ModelHubError(HubError):
     """A model could not be found, read or pushed; the message says which and what to do."""
 
 
@@ -110,7 +108,7 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     return kept, aliases
 
 
-def _state(agent: TDMPC2) -> dict[str, torch.Tensor]:
+def _state(agent: HubMixin) -> dict[str, torch.Tensor]:
     return {**agent.model.state_dict(), SCALE_KEY: agent.scale.value}
 
 
@@ -126,29 +124,7 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def save_pretrained(
-    agent: TDMPC2, save_directory: str | os.PathLike, training_data: str | None = None
-) -> Path:
-    """Write ``model.safetensors``, ``config.json`` and ``README.md`` into ``save_directory``
-    (created if needed; other files in it are left alone). ``training_data`` is a line for
-    the model card (default: what ``from_pretrained`` recorded about the source, if known)."""
-    root = Path(save_directory)
-    root.mkdir(parents=True, exist_ok=True)
-    provenance = dict(getattr(agent, "hub_provenance", None) or {})
-    if training_data is not None:
-        provenance["training_data"] = training_data
-    tensors, aliases = _dedupe(_state(agent))
-    metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
-    config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
-              **agent.cfg.to_dict(), "provenance": provenance}  # fmt: skip
-    _write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
-    _write_atomic(root / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
-    card = model_card(agent, provenance)
-    _write_atomic(root / CARD, lambda p: Path(p).write_text(card))
-    return root
-
-
-def model_card(agent: TDMPC2, provenance: dict[str, Any] | None = None) -> str:
+def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str:
     """Markdown model card with Hub metadata (YAML front matter)."""
     cfg, provenance = agent.cfg, provenance or {}
     names = cfg.task_names
@@ -267,7 +243,7 @@ def _apply_overrides(cfg: TDMPC2Config, overrides: dict[str, Any], source: str) 
     return TDMPC2Config.from_dict({**cfg.to_dict(), **overrides})
 
 
-def _build(cls: type[TDMPC2], cfg: TDMPC2Config, tensors: dict, source: str) -> TDMPC2:
+def _build(cls: type[HubMixin], cfg: TDMPC2Config, tensors: dict, source: str) -> HubMixin:
     agent = cls(cfg)
     scale = tensors.pop(SCALE_KEY, None)
     try:
@@ -288,73 +264,9 @@ def _check_tasks(cfg: TDMPC2Config, task: str | list[str] | None, source: str) -
             raise ValueError(f"{source}: {exc}") from None
 
 
-def from_pretrained(
-    name_or_path: str | os.PathLike,
-    revision: str | None = None,
-    task: str | list[str] | None = None,
-    cls: type[TDMPC2] | None = None,
-    token: str | bool | None = None,
-    **overrides: Any,
-) -> TDMPC2:
-    """Load an agent (eval mode) from, in this order of lookup:
-
-    - a local ``save_pretrained`` directory, or a legacy ``.pt`` file of the original code;
-    - an alias of a published checkpoint (``mt80-317M``, ``mt30-48M``, ``walker-walk``,
-      ``door-open-2``; see ``resolve_alias``);
-    - a Hub model repo ``OWNER/NAME`` written by ``push_to_hub``.
-
-    ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task of
-    a single-task legacy checkpoint (sets action dims and discount) or the task list of a
-    multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a synonym).
-    ``overrides``: config fields that do not change tensor shapes, e.g. ``num_samples=256``.
-    """
-    from tdmpc2_model.agent import TDMPC2
-
-    cls = cls or TDMPC2
-    if "tasks" in overrides:
-        if task is not None:
-            raise ValueError("Give task= or tasks=, not both.")
-        task = overrides.pop("tasks")
-    path = Path(name_or_path)
-    text = str(name_or_path)
-    if path.exists():
-        if revision is not None:
-            raise ValueError(f"Got revision={revision!r} for the local path {path}; "
-                             "revisions apply to Hub repos and aliases.")  # fmt: skip
-        return _load_local(cls, path, task, overrides, source=str(path))
-    if path.suffix in (".pt", ".pth", ".safetensors", ".json"):
-        raise FileNotFoundError(f"{path}: no such checkpoint file.")
-    alias = resolve_alias(text) if "/" not in text else None
-    if alias is not None:
-        repo_id, filename, alias_task, training = alias
-        where = f"{repo_id}/{filename}@{revision or 'main'}"
-        with _hub_errors(repo_id, revision, f"loading alias {text!r} ({where})"):
-            local = hf_hub_download(repo_id, filename, revision=revision, token=token)
-        agent = _load_local(cls, Path(local), task or alias_task, overrides, source=where)
-        agent.hub_provenance = {"source": f"{where} (original implementation)",
-                                "training_data": training}  # fmt: skip
-        return agent
-    if not _REPO_ID.match(text):
-        raise ValueError(
-            f"Got {text!r}: not a local path, not a Hub repo id OWNER/NAME, and not an alias "
-            "of a published checkpoint (mt30-1M ... mt80-317M, or a task name such as "
-            "walker-walk or walker-walk-2)."
-        )
-    with _hub_errors(text, revision, f"loading {text}"):
-        local = snapshot_download(text, revision=revision, token=token,
-                                  allow_patterns=[CONFIG, WEIGHTS, CARD])  # fmt: skip
-    if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
-        raise ModelHubError(
-            f"Hub repo {text}@{revision or 'main'} has no {CONFIG} + {WEIGHTS}, so it is not a "
-            "TD-MPC2 model repo written by push_to_hub. For a legacy .pt file in a repo, "
-            "download it with huggingface_hub.hf_hub_download and pass the path."
-        )
-    return _load_local(cls, Path(local), task, overrides, source=f"{text}@{revision or 'main'}")
-
-
 def _load_local(
-    cls: type[TDMPC2], path: Path, task: Any, overrides: dict[str, Any], source: str
-) -> TDMPC2:
+    cls: type[HubMixin], path: Path, task: Any, overrides: dict[str, Any], source: str
+) -> HubMixin:
     if path.is_dir():
         cfg, tensors, provenance = load_pretrained_dir(path)
         _check_tasks(cfg, task, source)
@@ -368,11 +280,6 @@ def _load_local(
 
 
 # -------------------------------------------------------------------------- aliases
-def alias_repo() -> str:
-    """Hub model repo of the published checkpoints (``$TDMPC2_MODEL_REPO`` overrides)."""
-    return os.environ.get(ALIAS_REPO_ENV) or PUBLISHED_REPO
-
-
 def resolve_alias(alias: str) -> tuple[str, str, str | None, str] | None:
     """``(repo_id, filename, task, training data)`` of a published-checkpoint alias, or None.
 
@@ -386,7 +293,7 @@ def resolve_alias(alias: str) -> tuple[str, str, str | None, str] | None:
         except ValueError:
             return None
         name = multi.group(1).lower()
-        return (alias_repo(), f"multitask/{name}-{size}.pt", name,
+        return (published_model_repo(), f"multitask/{name}-{size}.pt", name,
                 f"the published {name} dataset (offline, original implementation)")  # fmt: skip
     seed, name = 1, alias.strip()
     split = re.fullmatch(r"(.+)-(\d+)", name)
@@ -399,65 +306,137 @@ def resolve_alias(alias: str) -> tuple[str, str, str | None, str] | None:
         t = get_task(name)
     except UnknownTaskError:
         return None
-    return (alias_repo(), f"{t.domain}/{t.name}-{seed}.pt", t.name,
+    return (published_model_repo(), f"{t.domain}/{t.name}-{seed}.pt", t.name,
             f"online RL on {t.name}, seed {seed} (original implementation)")  # fmt: skip
 
 
-# -------------------------------------------------------------------------- pushing
-def push_to_hub(
-    agent: TDMPC2,
-    repo_id: str,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str = "Upload TD-MPC2 model",
-    token: str | bool | None = None,
-    training_data: str | None = None,
-) -> str:
-    """Save the agent and upload it to the Hub model repo ``repo_id`` (created if missing)
-    in one commit; ``revision`` is the branch to commit to (created from ``main`` if
-    missing). Returns the commit id."""
-    api = HfApi(token=token)
-    with _hub_errors(repo_id, revision, f"pushing to {repo_id}"):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision is not None:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="tdmpc2-push-") as tmp:
-            save_pretrained(agent, tmp, training_data=training_data)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
-                                     commit_message=commit_message)  # fmt: skip
-    return info.oid
+# ------------------------------------------------------------------ the agent's methods
+class HubMixin:
+    """``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` of the agent class.
 
+    ``TDMPC2`` inherits this (it needs the agent's ``cfg``, ``model`` and ``scale``), so
+    the agent imports this module and never the other way round.
+    """
 
-@contextmanager
-def _hub_errors(repo_id: str, revision: str | None, doing: str) -> Iterator[None]:
-    """huggingface_hub exceptions -> one-paragraph ModelHubErrors that say what to do."""
-    endpoint = constants.ENDPOINT
-    try:
-        yield
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        reason = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else (
-            f"cannot reach {endpoint}")  # fmt: skip
-        raise ModelHubError(
-            f"{doing}: {reason} and it is not in the local cache ({constants.HF_HUB_CACHE}). "
-            f"Download it once online. ({type(exc).__name__})"
-        ) from None
-    except RevisionNotFoundError:
-        raise ModelHubError(
-            f"{doing}: revision {revision!r} does not exist in model repo {repo_id} "
-            f"({endpoint}). Give an existing branch, tag or commit id."
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelHubError(
-            f"{doing}: model repo {repo_id} not found on {endpoint} (or it is private and "
-            "your token cannot read it), and no local path has that name."
-        ) from None
-    except EntryNotFoundError:
-        raise ModelHubError(
-            f"{doing}: the file is not in {repo_id}@{revision or 'main'} ({endpoint}). "
-            f"Set ${ALIAS_REPO_ENV} to a repo that mirrors the published checkpoints."
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        hint = {401: " Your token was rejected; refresh it or unset HF_TOKEN.",
-                403: " Your token may not write to this namespace."}.get(status, "")  # fmt: skip
-        raise ModelHubError(f"{doing}: the Hub answered {status}.{hint} ({exc})") from None
+    cfg: TDMPC2Config
+    model: torch.nn.Module
+    scale: Any
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        task: str | list[str] | None = None,
+        token: str | bool | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """Load an agent (eval mode) from, in this order of lookup:
+
+        - a local ``save_pretrained`` directory, or a legacy ``.pt`` file of the original code
+          (config inferred from its tensors);
+        - an alias of a published checkpoint (``mt80-317M``, ``mt30-48M``, ``walker-walk``,
+          ``door-open-2``; see ``resolve_alias``);
+        - a Hub model repo ``OWNER/NAME`` written by ``push_to_hub``.
+
+        ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task
+        of a single-task legacy checkpoint (sets action dims and discount) or the task list
+        of a multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a
+        synonym). ``overrides``: config fields that do not change tensor shapes, e.g.
+        ``num_samples=256``.
+        """
+        if "tasks" in overrides:
+            if task is not None:
+                raise ValueError("Give task= or tasks=, not both.")
+            task = overrides.pop("tasks")
+        path = Path(name_or_path)
+        text = str(name_or_path)
+        if path.exists():
+            if revision is not None:
+                raise ValueError(f"Got revision={revision!r} for the local path {path}; "
+                                 "revisions apply to Hub repos and aliases.")  # fmt: skip
+            return _load_local(cls, path, task, overrides, source=str(path))
+        if path.suffix in (".pt", ".pth", ".safetensors", ".json"):
+            raise FileNotFoundError(f"{path}: no such checkpoint file.")
+        alias = resolve_alias(text) if "/" not in text else None
+        if alias is not None:
+            repo_id, filename, alias_task, training = alias
+            where = f"{repo_id}/{filename}@{revision or 'main'}"
+            with hub_errors(repo_id, revision, f"loading alias {text!r} ({where})", "model",
+                            ModelHubError):  # fmt: skip
+                try:
+                    local = hf_hub_download(repo_id, filename, revision=revision, token=token)
+                except RemoteEntryNotFoundError:
+                    raise ModelHubError(
+                        f"loading alias {text!r}: {where} does not exist. Set "
+                        f"${MODEL_REPO_ENV} to a repo that mirrors the published checkpoints."
+                    ) from None
+            agent = _load_local(cls, Path(local), task or alias_task, overrides, source=where)
+            agent.hub_provenance = {"source": f"{where} (original implementation)",
+                                    "training_data": training}  # fmt: skip
+            return agent
+        if not is_repo_id(text):
+            raise ValueError(
+                f"Got {text!r}: not a local path, not a Hub repo id OWNER/NAME, and not an "
+                "alias of a published checkpoint (mt30-1M ... mt80-317M, or a task name such "
+                "as walker-walk or walker-walk-2)."
+            )
+        where = at(text, revision)
+        with hub_errors(text, revision, f"loading {text}", "model", ModelHubError):
+            local = snapshot_download(text, revision=revision, token=token,
+                                      allow_patterns=[CONFIG, WEIGHTS, CARD])  # fmt: skip
+        if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
+            raise ModelHubError(
+                f"Hub repo {where} has no {CONFIG} + {WEIGHTS}, so it is not a TD-MPC2 model "
+                "repo written by push_to_hub. For a legacy .pt file in a repo, download it "
+                "with huggingface_hub.hf_hub_download and pass the path."
+            )
+        return _load_local(cls, Path(local), task, overrides, source=where)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, training_data: str | None = None
+    ) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and ``README.md`` into
+        ``save_directory`` (created if needed; other files in it are left alone).
+        ``training_data`` is a line for the model card (default: what ``from_pretrained``
+        recorded about the source, if known)."""
+        root = Path(save_directory)
+        root.mkdir(parents=True, exist_ok=True)
+        provenance = dict(getattr(self, "hub_provenance", None) or {})
+        if training_data is not None:
+            provenance["training_data"] = training_data
+        tensors, aliases = _dedupe(_state(self))
+        metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
+        config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
+                  **self.cfg.to_dict(), "provenance": provenance}  # fmt: skip
+        _write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
+        _write_atomic(root / CONFIG,
+                      lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))  # fmt: skip
+        card = model_card(self, provenance)
+        _write_atomic(root / CARD, lambda p: Path(p).write_text(card))
+        return root
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        revision: str | None = None,
+        tag: str | None = None,
+        commit_message: str = "Upload TD-MPC2 model",
+        token: str | bool | None = None,
+        training_data: str | None = None,
+    ) -> str:
+        """Save the agent and upload it to the Hub model repo ``repo_id`` (created if
+        missing) in one commit to the branch ``revision`` (default ``main``; created from
+        ``main`` if missing); tags that commit as ``tag`` when given (a tag is never moved).
+        Returns the commit id."""
+        api = HfApi(token=token)
+        with hub_errors(repo_id, revision, f"pushing to {repo_id}", "model", ModelHubError):
+            branch = open_branch(api, repo_id, "model", revision, private)
+            with tempfile.TemporaryDirectory(prefix="tdmpc2-push-") as tmp:
+                self.save_pretrained(tmp, training_data=training_data)
+                info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=branch,
+                                         commit_message=commit_message)  # fmt: skip
+            if tag is not None:
+                tag_commit(api, repo_id, "model", tag, info.oid, ModelHubError)
+        return info.oid

@@ -122,9 +122,10 @@ def resolve_data(spec: str) -> str:
     chunks are converted on the way)."""
     if "://" in spec or Path(spec).exists():
         return spec
-    from tdmpc2_data.hub import PUBLISHED, download
+    from tdmpc2_data.hub import download
+    from tdmpc2_data.hub_api import PUBLISHED_DATASETS, is_repo_id
 
-    if spec in PUBLISHED or spec.count("/") == 1:
+    if spec in PUBLISHED_DATASETS or is_repo_id(spec):
         return str(download(spec))
     raise FileNotFoundError(
         f"--data {spec!r}: no such directory, and not hf://..., mt80, mt30 or OWNER/NAME."

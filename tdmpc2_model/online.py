@@ -45,10 +45,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import Actor
 from tdmpc2_data.collect import rollout as collect_rollout
 from tdmpc2_data.envs import make_env
-from tdmpc2_data.format import ShardWriter, compact, open_dataset
+from tdmpc2_data.format import ShardWriter, compact
 from tdmpc2_data.tasks import Task, UnknownTaskError, get_task
 from tdmpc2_model.agent import TDMPC2
 

@@ -22,8 +22,8 @@ from typing import Any
 
 def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[dict[str, Any]]:
     """Run the four stages into ``out``; returns one summary row per stage."""
+    from tdmpc2_data import open_dataset
     from tdmpc2_data.collect import collect
-    from tdmpc2_data.format import open_dataset
     from tdmpc2_model.agent import TDMPC2
     from tdmpc2_model.lightning import pretrain
     from tdmpc2_model.online import evaluate, train

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from tdmpc2_data import schema
 from tdmpc2_model import functional as Fn
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.layers import SimNorm, ensemble_forward, init_weights, mlp, stacked_mlp
@@ -17,10 +18,7 @@ from tdmpc2_model.layers import SimNorm, ensemble_forward, init_weights, mlp, st
 
 def action_masks(cfg: TDMPC2Config) -> torch.Tensor:
     """[num_tasks, action_dim]: 1 on each task's real action dims, 0 on the padding."""
-    masks = torch.zeros(cfg.num_tasks, cfg.action_dim)
-    for i, dims in enumerate(cfg.action_dims):
-        masks[i, :dims] = 1.0
-    return masks
+    return torch.from_numpy(schema.action_masks(cfg.action_dims, cfg.action_dim))
 
 
 class Ensemble(nn.Module):

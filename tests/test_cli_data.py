@@ -68,7 +68,8 @@ def test_collect_writes_real_rollouts_that_verify(tmp_path, capsys):
         == 0
     )
     assert "4 episodes" in capsys.readouterr().out
-    from tdmpc2_data.format import open_dataset, verify_dataset
+    from tdmpc2_data import open_dataset
+    from tdmpc2_data.format import verify_dataset
 
     ds = open_dataset(out)
     assert ds.tasks == ["mw-reach", "pendulum-swingup"]

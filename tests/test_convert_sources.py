@@ -17,10 +17,10 @@ import h5py
 import numpy as np
 import pytest
 
-from tdmpc2_data import get_task
+from tdmpc2_data import get_task, open_dataset
 from tdmpc2_data.cli import main
 from tdmpc2_data.convert import convert
-from tdmpc2_data.format import open_dataset, verify_dataset
+from tdmpc2_data.format import verify_dataset
 from tdmpc2_data.tasks import TASK_SETS
 
 

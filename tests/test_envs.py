@@ -358,7 +358,7 @@ def test_multitask_env_pads_observations_and_masks_actions():
     assert "success" in env.step(np.zeros(6))[4]
     with pytest.raises(ValueError, match=r"shape \(6,\)"):
         env.step(np.zeros(4))
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(ValueError, match="is not in this env"):
         env.reset(task="hopper-hop")
 
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from huggingface_hub import constants
 
-from tdmpc2_data import ShardWriter, open_dataset
+from tdmpc2_data import ShardWriter, open_dataset, to_hf_dataset
 from tdmpc2_data import hub as hubio
 from tdmpc2_data.cli import main as cli
-from tdmpc2_data.hub import HubError
+from tdmpc2_data.hub_api import HubError, published_data_repo
 
 REPO = "tester/tiny"
 TASKS = ["walker-walk", "mw-door-open", "cheetah-run"]
@@ -94,7 +94,7 @@ def pushed(hub, tmp_path, monkeypatch) -> Path:
     """The tiny dataset pushed to ``tester/tiny`` (tagged v1); returns the local source."""
     monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
     src = make_dataset(tmp_path / "src")
-    hubio.push(src, REPO, revision="v1")
+    hubio.push(src, REPO, tag="v1")
     return src
 
 
@@ -185,7 +185,7 @@ def test_partial_download_fetches_only_shards_with_the_tasks(hub, pushed, tmp_pa
     assert sorted(ds.tasks[t] for t in ds.read_shard(0)["task"]) == ["cheetah-run", "walker-walk"]
     hubio.download(REPO, tasks=["mw-door-open"], local_dir=target)
     assert [s.path for s in open_dataset(target).shards] == ["shards/000001", "shards/000002"]
-    with pytest.raises(ValueError, match="'hopper-hop' is not in this dataset"):
+    with pytest.raises(ValueError, match="'hopper-hop' is not in tester/tiny@"):
         hubio.download(REPO, tasks=["hopper-hop"])
 
 
@@ -222,7 +222,7 @@ def test_offline_from_cache(hub, pushed, monkeypatch):
     assert hubio.download(REPO) == full
     assert hubio.download(REPO, tasks=["walker-walk"]) == view
     assert len(open_dataset(view).shards) == 2
-    with pytest.raises(HubError, match="offline mode is on .* not .* in the local cache"):
+    with pytest.raises(HubError, match="offline mode is on .* not in the local cache"):
         hubio.download(REPO, tasks=["walker-walk"], revision="v1")  # tag never fetched
     with pytest.raises(HubError, match="offline mode is on"):
         hubio.download("tester/other")
@@ -231,7 +231,7 @@ def test_offline_from_cache(hub, pushed, monkeypatch):
 def test_revision_pinning(hub, pushed, tmp_path):
     v1 = hub.api().list_repo_refs(REPO, repo_type="dataset").tags[0].target_commit
     newer = make_dataset(tmp_path / "newer", extra=2)
-    hubio.push(newer, REPO, revision="v2")
+    hubio.push(newer, REPO, tag="v2")
     assert open_dataset(hubio.download(REPO)).num_episodes == 10
     assert open_dataset(hubio.download(REPO, revision="v1")).num_episodes == 8
     assert hubio.download(REPO, revision=v1).name == v1  # a commit id pins too
@@ -239,7 +239,21 @@ def test_revision_pinning(hub, pushed, tmp_path):
     old = open_dataset(hubio.download(REPO, revision="v1", tasks=["walker-walk"], local_dir=target))
     assert [s.path for s in old.shards] == ["shards/000000", "shards/000002"]
     with pytest.raises(HubError, match="tag 'v1' .* already points at commit"):
-        hubio.push(newer, REPO, revision="v1")
+        hubio.push(newer, REPO, tag="v1")
+
+
+def test_push_revision_is_the_branch_to_commit_to(hub, pushed, tmp_path):
+    """As in huggingface_hub: push commits to the branch ``revision`` (made from main if
+    missing) and leaves main alone; download reads any branch, tag or commit."""
+    main = hub.api().list_repo_refs(REPO, repo_type="dataset").branches[0].target_commit
+    newer = make_dataset(tmp_path / "newer", extra=2)
+    commit = hubio.push(newer, REPO, revision="dev", tag="dev-1")
+    refs = hub.api().list_repo_refs(REPO, repo_type="dataset")
+    assert {b.name: b.target_commit for b in refs.branches} == {"main": main, "dev": commit}
+    assert {t.name: t.target_commit for t in refs.tags}["dev-1"] == commit
+    assert open_dataset(hubio.download(REPO)).num_episodes == 8
+    assert open_dataset(hubio.download(REPO, revision="dev")).num_episodes == 10
+    assert open_dataset(hubio.download(REPO, revision="dev-1")).num_episodes == 10
 
 
 # ---------------------------------------------------------------- streaming and info
@@ -316,9 +330,7 @@ def test_cli_push_and_download_with_tasks(hub, tmp_path, monkeypatch):
     src = make_dataset(tmp_path / "src")
     card = tmp_path / "card.md"
     card.write_text("---\nlicense: cc-by-4.0\n---\n# my card\n")
-    assert (
-        cli(["push", str(src), "tdmpc2-test/org-set", "--card", str(card), "--revision", "v1"]) == 0
-    )
+    assert cli(["push", str(src), "tdmpc2-test/org-set", "--card", str(card), "--tag", "v1"]) == 0
     target = tmp_path / "dl"
     args = ["download", "tdmpc2-test/org-set", "--tasks", "mw-door-open,cheetah-run"]
     assert cli([*args, "--dir", str(target), "--revision", "v1"]) == 0
@@ -329,8 +341,8 @@ def test_cli_push_and_download_with_tasks(hub, tmp_path, monkeypatch):
 
 def test_published_name_maps_to_a_configured_shard_repo(hub, pushed, monkeypatch):
     monkeypatch.setenv("TDMPC2_DATA_REPO_MT80", REPO)
-    assert hubio.published_repo("mt80") == REPO
-    assert hubio.published_repo("mt80", repo="me/x") == "me/x"
+    assert published_data_repo("mt80") == REPO
+    assert published_data_repo("mt80", repo="me/x") == "me/x"
     path = hubio.download("mt80", tasks=["walker-walk"])
     assert len(open_dataset(path).shards) == 2
 
@@ -350,21 +362,18 @@ def test_subprocess_cli_honors_hf_endpoint(hub, pushed, tmp_path):
 
 # ---------------------------------------------------------------- datasets interop
 def test_to_hf_dataset_episodes_and_transitions(hub, pushed):
-    from tdmpc2_data import to_hf_dataset
-
-    assert to_hf_dataset is hubio.to_hf_dataset
     ds = open_dataset(pushed)
-    eps = hubio.to_hf_dataset(ds, unit="episode")
+    eps = to_hf_dataset(ds, unit="episode")
     assert len(eps) == 8 and eps.features["task"].names == TASKS
     row = eps.with_format("numpy")[7]  # shard 2 holds walker-walk (id 0), then cheetah-run
     np.testing.assert_array_equal(row["obs"], ds.read_shard(2)["obs"][1])
     assert eps.features["task"].int2str(int(row["task"])) == "cheetah-run"
-    steps = hubio.to_hf_dataset(ds, unit="transition", streaming=True)
+    steps = to_hf_dataset(ds, unit="transition", streaming=True)
     rows = list(steps.take(101))
     np.testing.assert_array_equal(rows[5]["next_obs"], rows[6]["obs"])
     np.testing.assert_array_equal(rows[5]["action"], ds.read_shard(0)["action"][0, 5])
     assert rows[100]["episode"] == 1 and rows[100]["step"] == 0
-    streamed = hubio.to_hf_dataset(hubio.hub_url(REPO, "v1"), unit="episode", streaming=True)
+    streamed = to_hf_dataset(hubio.hub_url(REPO, "v1"), unit="episode", streaming=True)
     assert sum(1 for _ in streamed) == 8
 
 
@@ -381,10 +390,10 @@ def test_to_hf_dataset_keeps_success_and_float16(tmp_path):
             reward=rng.uniform(size=100).astype(np.float32),
             success=success,
         )
-    eps = hubio.to_hf_dataset(root)
+    eps = to_hf_dataset(root)
     assert eps.features["obs"].dtype == "float16" and "success" in eps.features
     np.testing.assert_array_equal(eps.with_format("numpy")[0]["success"], success)
-    steps = hubio.to_hf_dataset(open_dataset(root), unit="transition")
+    steps = to_hf_dataset(open_dataset(root), unit="transition")
     assert len(steps) == 100 and steps[59]["success"] is False and steps[60]["success"] is True
 
 

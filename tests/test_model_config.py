@@ -72,8 +72,6 @@ def test_single_task_dims_and_discount_from_registry():
     assert (cfg.obs_dim, cfg.action_dim) == (task.obs_dim, task.action_dim)
     assert cfg.discounts == [pytest.approx(0.95)]  # T=100: (20-1)/20
     assert TDMPC2Config(size="1M", tasks="walker-walk").discounts == [pytest.approx(0.99)]
-    assert cfg.seed_steps == 1000 and TDMPC2Config(tasks="walker-walk").seed_steps == 2500
-    assert cfg.bin_size == pytest.approx(0.2)
 
 
 def test_large_action_spaces_plan_longer():
@@ -120,3 +118,26 @@ def test_dict_round_trip():
         assert again == cfg
     with pytest.raises(ValueError, match="bogus"):
         TDMPC2Config.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_config_of_an_older_version_with_retired_fields_loads():
+    """Older configs may carry bin_size / seed_steps, which nothing read; they are dropped."""
+    cfg = TDMPC2Config(size="1M", tasks="walker-walk")
+    old = {**cfg.to_dict(), "bin_size": 0.2, "seed_steps": 2500}
+    assert TDMPC2Config.from_dict(old) == cfg
+    assert not hasattr(cfg, "bin_size") and not hasattr(cfg, "seed_steps")
+
+
+def test_task_id_is_the_table_lookup_of_the_model_tasks():
+    cfg = TDMPC2Config(size="1M", tasks=["walker-walk", "mw-door-open"])
+    assert cfg.task_id("door-open") == 1 and cfg.task_id(0) == 0
+    with pytest.raises(ValueError, match=r"Task 'cheetah-run' is not in this model \(tasks: "):
+        cfg.task_id("cheetah-run")
+    with pytest.raises(ValueError, match="Task id 2 is outside this model's 2 tasks"):
+        cfg.task_id(2)
+    custom = TDMPC2Config(size="1M", tasks="my-robot", obs_dim=4, action_dim=2, episode_length=9)
+    assert custom.task_id(0) == 0 and custom.task_id("my-robot") == 0
+    unnamed = TDMPC2Config(size="1M", obs_dim=4, action_dim=2, episode_length=9)
+    assert unnamed.task_id(0) == 0
+    with pytest.raises(ValueError, match="is not in this model"):
+        unnamed.task_id("walker-walk")

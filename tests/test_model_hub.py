@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from test_model_legacy import FIXTURES, assert_matches_reference, outputs
 
+from tdmpc2_data.hub_api import MODEL_REPO_ENV
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.hub import (
-    ALIAS_REPO_ENV,
     CONFIG,
     WEIGHTS,
     ModelHubError,
@@ -103,7 +103,7 @@ def test_overrides_change_planning_but_never_shapes(tmp_path):
     assert (agent.cfg.num_samples, agent.cfg.iterations) == (128, 2)
     with pytest.raises(ValueError, match="latent_dim=64.*fixed by the checkpoint"):
         TDMPC2.from_pretrained(out, latent_dim=64)
-    with pytest.raises(ValueError, match="this model knows"):
+    with pytest.raises(ValueError, match="Task .cheetah-run. is not in this model"):
         TDMPC2.from_pretrained(out, task="cheetah-run")
 
 
@@ -169,17 +169,21 @@ def test_push_to_hub_then_from_pretrained_is_identical_and_revisions_pin(hub):
     assert_identical(first, TDMPC2.from_pretrained(repo))
 
     second = noisy_agent("mt30", seed=1)
-    c2 = second.push_to_hub(repo)
+    c2 = second.push_to_hub(repo, tag="v2")
     assert c2 != c1
+    assert {t.name: t.target_commit for t in hub.api().list_repo_refs(repo).tags} == {"v2": c2}
+    assert_identical(second, TDMPC2.from_pretrained(repo, revision="v2"))
     assert_identical(second, TDMPC2.from_pretrained(repo))
     assert_identical(first, TDMPC2.from_pretrained(repo, revision=c1))
     hub.api().create_tag(repo, tag="v1", revision=c1)
     assert_identical(first, TDMPC2.from_pretrained(repo, revision="v1"))
 
     third = noisy_agent("mt30", seed=2)
-    third.push_to_hub(repo, revision="experiment")
+    third.push_to_hub(repo, revision="experiment")  # revision: the branch to commit to
     assert_identical(third, TDMPC2.from_pretrained(repo, revision="experiment"))
     assert_identical(second, TDMPC2.from_pretrained(repo))  # main untouched
+    with pytest.raises(ModelHubError, match="tag 'v2' of .* already points at commit"):
+        third.push_to_hub(repo, revision="experiment", tag="v2")  # tags are never moved
     with pytest.raises(ModelHubError, match="revision 'nope' does not exist"):
         TDMPC2.from_pretrained(repo, revision="nope")
 
@@ -206,7 +210,7 @@ def mirror(hub, monkeypatch):
     for local, remote in [("mt30_1M_state_dict.pt", "multitask/mt30-1M.pt"),
                           ("cheetah-run_1M_state_dict.pt", "dmcontrol/cheetah-run-1.pt")]:  # fmt: skip
         api.upload_file(path_or_fileobj=str(FIXTURES / local), path_in_repo=remote, repo_id=repo)
-    monkeypatch.setenv(ALIAS_REPO_ENV, repo)
+    monkeypatch.setenv(MODEL_REPO_ENV, repo)
     return repo
 
 
@@ -233,7 +237,7 @@ def test_alias_honours_the_revision(hub, mirror):
 
 @fixtures
 def test_missing_alias_file_names_the_repo_and_the_variable(mirror):
-    with pytest.raises(ModelHubError, match=f"{mirror}/multitask/mt80-5M.pt.*{ALIAS_REPO_ENV}"):
+    with pytest.raises(ModelHubError, match=f"{mirror}/multitask/mt80-5M.pt.*{MODEL_REPO_ENV}"):
         TDMPC2.from_pretrained("mt80-5M")
 
 

@@ -77,8 +77,9 @@ def test_inferred_config_matches_the_original(legacy):
     cfg, want = agent.cfg, original["config"]
     assert agent.model.total_params == original["params"]
     for key in ("latent_dim", "mlp_dim", "enc_dim", "num_enc_layers", "num_q", "num_bins",
-                "task_dim", "action_dim", "simnorm_dim", "multitask", "bin_size"):  # fmt: skip
+                "task_dim", "action_dim", "simnorm_dim", "multitask"):  # fmt: skip
         assert getattr(cfg, key) == want[key], key
+    assert (cfg.vmax - cfg.vmin) / (cfg.num_bins - 1) == want["bin_size"]
     assert (cfg.vmin, cfg.vmax, cfg.log_std_min, cfg.log_std_max) == (-10, 10, -10, 2)
     assert cfg.obs_dim == want["obs_shape"]["state"][0] and cfg.size == "1M"
     if want["multitask"]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdmpc2_data.format import open_dataset, verify_dataset
+from tdmpc2_data import open_dataset
+from tdmpc2_data.format import verify_dataset
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main, train_main
 from tdmpc2_model.online import (

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import collect
-from tdmpc2_data.format import open_dataset
 from tdmpc2_data.loader import WindowSampler
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.cli import finetune_main, pretrain_main

@@ -14,7 +14,8 @@ import numpy as np
 
 from tdmpc2_data.envs.base import TaskEnv
 from tdmpc2_data.envs.make import make_env
-from tdmpc2_data.tasks import Task, get_task, padded_dims, resolve_tasks
+from tdmpc2_data.schema import action_masks, zero_pad
+from tdmpc2_data.tasks import Task, get_task, padded_dims, resolve_tasks, table_index
 
 
 class MultitaskEnv(gym.Env):
@@ -48,9 +49,7 @@ class MultitaskEnv(gym.Env):
     @property
     def action_mask(self) -> np.ndarray:
         """float32 [action_dim]: 1 for the current task's action dims, 0 for padding."""
-        mask = np.zeros(self.action_space.shape, np.float32)
-        mask[: self.task.action_dim] = 1.0
-        return mask
+        return action_masks([self.task.action_dim], self.action_space.shape[0])[0]
 
     def env(self, task: str | int) -> TaskEnv:
         """The (lazily created) env of a task given by name or id."""
@@ -61,14 +60,7 @@ class MultitaskEnv(gym.Env):
 
     def task_index(self, task: str | int) -> int:
         """Task id of a name (any accepted form) or id; ValueError if not in this env's list."""
-        if isinstance(task, (int, np.integer)):
-            if not 0 <= task < len(self.tasks):
-                raise ValueError(f"Task id {task} out of range: {len(self.tasks)} tasks.")
-            return int(task)
-        name = get_task(task).name
-        if name not in self.tasks:
-            raise ValueError(f"Task {name!r} is not one of this env's {len(self.tasks)} tasks.")
-        return self.tasks.index(name)
+        return table_index(self.tasks, task, "this env")
 
     def reset(
         self,
@@ -111,6 +103,4 @@ class MultitaskEnv(gym.Env):
         return self.task_id
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        padded = np.zeros(self.observation_space.shape, np.float32)
-        padded[: obs.shape[0]] = obs
-        return padded
+        return zero_pad(obs, self.observation_space.shape[0])
