@@ -56,6 +56,7 @@ from huggingface_hub.utils import sha
 from tqdm.auto import tqdm
 
 from tdmpc2_data import schema
+from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.hub_api import (
     PUBLISHED_DATASETS,
     HubError,
@@ -342,9 +343,7 @@ def _read_record(root: Path) -> dict[str, Any]:
 
 
 def _write_record(root: Path, record: dict[str, Any]) -> None:
-    tmp = root / f".tmp-{uuid.uuid4().hex}.json"
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, root / DOWNLOAD_RECORD)
+    write_text_atomic(root / DOWNLOAD_RECORD, json.dumps(record))
 
 
 # ------------------------------------------------------------------ push

@@ -41,6 +41,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from tdmpc2_data import schema
+from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError, shard_path
 from tdmpc2_data.tasks import Task, table_index
 
@@ -78,12 +79,8 @@ def read_root_attributes(root: Path) -> dict[str, Any]:
 def write_root_attributes(root: Path, attrs: Mapping[str, Any]) -> None:
     """Replace the root ``zarr.json`` atomically (temp file + fsync + rename)."""
     meta = {"zarr_format": 3, "node_type": "group", "attributes": dict(attrs)}
-    tmp = _temp_path(root, ".json")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / "zarr.json")
+    text = json.dumps(meta, indent=1)
+    write_text_atomic(root / "zarr.json", text, fsync=True, tmp=_temp_path(root, ".json"))
 
 
 @contextmanager

@@ -1,4 +1,11 @@
-"""tdmpc2_model: TD-MPC2 world models (1M-317M), MPPI planning, training and Hub IO."""
+"""tdmpc2_model: TD-MPC2 world models (1M-317M), MPPI planning, training and Hub IO.
+
+Where things live: the one update (paper Sec. 3.2) is `update.py`, run by `TDMPC2.update`
+(`agent.py`, used by online RL in `online.py`) and by Lightning pretraining (`lightning.py`);
+it takes a `tdmpc2_data.Batch` from the shard loader or the online buffer (`replay.py`);
+checkpoints are `checkpoint.py`, acting and evaluation `evaluation.py`, and model Hub IO
+`hub.py` on the shared layer `tdmpc2_data/hub_api.py`.
+"""
 
 from importlib import import_module
 from typing import Any

@@ -363,7 +363,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         import torch
 
-        from tdmpc2_model.online import evaluate
+        from tdmpc2_model.evaluation import evaluate
 
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,6 +40,7 @@ from huggingface_hub.errors import RemoteEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tdmpc2_data.atomic import write_atomic
 from tdmpc2_data.hub_api import (
     MODEL_REPO_ENV,
     HubError,
@@ -110,18 +110,6 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
 
 def _state(agent: HubMixin) -> dict[str, torch.Tensor]:
     return {**agent.model.state_dict(), SCALE_KEY: agent.scale.value}
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a failure never leaves a torn file."""
-    # A unique name rather than mkstemp, whose 0600 mode would survive the rename.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str:
@@ -409,11 +397,11 @@ class HubMixin:
         metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
         config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
                   **self.cfg.to_dict(), "provenance": provenance}  # fmt: skip
-        _write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
-        _write_atomic(root / CONFIG,
+        write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
+        write_atomic(root / CONFIG,
                       lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))  # fmt: skip
         card = model_card(self, provenance)
-        _write_atomic(root / CARD, lambda p: Path(p).write_text(card))
+        write_atomic(root / CARD, lambda p: Path(p).write_text(card))
         return root
 
     def push_to_hub(

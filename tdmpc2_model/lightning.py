@@ -182,7 +182,7 @@ def pretrain(
     table, so that they can be finetuned later (the few-shot split). Returns ``OUT/final`` on rank 0 (which writes it),
     None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
-    from tdmpc2_model.online import save_atomically
+    from tdmpc2_model.checkpoint import save_atomically
 
     if precision not in PRECISIONS:
         raise ValueError(

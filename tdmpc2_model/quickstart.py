@@ -25,8 +25,9 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     from tdmpc2_data import open_dataset
     from tdmpc2_data.collect import collect
     from tdmpc2_model.agent import TDMPC2
+    from tdmpc2_model.evaluation import evaluate
     from tdmpc2_model.lightning import pretrain
-    from tdmpc2_model.online import evaluate, train
+    from tdmpc2_model.online import train
 
     out, seed = Path(out), int(recipe.get("seed", 0))
     c, p, f, e = (recipe[k] for k in ("collect", "pretrain", "finetune", "eval"))

@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tdmpc2_data import open_dataset
+from tdmpc2_data import Batch, open_dataset
 from tdmpc2_data.format import verify_dataset
 from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.checkpoint import latest_checkpoint
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main, train_main
-from tdmpc2_model.online import (
-    OnlineError,
-    ReplayBuffer,
-    check_task,
-    evaluate,
-    latest_checkpoint,
-)
+from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
+from tdmpc2_model.replay import ReplayBuffer
 
 TASK = "mw-reach"  # 100-step episodes: the cheapest real task
 #: cheap planning and updates so that a few hundred steps take seconds on a CPU
@@ -127,8 +123,9 @@ def test_replay_buffer_windows_are_exact_slices_and_uniform():
         buffer.add(obs, (e * 100 + t[:-1])[:, None], e * 100 + t[:-1] + 0.5)
     assert buffer.episodes == 3 and buffer.num_transitions == 15
     batch = buffer.sample(4000, horizon)
-    obs, action, reward = batch["obs"], batch["action"], batch["reward"]
+    obs, action, reward = batch.obs, batch.action, batch.reward
     assert obs.shape == (horizon + 1, 4000, 2) and action.shape == (horizon, 4000, 1)
+    assert isinstance(batch, Batch) and batch.task.eq(0).all() and batch.action_mask.eq(1).all()
     episode, start = obs[0, :, 0], obs[0, :, 1]
     assert set(episode.unique().tolist()) == {1.0, 2.0, 3.0}
     steps = torch.arange(horizon + 1)[:, None]

@@ -186,9 +186,9 @@ def test_ddp_and_fsdp_on_two_cpu_processes_train_the_same_model(dataset, tmp_pat
 def test_quickstart_runs_every_stage(tmp_path):
     """The README job with a smaller recipe (the real one takes ~2 minutes)."""
     from tdmpc2_model.cli import load_recipe
-    from tdmpc2_model.quickstart import RECIPE, run, table
+    from tdmpc2_model.quickstart import run, table
 
-    recipe = load_recipe(RECIPE)
+    recipe = load_recipe("quickstart")
     recipe["collect"]["episodes"] = 1
     recipe["pretrain"]["max_steps"] = 10
     recipe["finetune"].update(steps=100, seed_steps=50)

@@ -1,0 +1,43 @@
+"""Atomic file replacement: write to a temporary sibling, then rename over the target, so a
+crash leaves the old file or the new one, never a torn one. Every file the toolkit replaces in
+place (dataset root metadata, download records, model weights and cards, run records) goes
+through here."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    fsync: bool = False,
+    tmp: Path | None = None,
+) -> None:
+    """``write(tmp)`` a temporary file next to ``path``, then rename it to ``path``.
+
+    The temporary name is unique rather than made by ``mkstemp``, whose 0600 mode would
+    survive the rename (the file gets the umask's mode like any other); ``tmp`` chooses it
+    (the shard writer's names say which process made them). ``fsync``: flush the file to
+    disk before the rename (for metadata that indexes data already on disk)."""
+    path = Path(path)
+    tmp = tmp or path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(
+    path: str | os.PathLike, text: str, fsync: bool = False, tmp: Path | None = None
+) -> None:
+    """``write_atomic`` of a text file."""
+    write_atomic(path, lambda t: t.write_text(text), fsync=fsync, tmp=tmp)

@@ -1,0 +1,79 @@
+"""Checkpoints of a run: a model directory (``save_pretrained``) plus the trainer state
+(optimizer states, step) written whole or not at all, the newest of a run found, and an agent
+resumed from it. Online runs write ``OUT/checkpoints/step-N``; online runs and pretraining
+write their final model with ``save_atomically``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tdmpc2_model.agent import TDMPC2
+
+CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
+
+
+def save_atomically(
+    agent: TDMPC2, target: Path, training_data: str | None = None, extra: Any = None
+) -> Path:
+    """``save_pretrained`` (plus ``extra`` as ``trainer_state.pt``) into a temp dir next to
+    ``target``, then swap it in: readers see the old directory or the new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint dir is a normal dir
+    try:
+        agent.save_pretrained(tmp, training_data=training_data)
+        if extra is not None:
+            torch.save(extra, tmp / STATE_FILE)
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def save_checkpoint(
+    out: Path, agent: TDMPC2, step: int, training_data: str | None = None, keep: int = 2
+) -> Path:
+    """``out/checkpoints/step-N``: the model and the trainer state (both optimizers, the
+    step); keeps the newest ``keep`` (0: all)."""
+    state = {"optim": agent.optim.state_dict(), "pi_optim": agent.pi_optim.state_dict(),
+             "step": step}  # fmt: skip
+    path = save_atomically(agent, out / CHECKPOINTS_DIR / f"step-{step:09d}", training_data, state)
+    if keep:
+        for old in sorted((out / CHECKPOINTS_DIR).glob("step-*"))[:-keep]:
+            shutil.rmtree(old)
+    return path
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint of a run directory (checkpoints appear by rename)."""
+    found = sorted(Path(out, CHECKPOINTS_DIR).glob("step-*"))
+    return found[-1] if found else None
+
+
+def resume_latest(out: Path, agent: TDMPC2) -> TDMPC2:
+    """The newest checkpoint's agent (weights, running scale, optimizer states) on the given
+    agent's device, or ``agent`` itself when no checkpoint was written yet."""
+    path = latest_checkpoint(out)
+    if path is None:
+        return agent
+    loaded = TDMPC2.from_pretrained(path).to(agent.device)
+    state = torch.load(path / STATE_FILE, map_location=agent.device, weights_only=True)
+    loaded.optim.load_state_dict(state["optim"])
+    loaded.pi_optim.load_state_dict(state["pi_optim"])
+    loaded.hub_provenance = getattr(agent, "hub_provenance", None)
+    return loaded
