@@ -1,7 +1,8 @@
 """Checkpoints of a run: a model directory (``save_pretrained``) plus the trainer state
 (optimizer states, step) written whole or not at all, the newest of a run found, and an agent
 resumed from it. Online runs write ``OUT/checkpoints/step-N``; online runs and pretraining
-write their final model with ``save_atomically``."""
+write their final model with ``save_atomically``; pretraining's Lightning ``.ckpt`` files are
+read back as models by ``read_lightning_checkpoint`` (so every command takes them)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from typing import Any
 import torch
 
 from tdmpc2_model.agent import TDMPC2
+from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.hub import SCALE_KEY
 
 CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
+_AGENT_PREFIX = "agent."  # TDMPC2Module keeps the agent as ``self.agent``
 
 
 def save_atomically(
@@ -77,3 +81,22 @@ def resume_latest(out: Path, agent: TDMPC2) -> TDMPC2:
     loaded.pi_optim.load_state_dict(state["pi_optim"])
     loaded.hub_provenance = getattr(agent, "hub_provenance", None)
     return loaded
+
+
+def read_lightning_checkpoint(
+    path: Path,
+) -> tuple[TDMPC2Config, dict[str, torch.Tensor], str | None]:
+    """(config, world-model tensors with the running Q scale under ``scale_key``, training-data
+    line) of a pretraining ``.ckpt``, loaded without running code (``weights_only``)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+        cfg = TDMPC2Config.from_dict(hparams["cfg"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: not a tdmpc2-pretrain Lightning checkpoint (missing {exc})."
+        ) from None
+    model = f"{_AGENT_PREFIX}model."
+    tensors = {k[len(model) :]: v for k, v in state.items() if k.startswith(model)}
+    tensors[SCALE_KEY] = state[f"{_AGENT_PREFIX}scale.value"]
+    return cfg, tensors, hparams.get("training_data")

@@ -66,6 +66,9 @@ def _online_flags(p: argparse.ArgumentParser) -> None:
         "--eval-episodes", type=int, default=10, help="episodes per evaluation (0: none)"
     )
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="checkpoint every N steps")
+    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                   help="keep the newest N checkpoints in OUT/checkpoints, delete older ones "
+                        "(0: keep all; default 2)")  # fmt: skip
     p.add_argument("--batch-size", type=int, help="update batch size (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -286,6 +289,7 @@ def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,
         training_data=training_data,
     )

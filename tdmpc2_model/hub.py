@@ -263,6 +263,14 @@ def _load_local(
         return agent
     if path.suffix == ".safetensors" or path.name == CONFIG:
         raise ValueError(f"{path}: pass the directory holding {CONFIG} and {WEIGHTS}.")
+    if path.suffix == ".ckpt":  # tdmpc2-pretrain's Lightning checkpoints
+        from tdmpc2_model.checkpoint import read_lightning_checkpoint
+
+        cfg, tensors, training = read_lightning_checkpoint(path)
+        _check_tasks(cfg, task, source)
+        agent = _build(cls, _apply_overrides(cfg, overrides, source), tensors, source)
+        agent.hub_provenance = {"source": source, "training_data": training}
+        return agent
     cfg, state = load_legacy(path, task)
     return _build(cls, _apply_overrides(cfg, overrides, source), state, source)
 

@@ -73,7 +73,12 @@ class TDMPC2Module(L.LightningModule):
     def configure_model(self) -> None:
         """Under ModelParallelStrategy ("fsdp"), shard each network over the data-parallel
         ranks (FSDP2); the target Q ensemble stays a replicated buffer."""
-        if self.sharded or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+        trainer = self._trainer  # None under load_from_checkpoint: nothing to shard
+        if (
+            self.sharded
+            or trainer is None
+            or not isinstance(trainer.strategy, ModelParallelStrategy)
+        ):
             return
         from torch.distributed.fsdp import fully_shard
 

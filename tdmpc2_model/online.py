@@ -49,7 +49,12 @@ from tdmpc2_data.format import ShardWriter, compact
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
-from tdmpc2_model.checkpoint import resume_latest, save_atomically, save_checkpoint
+from tdmpc2_model.checkpoint import (
+    latest_checkpoint,
+    resume_latest,
+    save_atomically,
+    save_checkpoint,
+)
 from tdmpc2_model.evaluation import (
     EvalResult,
     OnlineError,
@@ -92,6 +97,7 @@ def train(
     eval_every: int = 0,
     eval_episodes: int = 10,
     checkpoint_every: int = 50_000,
+    keep_checkpoints: int = 2,
     resume: bool = False,
     training_data: str | None = None,
     progress: bool = True,
@@ -101,7 +107,7 @@ def train(
 
     ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
-    that many steps (at the next episode end). ``training_data``: provenance line for the
+    that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all). ``training_data``: provenance line for the
     model card. Returns the trained agent (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
@@ -109,6 +115,8 @@ def train(
     for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise OnlineError(f"Got {name}={value}; must be >= 1.")
+    if keep_checkpoints < 0:
+        raise OnlineError(f"Got keep_checkpoints={keep_checkpoints}; must be >= 0 (0: keep all).")
     if eval_every < 0 or eval_episodes < 0:
         raise OnlineError(f"Got eval_every={eval_every}, eval_episodes={eval_episodes}; need >= 0.")
     run = _open_run(out, spec, agent, seed, seed_steps, resume)
@@ -131,6 +139,12 @@ def train(
     )
     _refill(buffer, out / BUFFER_DIR, spec)
     step, episode = buffer.added * length, buffer.added
+    if resume:
+        found = latest_checkpoint(out)
+        weights = f"weights of {found}" if found else "no checkpoint yet: the given weights"
+        tqdm.write(
+            f"resuming {out} at step {step} ({episode} episodes in {BUFFER_DIR}/); {weights}"
+        )
     torch.manual_seed(seed + step)
     random_actions = np.random.default_rng([seed, step])
     env = make_env(spec.name, seed=seed + episode)
@@ -175,7 +189,7 @@ def train(
                     evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
                     next_eval = (step // eval_every + 1) * eval_every
                 if step >= next_checkpoint:
-                    save_checkpoint(out, agent, step, training_data)
+                    save_checkpoint(out, agent, step, training_data, keep_checkpoints)
                     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
             if eval_episodes:
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
@@ -183,7 +197,7 @@ def train(
         bar.close()
         env.close()
     compact(out / BUFFER_DIR)
-    save_checkpoint(out, agent, step, training_data)
+    save_checkpoint(out, agent, step, training_data, keep_checkpoints)
     final = save_atomically(agent, out / FINAL_DIR, training_data)
     return TrainResult(agent, step, episode, out, final, evaluation)
 

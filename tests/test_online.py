@@ -65,8 +65,12 @@ def test_resume_continues_the_step_count_and_refuses_to_overwrite(run, capsys):
     assert "already holds an online run" in capsys.readouterr().err
     assert (run / "buffer" / "zarr.json").read_text() == before  # nothing touched
     argv = ["--task", TASK, "--steps", "300", "--eval-episodes", "0", "--out", str(run),
-            "--resume", *SMALL]  # fmt: skip
+            "--resume", "--keep-checkpoints", "0", *SMALL]  # fmt: skip
     assert train_main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"resuming {run} at step 200 (2 episodes" in said and "step-000000200" in said
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["step-000000100", "step-000000200", "step-000000300"]  # 0: keep all
     train = [r for r in read_metrics(run) if r["kind"] == "train"]
     assert [r["step"] for r in train] == [100, 200, 300]
     assert train[-1]["updates"] == 100

@@ -20,7 +20,7 @@ from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import collect
 from tdmpc2_data.loader import WindowSampler
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.cli import finetune_main, pretrain_main
+from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main
 from tdmpc2_model.lightning import TDMPC2Module
 
 TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
@@ -157,6 +157,31 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
     assert finetune_main(argv) == 2
     assert "not in this model's task table" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_lightning_checkpoints_are_models_for_every_command(pretrained, tmp_path):
+    """A pretraining ``.ckpt`` loads with from_pretrained (the same model as OUT/final when it
+    is the last one), with Lightning's own load_from_checkpoint, and in tdmpc2-eval/finetune."""
+    ckpt = pretrained / "lightning" / "last.ckpt"
+    final, agent = TDMPC2.from_pretrained(pretrained / "final"), TDMPC2.from_pretrained(ckpt)
+    assert agent.cfg.to_dict() == final.cfg.to_dict()
+    for key, value in final.model.state_dict().items():
+        assert torch.equal(agent.model.state_dict()[key], value), key
+    assert torch.equal(agent.scale.value, final.scale.value)
+    assert "offline pretraining" in agent.hub_provenance["training_data"]
+    module = TDMPC2Module.load_from_checkpoint(ckpt)
+    assert torch.equal(module.agent.model._pi[0].weight, final.model._pi[0].weight)
+    report = tmp_path / "eval.json"
+    argv = ["--checkpoint", str(ckpt), "--task", "mw-reach", "--episodes", "1", "--json",
+            str(report), *SMALL]  # fmt: skip
+    assert eval_main(argv) == 0 and json.loads(report.read_text())["episodes"] == 1
+    argv = ["--task", "mw-reach", "--checkpoint", str(ckpt), "--steps", "100", "--seed-steps",
+            "100", "--eval-episodes", "0", "--out", str(tmp_path / "ft"), *SMALL]  # fmt: skip
+    assert finetune_main(argv) == 0
+    assert TDMPC2.from_pretrained(tmp_path / "ft" / "final").cfg.task_names == TABLE
+    with pytest.raises(ValueError, match="not a tdmpc2-pretrain Lightning checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        TDMPC2.from_pretrained(tmp_path / "other.ckpt")
 
 
 def test_ddp_and_fsdp_on_two_cpu_processes_train_the_same_model(dataset, tmp_path):
