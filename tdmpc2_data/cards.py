@@ -5,8 +5,9 @@ checkout links there): ``mt80.md`` and ``mt30.md`` for the published data, ``tem
 for anything else. A template is Markdown with YAML front matter
 and ``{{ key }}`` placeholders; ``render_card`` fills every placeholder (an unknown one is
 an error, so a template cannot silently ship with holes). The front matter gets the
-dataset's structure (``dataset_info.features`` of ``to_hf_dataset``'s episode rows,
-example counts, size) so the Hub shows it without reading the zarr files.
+dataset's structure (``configs`` and ``dataset_info`` of the per-episode table that
+``push`` uploads as ``episodes.parquet``, example counts, size), so ``datasets.load_dataset``
+and the Hub viewer work without reading the zarr files.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tdmpc2_data.hf_datasets import features
+from tdmpc2_data.hf_datasets import episode_table_features
 
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -86,15 +87,23 @@ def card_values(ds: Any, repo_id: str) -> dict[str, str]:
 
 
 def front_matter(ds: Any) -> dict[str, Any]:
-    """Card metadata the Hub reads: structure, counts, size."""
+    """Card metadata the Hub reads: ``configs`` pointing ``datasets.load_dataset`` and the
+    viewer at the per-episode table ``episodes.parquet`` (its features, one row per episode),
+    counts and size."""
     return {
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "episodes.parquet"}],
+            }
+        ],  # fmt: skip
         "dataset_info": {
-            "features": features(ds, "episode")._to_yaml_list(),
-            "splits": [{"name": "train", "num_examples": ds.num_episodes, "num_bytes": ds.nbytes}],
+            "features": episode_table_features(ds)._to_yaml_list(),
+            "splits": [{"name": "train", "num_examples": ds.num_episodes}],
             "download_size": ds.nbytes,
-            "dataset_size": ds.nbytes,
         },
         "size_categories": [_size_category(ds.num_episodes)],  # rows: episodes
+        "viewer": True,
     }
 
 

@@ -14,12 +14,17 @@ Units:
   ``next_obs`` [D], ``task``, ``episode`` (global episode index), ``step``; ``success``.
 
 Observations and actions keep the dataset's zero padding; ``ds.action_mask(task)`` says
-which action entries are real.
+which action entries are real. A shard without ``success`` gives null (None) there.
+
+``episode_table`` is the small per-episode view (no arrays) that ``tdmpc2-data push``
+uploads as ``episodes.parquet``, so that ``datasets.load_dataset(repo)`` and the Hub's
+viewer work on a pushed repo while the shards stay zarr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +62,7 @@ def features(ds: Any, unit: str = "episode") -> Any:
             "episode_length": hf.Value("int32"),
         }
         if _has_success(ds):
-            spec["success"] = hf.List(hf.Value("bool"))
+            spec["success"] = hf.List(hf.Value("bool"))  # null in shards without it
     else:
         spec = {
             "obs": hf.List(hf.Value(obs_dtype), length=D),
@@ -78,23 +83,35 @@ def _obs_dtype(ds: Any) -> str:
 
 
 def _has_success(ds: Any) -> bool:
-    return bool(ds.shards) and all(ds.has_field(i, "success") for i in range(len(ds.shards)))
+    """Whether any shard stores success (the others then give null)."""
+    return any(ds.has_field(i, "success") for i in range(len(ds.shards)))
+
+
+def _blocks(ds: Any, fields: tuple[str, ...]) -> Iterator[tuple[int, int, int, dict]]:
+    """(shard, first episode in shard, global index of that episode, arrays) of every block of
+    at most ``BLOCK_EPISODES`` episodes, in storage order; optional fields a shard lacks are
+    left out of its blocks."""
+    first = 0  # global index of the shard's first episode
+    for i, shard in enumerate(ds.shards):
+        have = tuple(f for f in fields if f not in ("success", "source") or ds.has_field(i, f))
+        for start in range(0, shard.episodes, BLOCK_EPISODES):
+            stop = min(start + BLOCK_EPISODES, shard.episodes)
+            yield i, start, first + start, ds.read_shard(i, have, episodes=slice(start, stop))
+        first += shard.episodes
 
 
 def _rows(ds: Any, unit: str, with_success: bool) -> Iterator[dict[str, Any]]:
     fields = ("obs", "action", "reward", "task") + (("success",) if with_success else ())
-    first = 0  # global index of the shard's first episode
-    for i, shard in enumerate(ds.shards):
-        for start in range(0, shard.episodes, BLOCK_EPISODES):
-            stop = min(start + BLOCK_EPISODES, shard.episodes)
-            block = ds.read_shard(i, fields, episodes=slice(start, stop))
-            for e in range(stop - start):
-                ep = {k: v[e] for k, v in block.items()}
-                if unit == "episode":
-                    yield _episode_row(ep, shard.episode_length)
-                else:
-                    yield from _transition_rows(ep, first + start + e)
-        first += shard.episodes
+    for i, _, first, block in _blocks(ds, fields):
+        shard = ds.shards[i]
+        for e in range(len(block["task"])):
+            ep = {k: v[e] for k, v in block.items()}
+            if with_success and "success" not in ep:
+                ep["success"] = None
+            if unit == "episode":
+                yield _episode_row(ep, shard.episode_length)
+            else:
+                yield from _transition_rows(ep, first + e)
 
 
 def _episode_row(ep: dict[str, np.ndarray], length: int) -> dict[str, Any]:
@@ -118,7 +135,7 @@ def _transition_rows(ep: dict[str, np.ndarray], episode: int) -> Iterator[dict[s
             "step": t,
         }
         if "success" in ep:
-            row["success"] = bool(ep["success"][t])
+            row["success"] = None if ep["success"] is None else bool(ep["success"][t])
         yield row
 
 
@@ -143,3 +160,39 @@ def to_hf_dataset(ds: Any, unit: str = "episode", streaming: bool = False) -> An
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def episode_table_features(ds: Any) -> Any:
+    """The ``datasets.Features`` of ``episode_table(ds)``."""
+    hf = _datasets()
+    return hf.Features({"episode": hf.Value("int64"), "task": hf.ClassLabel(names=ds.tasks),
+                        "shard": hf.Value("string"), "shard_episode": hf.Value("int32"),
+                        "length": hf.Value("int32"), "return": hf.Value("float64"),
+                        "success": hf.Value("bool")})  # fmt: skip
+
+
+def episode_table(ds: Any) -> Any:
+    """One row per episode, no arrays: ``episode`` (global index), ``task`` (ClassLabel),
+    ``shard`` and ``shard_episode`` (where it is stored), ``length``, ``return`` (sum of
+    rewards) and ``success`` (at the last step; null where not stored). Reads only the
+    reward, task and success arrays."""
+    feats = episode_table_features(ds)
+    cols: dict[str, list] = {name: [] for name in feats}
+    for i, start, first, block in _blocks(ds, ("reward", "task", "success")):
+        n = len(block["task"])
+        cols["episode"] += range(first, first + n)
+        cols["task"] += block["task"].tolist()
+        cols["shard"] += [ds.shards[i].path] * n
+        cols["shard_episode"] += range(start, start + n)
+        cols["length"] += [block["reward"].shape[1]] * n
+        cols["return"] += block["reward"].astype("float64").sum(1).tolist()
+        success = block.get("success")
+        cols["success"] += [None] * n if success is None else success[:, -1].tolist()
+    return _datasets().Dataset.from_dict(cols, features=feats)
+
+
+def episode_table_parquet(ds: Any) -> bytes:
+    """``episode_table(ds)`` as Parquet bytes (with its features in the schema metadata)."""
+    buffer = io.BytesIO()
+    episode_table(ds).to_parquet(buffer)
+    return buffer.getvalue()

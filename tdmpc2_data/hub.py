@@ -73,6 +73,7 @@ __all__ = ["download", "hub_url", "info", "push", "read_index"]
 
 INDEX = "zarr.json"
 CARD = "README.md"
+EPISODES = "episodes.parquet"  # the per-episode table `datasets.load_dataset(repo)` reads
 DOWNLOAD_RECORD = ".tdmpc2-download.json"
 DEFAULT_COMMIT_BYTES = 2 << 30
 DEFAULT_COMMIT_FILES = 500
@@ -402,11 +403,14 @@ def push(
     Creates the repo if needed, and the branch ``revision`` (default ``main``) from ``main``
     if missing; uploads shard files to that branch in commits of at most ``commit_bytes`` /
     ``commit_files`` (a rerun skips files whose content is already there), then the root
-    index and ``README.md`` (``card``, or one generated from ``datasets_cards/``) in a last
+    index, ``episodes.parquet`` (``hf_datasets.episode_table``: what ``datasets.load_dataset``
+    and the Hub viewer read) and ``README.md`` (``card``, or one generated from the packaged
+    templates) in a last
     commit that also deletes shard files the local index no longer has (the branch mirrors
     the dataset); tags that commit as ``tag`` when given (a tag is never moved).
     """
     from tdmpc2_data.cards import render_card
+    from tdmpc2_data.hf_datasets import episode_table_parquet
     from tdmpc2_data.reader import open_dataset
 
     root = Path(dir)
@@ -444,6 +448,7 @@ def push(
         final = [
             CommitOperationAdd(INDEX, str(root / INDEX)),
             CommitOperationAdd(CARD, card_text.encode()),
+            CommitOperationAdd(EPISODES, episode_table_parquet(ds)),
             *(CommitOperationDelete(p) for p in stale if p.startswith(f"{schema.SHARDS_DIR}/")),
         ]
         commit = api.create_commit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,15 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
     }
     for key, value in patches.items():
         monkeypatch.setattr(constants, key, value)
+    if "datasets.config" in sys.modules:  # ``datasets`` also reads the endpoint once at import
+        config = sys.modules["datasets.config"]
+        monkeypatch.setattr(config, "HF_ENDPOINT", server.endpoint)
+        monkeypatch.setattr(
+            config,
+            "HUB_DATASETS_URL",
+            server.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}",
+        )
+        monkeypatch.setattr(config, "HF_HUB_OFFLINE", False)
     HfFileSystem.clear_instance_cache()
     server.start()
     try:

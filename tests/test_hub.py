@@ -20,6 +20,7 @@ from huggingface_hub import constants
 from tdmpc2_data import ShardWriter, open_dataset, to_hf_dataset
 from tdmpc2_data import hub as hubio
 from tdmpc2_data.cli import main as cli
+from tdmpc2_data.hf_datasets import episode_table
 from tdmpc2_data.hub_api import HubError, published_data_repo
 
 REPO = "tester/tiny"
@@ -114,9 +115,10 @@ def test_push_then_download_is_identical(hub, pushed):
 def test_push_card_has_tasks_counts_and_structure(hub, pushed):
     card = (hubio.download(REPO) / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
-    assert meta["license"] == "mit" and meta["viewer"] is False
+    assert meta["license"] == "mit" and meta["viewer"] is True
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "episodes.parquet"}]
     names = [f["name"] for f in meta["dataset_info"]["features"]]
-    assert names == ["obs", "action", "reward", "task", "episode_length"]
+    assert names == ["episode", "task", "shard", "shard_episode", "length", "return", "success"]
     assert meta["dataset_info"]["splits"][0]["num_examples"] == 8
     assert "| 1 | `mw-door-open` | metaworld | 39 | 4 | 100 | 3 |" in card
     assert "{{" not in card and f"tdmpc2-data download {REPO}" in card
@@ -377,6 +379,27 @@ def test_to_hf_dataset_episodes_and_transitions(hub, pushed):
     assert sum(1 for _ in streamed) == 8
 
 
+def test_load_dataset_reads_a_pushed_repo(hub, pushed, tmp_path, monkeypatch):
+    """The real ``datasets.load_dataset`` on the pushed repo: the per-episode table the card
+    points at (before, it tried the zarr JSON files and failed with a CastError)."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    table = datasets.load_dataset(REPO, split="train")
+    ds = open_dataset(pushed)
+    assert len(table) == ds.num_episodes == 8
+    assert table.features["task"].names == TASKS
+    rows = table.to_list()
+    assert [r["episode"] for r in rows] == list(range(8))
+    for r in rows:
+        shard = [s.path for s in ds.shards].index(r["shard"])
+        data = ds.read_shard(shard)
+        e = r["shard_episode"]
+        assert TASKS[r["task"]] == ds.tasks[data["task"][e]] and r["length"] == 100
+        assert r["return"] == pytest.approx(float(data["reward"][e].astype(np.float64).sum()))
+        assert r["success"] is None  # these shards store no success
+
+
 def test_to_hf_dataset_keeps_success_and_float16(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "succ"
@@ -395,6 +418,13 @@ def test_to_hf_dataset_keeps_success_and_float16(tmp_path):
     np.testing.assert_array_equal(eps.with_format("numpy")[0]["success"], success)
     steps = to_hf_dataset(open_dataset(root), unit="transition")
     assert len(steps) == 100 and steps[59]["success"] is False and steps[60]["success"] is True
+    with ShardWriter(root, tasks=["mw-door-open"]) as w:  # a second shard without success
+        w.add_episode("mw-door-open", obs=np.zeros((101, 39), np.float32),
+                      action=np.zeros((100, 4), np.float32), reward=np.ones(100, np.float32))  # fmt: skip
+    eps = to_hf_dataset(root)
+    assert len(eps) == 2 and eps[0]["success"][60] is True and eps[1]["success"] is None
+    table = episode_table(open_dataset(root)).to_list()
+    assert [r["success"] for r in table] == [True, None] and table[1]["return"] == 100.0
 
 
 # ---------------------------------------------------------------- model repos (server)
