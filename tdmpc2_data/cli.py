@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "convert",
         cmd_convert,
-        "Convert replay buffers, legacy chunks, npz or HDF5 files into a shard dataset.",
+        "Convert replay buffers, legacy chunks, npz or HDF5 files into a shard dataset, or "
+        "merge shard datasets (--from shards).",
         "tdmpc2-data convert chunk_0.pt chunk_1.pt data/mt80 --from legacy-pt --task-set mt80",
     )
     p.add_argument("paths", nargs="+", metavar="SRC... DST", help="sources, then the destination")
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tasks",
-        help="legacy-pt: keep only these tasks (comma list); torchrl/minari/npz/hdf5: the task "
+        help="legacy-pt/shards: keep only these tasks (comma list); torchrl/minari/npz/hdf5: the task "
         "of each source (one for all, or one per source in order; default: the source's metadata)",
     )
     p.add_argument(

@@ -273,5 +273,6 @@ def test_dispatch_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="pass --from"):
         guess_format("buffer.bin")
     assert cli(["convert", "a.npz", str(tmp_path / "ds"), "--from", "shards"]) == 2
-    assert "has no converter in this version" in capsys.readouterr().err
+    assert "a.npz a shard dataset?" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
     assert cli(["convert", str(tmp_path / "ds")]) == 2

@@ -21,6 +21,7 @@ CONVERTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "minari": ("tdmpc2_data.convert.from_minari", ()),
     "npz": ("tdmpc2_data.convert.from_npz", (".npz",)),
     "hdf5": ("tdmpc2_data.convert.from_hdf5", (".hdf5", ".h5")),
+    "shards": ("tdmpc2_data.convert.from_shards", ()),
 }
 
 

@@ -36,11 +36,13 @@ NAMES: dict[str, tuple[str, ...]] = {
 
 
 class Episode(NamedTuple):
-    """One episode in the shard alignment: obs [T+1, d], action [T, a], reward [T]."""
+    """One episode in the shard alignment: obs [T+1, d], action [T, a], reward [T],
+    success [T] when the source records it."""
 
     obs: np.ndarray
     action: np.ndarray
     reward: np.ndarray
+    success: np.ndarray | None = None
 
 
 def find(arrays: Mapping[str, Any], field: str) -> str | None:

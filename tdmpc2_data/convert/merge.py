@@ -213,7 +213,7 @@ def _check_dims(source: Source, name: str) -> None:
 
 
 def _same_file(entry: dict[str, Any], info: dict[str, Any]) -> bool:
-    return all(entry.get(k) == info[k] for k in ("format", "path", "bytes"))
+    return all(entry.get(k) == info[k] for k in ("format", "path", "bytes", "task"))
 
 
 def _convert_one(writer: ShardWriter, source: Source, task: str, progress: bool) -> SourceResult:
