@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zarr.codecs as zc
 
-from tdmpc2_data.tasks import TASKS, Task, padded_dims, resolve_task_name
+from tdmpc2_data.tasks import ACTION_LIMIT, TASKS, Task, padded_dims, resolve_task_name
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -28,6 +28,12 @@ SHARD_TARGET_BYTES = 128 << 20
 
 class DatasetError(ValueError):
     """Bad or damaged data; the message names the file and the field."""
+
+
+def actions_out_of_range(action: np.ndarray) -> np.ndarray:
+    """Mask of the actions outside the tasks' range (float32 rounding tolerated; NaN is not
+    out of range here, the finiteness checks report it)."""
+    return np.abs(action) > ACTION_LIMIT * (1 + 1e-6)
 
 
 @dataclass(frozen=True)

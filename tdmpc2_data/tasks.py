@@ -18,6 +18,8 @@ DMCONTROL, METAWORLD, MANISKILL, MYOSUITE = "dmcontrol", "metaworld", "maniskill
 EPISODE_LENGTH = {DMCONTROL: 500, METAWORLD: 100, MANISKILL: 100, MYOSUITE: 100}
 #: Simulator steps per agent step; rewards of repeated steps are summed.
 ACTION_REPEAT = {DMCONTROL: 2, METAWORLD: 2, MANISKILL: 2, MYOSUITE: 1}
+#: Every task acts in [-ACTION_LIMIT, ACTION_LIMIT] (the envs map it to the actuators' bounds).
+ACTION_LIMIT = 1.0
 
 
 def discount_for(episode_length: int) -> float:

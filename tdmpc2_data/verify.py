@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tdmpc2_data import schema
 from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
+from tdmpc2_data.tasks import ACTION_LIMIT
 from tdmpc2_data.writer import TMP_PREFIX, shard_names
 
 #: Uncompressed bytes decoded at a time per shard (bounds verify's memory).
@@ -126,6 +127,12 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
             if bad.any():
                 e = start + int(np.argwhere(bad)[0][0])
                 report.add(shard.path, f"{name} has NaN/inf (episode {e})")
+        outside = schema.actions_out_of_range(batch["action"])
+        if outside.any():
+            e = start + int(np.argwhere(outside)[0][0])
+            report.add(
+                shard.path, f"action outside [-{ACTION_LIMIT:g}, {ACTION_LIMIT:g}] (episode {e})"
+            )
         for name, dims in (("obs", obs_dims), ("action", act_dims)):
             width = batch[name].shape[-1]
             pad = np.arange(width)[None, :] >= dims[task][:, None]  # [E, D]

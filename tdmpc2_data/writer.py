@@ -43,7 +43,7 @@ from zarr.storage import LocalStore
 from tdmpc2_data import schema
 from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError, shard_path
-from tdmpc2_data.tasks import Task, table_index
+from tdmpc2_data.tasks import ACTION_LIMIT, Task, table_index
 
 LOCK_NAME = ".tdmpc2.lock"
 TMP_PREFIX = ".tmp-"
@@ -443,6 +443,7 @@ class ShardWriter:
             self.action_dim,
             np.float32,
         )
+        _in_action_range(where, action)
         reward = np.asarray(reward)
         _expect_shape(where, "reward", reward, (episodes, length))
         reward = _finite(where, "reward", reward.astype(np.float32))
@@ -638,6 +639,16 @@ def _register_source(attrs: dict[str, Any], info: Mapping[str, Any]) -> int:
 def _expect_shape(where: str, field: str, x: np.ndarray, shape: tuple) -> None:
     if x.shape != shape:
         raise ValueError(f"{where}: {field} has shape {x.shape[1:]}; expected {shape[1:]}.")
+
+
+def _in_action_range(where: str, action: np.ndarray) -> None:
+    """Refuse actions outside the tasks' range: a source with other bounds (e.g. [-2, 2])
+    would train a model whose planner can never reproduce them."""
+    if schema.actions_out_of_range(action).any():
+        raise ValueError(
+            f"{where}: action values reach {float(np.abs(action).max()):g}; TD-MPC2 tasks act "
+            f"in [-{ACTION_LIMIT:g}, {ACTION_LIMIT:g}]. Rescale the source's actions to that range."
+        )
 
 
 def _finite(where: str, field: str, x: np.ndarray) -> np.ndarray:

@@ -286,6 +286,10 @@ def test_bad_inputs_give_clear_errors_and_leave_data_alone(tmp_path):
     wide_path = _npz_source(tmp_path / "wide.npz", "reacher-easy", wide, 0)
     with pytest.raises(ValueError, match=r"wide\.npz episode 0: .*obs has shape \(6, 9\)"):
         convert([wide_path], tmp_path / "x", "npz")
+    loud = [(o, 2 * a, r) for o, a, r in eps]  # a source acting in [-2, 2]
+    loud_path = _npz_source(tmp_path / "loud.npz", "reacher-easy", loud, 0)
+    with pytest.raises(ValueError, match=r"loud\.npz episode 0: .*act in \[-1, 1\]. Rescale"):
+        convert([loud_path], tmp_path / "x", "npz")
     assert not (tmp_path / "x").exists()
 
     # an existing dataset survives a source that fails midway (NaN in its 2nd episode)
@@ -447,6 +451,8 @@ def test_torchrl_collector_buffer(tmp_path):
     buffer = ReplayBuffer(storage=LazyTensorStorage(100))
     batches = [b.clone() for b in collector]
     collector.shutdown()
+    for batch in batches:  # Pendulum acts in [-2, 2], the tasks in [-1, 1] (the writer checks)
+        batch["action"] /= 2
     for batch in batches:
         buffer.extend(batch)
     buffer.dumps(tmp_path / "buffer")
@@ -565,10 +571,12 @@ def test_minari_dict_observations_flattened(tmp_path, minari_root):
     convert(["test/pendulum-dict/random-v0"], tmp_path / "out", "minari", tasks="pendulum-swingup")
     got = read_back(tmp_path / "out")
     assert got[0]["source"]["env_id"] == "Pendulum-v1"
+    assert got[0]["source"]["action_bounds"] == [[-2.0], [2.0]]  # Pendulum acts in [-2, 2]
     by_obs = {e["obs"].tobytes(): e for e in got}
     for obs, action, _ in seen:
         flat = np.stack([spaces.flatten(env.observation_space, o) for o in obs]).astype(np.float32)
-        np.testing.assert_array_equal(by_obs[flat.tobytes()]["action"], action)
+        np.testing.assert_allclose(by_obs[flat.tobytes()]["action"], action / 2, rtol=1e-6)
+    assert verify_dataset(tmp_path / "out").ok
 
     with pytest.raises(ValueError, match=r"'Pendulum-v1'.*pass --tasks"):
         convert(["test/pendulum-dict/random-v0"], tmp_path / "x", "minari")

@@ -334,6 +334,7 @@ def _poke(root: Path, shard: str, field: str, index: tuple, value) -> None:
         ("000000", "reward", (2, 7), np.nan, "reward has NaN/inf (episode 2)"),
         ("000002", "obs", (0, 3, 0), np.inf, "obs has NaN/inf (episode 0)"),
         ("000001", "task", (0,), 79, "task ids count"),
+        ("000000", "action", (1, 3, 0), 2.0, "action outside [-1, 1] (episode 1)"),
     ],
 )
 def test_verify_names_the_damaged_shard(mixed, capsys, shard, field, index, value, message):

@@ -8,13 +8,15 @@ shards (observations [T+1], actions [T], rewards [T]). Dict/tuple observations a
 in the order of the dataset's observation space (as ``gymnasium.spaces.flatten`` does).
 The task comes from ``tasks`` or else from the env id / dataset id when one of them, or
 one part of the dataset id, names a registry task (``tdmpc2/walker-walk/expert-v0``).
+Actions are mapped from the dataset's action space to the tasks' [-1, 1] when its bounds
+are finite and differ (Pendulum's [-2, 2]); the bounds are kept in the source's provenance.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from gymnasium import spaces
 
 from tdmpc2_data.convert.episodes import Episode, align
 from tdmpc2_data.convert.merge import Source, SourceResult, convert_files, path_bytes
+from tdmpc2_data.tasks import ACTION_LIMIT
 
 FORMAT = "minari"
 
@@ -78,6 +81,18 @@ def _task_candidates(dataset: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _action_rescaling(space: spaces.Box) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The affine map from a finite Box other than [-1, 1] onto [-1, 1] (None: keep as is;
+    infinite bounds are left to the writer's range check)."""
+    low, high = space.low.ravel().astype(np.float64), space.high.ravel().astype(np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or (
+        (low == -ACTION_LIMIT).all() and (high == ACTION_LIMIT).all()
+    ):
+        return None
+    scale = 2 * ACTION_LIMIT / (high - low)
+    return lambda a: ((a - low) * scale - ACTION_LIMIT).astype(np.float32)
+
+
 def open_source(source: str | os.PathLike) -> Source:
     """Read one Minari dataset's metadata; episodes stream later."""
     where = str(source)
@@ -91,12 +106,20 @@ def open_source(source: str | os.PathLike) -> Source:
     info = {"dataset_id": dataset.spec.dataset_id, "bytes": path_bytes(dataset.spec.data_path)}
     if dataset.spec.env_spec is not None:
         info["env_id"] = dataset.spec.env_spec.id
+    to_task_range = _action_rescaling(dataset.action_space)
+    if to_task_range is not None:
+        info["action_bounds"] = [
+            dataset.action_space.low.ravel().tolist(),
+            dataset.action_space.high.ravel().tolist(),
+        ]
 
     def episodes() -> Iterator[Episode | None]:
         for episode in load(source).iterate_episodes():
             at = f"{where} episode {episode.id}"
             obs = flatten(obs_space, episode.observations, at)
             action = np.asarray(episode.actions).reshape(len(episode.actions), -1)
+            if to_task_range is not None:
+                action = to_task_range(action)
             yield align(at, obs, action, np.asarray(episode.rewards), None)
 
     return Source(

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tdmpc2_data.tasks import Task
+from tdmpc2_data.tasks import ACTION_LIMIT, Task
 
 #: Frame size of ``render()`` (the paper's videos are 384x384).
 RENDER_SIZE = 384
@@ -41,7 +41,9 @@ class TaskEnv(gym.Env):
         self.task = task
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (task.action_dim,), np.float32)
+        self.action_space = gym.spaces.Box(
+            -ACTION_LIMIT, ACTION_LIMIT, (task.action_dim,), np.float32
+        )
         self._initial_seed: int | None = seed
         self._steps: int | None = None  # agent steps since reset; None before the first reset
 
@@ -84,7 +86,7 @@ class TaskEnv(gym.Env):
             )
         if not np.all(np.isfinite(action)):
             raise ValueError(f"{self.task.name}: action has non-finite entries: {action}.")
-        action = np.clip(action, -1.0, 1.0)
+        action = np.clip(action, -ACTION_LIMIT, ACTION_LIMIT)
         reward = 0.0
         for _ in range(self.task.action_repeat):
             obs, sim_reward, info = self._step_sim(action)

@@ -15,7 +15,14 @@ import numpy as np
 from tdmpc2_data.envs.base import TaskEnv
 from tdmpc2_data.envs.make import make_env
 from tdmpc2_data.schema import action_masks, zero_pad
-from tdmpc2_data.tasks import Task, get_task, padded_dims, resolve_tasks, table_index
+from tdmpc2_data.tasks import (
+    ACTION_LIMIT,
+    Task,
+    get_task,
+    padded_dims,
+    resolve_tasks,
+    table_index,
+)
 
 
 class MultitaskEnv(gym.Env):
@@ -33,7 +40,7 @@ class MultitaskEnv(gym.Env):
         self._specs: list[Task] = [get_task(name) for name in self.tasks]
         obs_dim, action_dim = padded_dims(self.tasks)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-ACTION_LIMIT, ACTION_LIMIT, (action_dim,), np.float32)
         self.render_mode = env_kwargs.get("render_mode")
         self._seed = seed
         self.np_random, _ = gym.utils.seeding.np_random(seed)
