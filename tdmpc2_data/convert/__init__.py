@@ -1,8 +1,10 @@
 """Converters from other data layouts into shard datasets, one module per source format.
 
-Each module exposes ``convert(sources, dst, *, tasks=None, task_set=None, progress=False,
-**options)`` that appends the episodes of ``sources`` to the shard dataset ``dst`` through
-``ShardWriter``. Register a new format with one line in ``CONVERTERS``.
+A module exposes ``open_source(path, **options) -> merge.Source`` (one single-task buffer per
+path; ``merge.convert_files`` does the rest), or, when a file holds many tasks, its own
+``convert(sources, dst, *, tasks=None, task_set=None, progress=False, **options)``. Either
+appends the episodes of ``sources`` to the shard dataset ``dst`` through ``ShardWriter``.
+Register a new format with one line in ``CONVERTERS``.
 """
 
 from __future__ import annotations
@@ -53,4 +55,8 @@ def convert(
             f"(available: {', '.join(CONVERTERS)})."
         )
     module = import_module(CONVERTERS[source_format][0])
-    return module.convert(sources, dst, **options)
+    if hasattr(module, "convert"):
+        return module.convert(sources, dst, **options)
+    from tdmpc2_data.convert.merge import convert_files
+
+    return convert_files(module.open_source, sources, dst, **options)

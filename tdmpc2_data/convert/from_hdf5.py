@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import h5py
 
@@ -35,19 +34,9 @@ from tdmpc2_data.convert.episodes import (
     require,
     split_episodes,
 )
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
+from tdmpc2_data.convert.merge import Source
 
 FORMAT = "hdf5"
-
-
-def convert(
-    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
-) -> list[SourceResult]:
-    """Merge HDF5 files (one agent/seed each) into the shard dataset ``dst``.
-
-    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard, index_convention.
-    """
-    return convert_files(open_source, sources, dst, **options)
 
 
 def open_source(path: str | os.PathLike, index_convention: str | None = None) -> Source:

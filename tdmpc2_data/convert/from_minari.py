@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,10 @@ import numpy as np
 from gymnasium import spaces
 
 from tdmpc2_data.convert.episodes import Episode, align
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_files, path_bytes
+from tdmpc2_data.convert.merge import Source, path_bytes
 from tdmpc2_data.tasks import ACTION_LIMIT
 
 FORMAT = "minari"
-
-
-def convert(
-    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
-) -> list[SourceResult]:
-    """Merge Minari datasets (ids or paths, one agent/seed each) into the shard dataset ``dst``.
-
-    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard.
-    """
-    return convert_files(open_source, sources, dst, **options)
 
 
 def load(source: str | os.PathLike) -> Any:

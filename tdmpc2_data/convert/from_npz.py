@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,9 @@ from tdmpc2_data.convert.episodes import (
     require,
     split_episodes,
 )
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
+from tdmpc2_data.convert.merge import Source
 
 FORMAT = "npz"
-
-
-def convert(
-    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
-) -> list[SourceResult]:
-    """Merge ``.npz`` files (one agent/seed each) into the shard dataset ``dst``.
-
-    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard, index_convention.
-    """
-    return convert_files(open_source, sources, dst, **options)
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

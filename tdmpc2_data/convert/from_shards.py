@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,13 +30,12 @@ def convert(
     dst: str | os.PathLike,
     *,
     tasks: str | Sequence[str] | None = None,
-    task_set: str | None = None,
-    progress: bool = False,
-    episodes_per_shard: int | None = None,
+    **options: Any,
 ) -> list[SourceResult]:
     """Append the episodes of the shard datasets ``sources`` to ``dst``.
 
-    ``tasks``: keep only these tasks (names or task sets; default all).
+    ``tasks``: keep only these tasks (names or task sets; default all). Other options as
+    ``merge.convert_sources`` (task_set, progress, episodes_per_shard).
     """
     keep = set(resolve_tasks(tasks)) if tasks else None
     out = Path(dst).resolve()
@@ -49,14 +49,7 @@ def convert(
         raise ValueError(
             f"No episodes of tasks {sorted(keep or ())} in {', '.join(map(str, sources))}."
         )
-    return convert_sources(
-        pairs,
-        dst,
-        tasks=[p.info["task"] for p in pairs],
-        task_set=task_set,
-        progress=progress,
-        episodes_per_shard=episodes_per_shard,
-    )
+    return convert_sources(pairs, dst, tasks=[p.info["task"] for p in pairs], **options)
 
 
 def task_source(ds: Dataset, name: str) -> Source:

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tdmpc2_data.convert.episodes import Episode, split_episodes, split_rows
-from tdmpc2_data.convert.merge import Source, SourceResult, convert_files
+from tdmpc2_data.convert.merge import Source
 
 FORMAT = "torchrl"
 
@@ -57,16 +57,6 @@ KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "episode": (("collector", "traj_ids"), ("episode",), ("traj_ids",)),
     "done": (("next", "done"), ("next", "terminated"), ("next", "truncated")),
 }
-
-
-def convert(
-    sources: Sequence[str | os.PathLike], dst: str | os.PathLike, **options: Any
-) -> list[SourceResult]:
-    """Merge ``ReplayBuffer.dumps`` directories (one agent/seed each) into ``dst``.
-
-    Options as ``merge.convert_files``: tasks, task_set, progress, episodes_per_shard, index_convention.
-    """
-    return convert_files(open_source, sources, dst, **options)
 
 
 def load_storage(path: str | os.PathLike) -> tuple[dict[tuple[str, ...], np.memmap], np.ndarray]:

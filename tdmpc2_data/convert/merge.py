@@ -126,26 +126,15 @@ def convert_files(
     paths: Sequence[str | os.PathLike],
     dst: str | os.PathLike,
     *,
-    tasks: str | Sequence[str] | None = None,
-    task_set: str | None = None,
-    progress: bool = False,
-    episodes_per_shard: int | None = None,
-    **open_options: Any,
+    index_convention: str | None = None,
+    **options: Any,
 ) -> list[SourceResult]:
-    """Open each path with ``open_source(path, **open_options)`` (e.g. ``index_convention``)
-    and merge the sources into ``dst`` with ``convert_sources``."""
-    convention = open_options.get("index_convention")
-    if convention not in (None, *CONVENTIONS):
-        raise ValueError(f"index_convention={convention!r}; expected one of {CONVENTIONS}")
-    opened = [open_source(p, **open_options) for p in paths]
-    return convert_sources(
-        opened,
-        dst,
-        tasks=tasks,
-        task_set=task_set,
-        progress=progress,
-        episodes_per_shard=episodes_per_shard,
-    )
+    """Open each path with ``open_source`` (given ``index_convention`` when set: npz, hdf5,
+    torchrl) and merge the sources into ``dst`` with ``convert_sources(**options)``."""
+    if index_convention not in (None, *CONVENTIONS):
+        raise ValueError(f"index_convention={index_convention!r}; expected one of {CONVENTIONS}")
+    given = {} if index_convention is None else {"index_convention": index_convention}
+    return convert_sources([open_source(p, **given) for p in paths], dst, **options)
 
 
 def _remove_empty_dataset(root: Path, keep_dir: bool) -> None:
