@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_content import episodes
 
 from tdmpc2_data.cli import main
 from tdmpc2_data.collect import collect, episode_seed
@@ -20,17 +21,6 @@ from tdmpc2_data.reader import open_dataset
 from tdmpc2_data.verify import verify_dataset
 
 TASKS = ["cartpole-balance", "mw-reach"]
-
-
-def episodes(root: Path) -> list[tuple[str, bytes]]:
-    """(task, obs+action+reward bytes) of every episode, sorted: the dataset's content."""
-    ds, out = open_dataset(root), []
-    for i in range(len(ds.shards)):
-        data = ds.read_shard(i)
-        for e in range(ds.shards[i].episodes):
-            blob = b"".join(data[k][e].tobytes() for k in ("obs", "action", "reward"))
-            out.append((ds.tasks[data["task"][e]], blob))
-    return sorted(out)
 
 
 def test_episode_seeds_do_not_depend_on_the_other_tasks(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from dataset_content import episodes
 from huggingface_hub import constants
 
 from tdmpc2_data import ShardWriter, open_dataset, to_hf_dataset
@@ -62,17 +63,6 @@ def files(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     }
-
-
-def episodes(ds) -> list[tuple[str, bytes]]:
-    """(task name, bytes of obs/action/reward) of every episode, sorted: a content fingerprint."""
-    out = []
-    for i in range(len(ds.shards)):
-        data = ds.read_shard(i)
-        for e in range(ds.shards[i].episodes):
-            blob = b"".join(data[k][e].tobytes() for k in ("obs", "action", "reward"))
-            out.append((ds.tasks[data["task"][e]], blob))
-    return sorted(out)
 
 
 @pytest.fixture(scope="session")
