@@ -106,9 +106,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
     from tdmpc2_data.hub import info
-    from tdmpc2_data.hub_api import HubError, is_repo_id
+    from tdmpc2_data.hub_api import HubError, is_repo_id, refuse_mistyped_path
     from tdmpc2_data.reader import open_dataset
 
+    refuse_mistyped_path(args.dataset, "dataset")
     if not Path(args.dataset).exists() and is_repo_id(args.dataset):  # metadata only
         try:
             print(info(args.dataset, args.revision).summary())

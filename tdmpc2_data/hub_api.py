@@ -16,9 +16,11 @@ this module, so a repo id, a revision or a failed request means the same in ever
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
@@ -45,6 +47,7 @@ __all__ = [
     "open_branch",
     "published_data_repo",
     "published_model_repo",
+    "refuse_mistyped_path",
     "tag_commit",
 ]
 
@@ -70,6 +73,21 @@ def is_repo_id(text: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def refuse_mistyped_path(text: str, what: str) -> None:
+    """Raise ``FileNotFoundError`` when an ``OWNER/NAME``-shaped argument that does not exist
+    locally was meant as a local path: its first part is a local directory (``data/tow`` next
+    to ``data/``). Saves a typo from tens of seconds of Hub retries; names close matches."""
+    parent, _, name = text.partition("/")
+    if not name or Path(text).exists() or not Path(parent).is_dir():
+        return
+    close = difflib.get_close_matches(name, os.listdir(parent), n=3)
+    hint = f"; did you mean {', '.join(f'{parent}/{c}' for c in close)}?" if close else "."
+    raise FileNotFoundError(
+        f"{what} {text!r}: no such file or directory ({parent}/ is a local directory, so it is "
+        f"not taken as the Hub repo {text}){hint}"
+    )
 
 
 def data_repo_env(name: str) -> str:

@@ -49,6 +49,7 @@ from tdmpc2_data.hub_api import (
     is_repo_id,
     open_branch,
     published_model_repo,
+    refuse_mistyped_path,
     tag_commit,
 )
 from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_task_name
@@ -352,8 +353,9 @@ class HubMixin:
                 raise ValueError(f"Got revision={revision!r} for the local path {path}; "
                                  "revisions apply to Hub repos and aliases.")  # fmt: skip
             return _load_local(cls, path, task, overrides, source=str(path))
-        if path.suffix in (".pt", ".pth", ".safetensors", ".json"):
+        if path.suffix in (".pt", ".pth", ".ckpt", ".safetensors", ".json"):
             raise FileNotFoundError(f"{path}: no such checkpoint file.")
+        refuse_mistyped_path(text, "checkpoint")
         alias = resolve_alias(text) if "/" not in text else None
         if alias is not None:
             repo_id, filename, alias_task, training = alias

@@ -128,8 +128,9 @@ def resolve_data(spec: str) -> str:
     if "://" in spec or Path(spec).exists():
         return spec
     from tdmpc2_data.hub import download
-    from tdmpc2_data.hub_api import PUBLISHED_DATASETS, is_repo_id
+    from tdmpc2_data.hub_api import PUBLISHED_DATASETS, is_repo_id, refuse_mistyped_path
 
+    refuse_mistyped_path(spec, "--data")
     if spec in PUBLISHED_DATASETS or is_repo_id(spec):
         return str(download(spec))
     raise FileNotFoundError(

@@ -513,3 +513,24 @@ def test_legacy_chunks_with_tasks_and_offline(hub, legacy_repo, tmp_path, monkey
 
 def _main(hub) -> str:
     return hub.api().dataset_info("tester/legacy").sha
+
+
+def test_a_mistyped_local_path_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch, capsys):
+    """``data/tow`` next to a local ``data/`` is a typo, not the Hub repo data/tow: every
+    command says so at once (before, 24-31 s of Hub retries, then a network error)."""
+    from tdmpc2_model import TDMPC2
+    from tdmpc2_model.lightning import resolve_data
+
+    (tmp_path / "data" / "two").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # a Hub call would fail
+    assert cli(["info", "data/tow"]) == 2
+    err = capsys.readouterr().err
+    assert "'data/tow': no such file or directory (data/ is a local directory" in err
+    assert err.rstrip().endswith("did you mean data/two?") and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match=r"checkpoint 'data/tow'.*did you mean data/two"):
+        TDMPC2.from_pretrained("data/tow")
+    with pytest.raises(FileNotFoundError, match=r"--data 'data/tow'.*did you mean data/two"):
+        resolve_data("data/tow")
+    with pytest.raises(FileNotFoundError, match=r"'data/xyz'.*local directory.*\)\.$"):
+        resolve_data("data/xyz")  # no close match: no suggestion
