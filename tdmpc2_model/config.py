@@ -27,6 +27,7 @@ SIZE_PRESETS: dict[str, dict[str, int]] = {
 ARCH_FIELDS = ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "task_dim")
 #: Fields of earlier versions that nothing read; ``from_dict`` ignores them in old configs.
 RETIRED_FIELDS = frozenset({"bin_size", "seed_steps"})
+PLAN_ACTIONS = ("elite", "mean")
 DEFAULT_TASK_DIM = 96
 
 
@@ -95,6 +96,11 @@ class TDMPC2Config:
             trajectories drawn from the policy prior.
         min_std, max_std: clamp of the sampling std (max_std is also the initial std).
         temperature: MPPI score temperature.
+        plan_action: the action executed from a plan. ``"elite"`` (the original code's, so
+            published checkpoints score as in the paper): one elite sequence drawn with
+            probability proportional to its MPPI score, its first action (plus the plan's std
+            times Gaussian noise in training mode). ``"mean"`` (the paper's Sec. 3.3 wording):
+            the plan mean's first action (plus the same noise in training mode).
 
     Derived (not arguments; computed in ``__post_init__``)
         task_names, num_tasks, action_dims, episode_lengths, discounts (one per task).
@@ -148,6 +154,7 @@ class TDMPC2Config:
     min_std: float = 0.05
     max_std: float = 2.0
     temperature: float = 0.5
+    plan_action: str = "elite"
     # derived
     task_names: list[str] = field(init=False)
     num_tasks: int = field(init=False)
@@ -257,6 +264,10 @@ class TDMPC2Config:
                 isinstance(value, int) and value > 0,
                 f"Got {key}={value!r}; must be a positive int.",
             )
+        check(
+            self.plan_action in PLAN_ACTIONS,
+            f"Got plan_action={self.plan_action!r}; use one of {PLAN_ACTIONS}.",
+        )
         check(
             self.num_q >= 2, f"Got num_q={self.num_q}; the TD target needs at least 2 Q-functions."
         )

@@ -71,6 +71,13 @@ def squash(
     return mean, action, log_prob
 
 
+def gumbel_max_sample(probs: torch.Tensor) -> torch.Tensor:
+    """One index drawn from the categorical ``probs`` [N] by the Gumbel-max trick
+    (argmax of log p + Gumbel noise), as the original samples the executed elite."""
+    gumbel = -torch.empty_like(probs).exponential_().log()
+    return (probs.log() + gumbel).argmax()
+
+
 def simnorm(x: torch.Tensor, group: int) -> torch.Tensor:
     """Simplicial normalisation: softmax over consecutive groups of ``group`` units.
     Under ``fast_kernels`` on CPU the softmax runs over a transposed layout (a softmax over

@@ -3,7 +3,8 @@
 Sampled action sequences are scored by the model's H-step return plus the terminal value;
 the Gaussian (mean, std) is refit to the elites, weighted by exp(temperature * value).
 A fraction of the sequences comes from the policy prior, and the mean is warm-started from
-the previous step's plan shifted by one step.
+the previous step's plan shifted by one step. The executed action follows
+``cfg.plan_action``: a drawn elite's first action (the original code) or the mean's.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def plan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plan from one observation ``obs`` [1, obs_dim]; returns (action [A] in [-1, 1], the
     plan's mean [H, A] to warm-start the next step). ``prev_mean`` None starts fresh
-    (first step of an episode). Eval mode executes the mean's first action; training mode
-    adds the plan's std as exploration noise (a_t ~ N(mu*, sigma*), paper Sec. 3.3; the
-    original code instead executes one elite sequence drawn by score). Masked (padding)
-    action dims are exactly 0."""
+    (first step of an episode). Executes the first action of one elite sequence drawn with
+    probability proportional to its score (``plan_action="elite"``, as the original code) or
+    of the plan mean (``"mean"``, the paper's Sec. 3.3 wording); training mode adds the
+    plan's std times Gaussian noise as exploration. Masked (padding) action dims are
+    exactly 0."""
     with fast_kernels():
         return _plan(model, obs, task, discount, prev_mean, eval_mode)
 
@@ -96,7 +98,24 @@ def _plan(
         std = var.sqrt().clamp(cfg.min_std, cfg.max_std)
         if mask is not None:
             mean, std = mean * mask, std * mask
-    action = mean[0]
+    return select_action(elite_actions, score[0, :, 0], mean, std, cfg.plan_action, eval_mode), mean
+
+
+def select_action(
+    elite_actions: torch.Tensor,
+    score: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    plan_action: str,
+    eval_mode: bool,
+) -> torch.Tensor:
+    """The executed action [A] of a finished plan: the first action of one elite [H, E, A]
+    drawn with probability ``score`` [E] ("elite"), or of the ``mean`` [H, A] ("mean");
+    training mode adds ``std[0]`` times Gaussian noise. Clamped to [-1, 1]."""
+    if plan_action == "elite":
+        action = elite_actions[0, Fn.gumbel_max_sample(score)]
+    else:
+        action = mean[0]
     if not eval_mode:
-        action = action + std[0] * torch.randn(dim, device=z.device, dtype=obs.dtype)
-    return action.clamp(-1, 1), mean
+        action = action + std[0] * torch.randn_like(action)
+    return action.clamp(-1, 1)
