@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from tdmpc2_data.reader import Dataset
+from tdmpc2_data.schema import DatasetError, decoded_problems
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Piece:
     stop: int
     length: int  # T (transitions per episode)
     task: int  # global task id
+    dataset_task: int  # the task's id in its dataset's table (what the shard stores)
 
     @property
     def episodes(self) -> int:
@@ -125,8 +127,9 @@ class Arena:
             self.run_mass[run] = piece.starts(horizon) * task_factor[piece.task]
             for start, stop in _read_ranges(datasets[piece.dataset], piece, self.read_bytes):
                 data = datasets[piece.dataset].read_shard(
-                    piece.shard, ("obs", "action", "reward"), episodes=slice(start, stop)
+                    piece.shard, ("obs", "action", "reward", "task"), episodes=slice(start, stop)
                 )
+                check_decoded(datasets[piece.dataset], piece, start, data)
                 self._put(row, stop - start, piece.length + 1, data)
                 row += (stop - start) * (piece.length + 1)
         self.block_of_slot[slot] = block
@@ -172,6 +175,22 @@ class Arena:
         torch.index_select(self._action_t, 0, step_index, out=action.view(-1, action.shape[-1]))
         torch.index_select(self._reward_t, 0, step_index, out=reward.view(-1))
         return obs, action, reward
+
+
+def check_decoded(ds: Dataset, piece: Piece, start: int, data: dict[str, np.ndarray]) -> None:
+    """Raise `DatasetError` (shard, episode, field) when decoded episodes break the format or
+    are not the piece's task: a damaged dataset stops the loader before a batch holds it.
+    One pass over bytes just decoded (bench/loader.py measures the cost)."""
+    where = f"{ds.location}/{ds.shards[piece.shard].path}"
+    for e, problem in decoded_problems(data, ds.task_info, ds.tasks):
+        raise DatasetError(f"{where}: {problem.format(episode=start + e)}; run tdmpc2-data verify")
+    wrong = np.flatnonzero(data["task"] != piece.dataset_task)
+    if wrong.size:
+        raise DatasetError(
+            f"{where}: episode {start + int(wrong[0])} has task id {int(data['task'][wrong[0]])}, "
+            f"the root index says {piece.dataset_task} ({ds.tasks[piece.dataset_task]!r}); run "
+            "tdmpc2-data verify"
+        )
 
 
 def _read_ranges(ds: Dataset, piece: Piece, read_bytes: int) -> list[tuple[int, int]]:

@@ -336,7 +336,7 @@ def _pieces(datasets: Sequence[Dataset], maps: Sequence[np.ndarray], horizon: in
             for tid, run in shard.task_ranges.items():
                 if len(run):
                     task = int(maps[d][tid])
-                    pieces.append(Piece(d, i, run.start, run.stop, shard.episode_length, task))
+                    pieces.append(Piece(d, i, run.start, run.stop, shard.episode_length, task, tid))
     if not pieces and not short:
         raise ValueError(
             f"No episodes to sample: {', '.join(ds.location for ds in datasets)} "

@@ -6,7 +6,7 @@ I/O), so the three sides cannot disagree about shapes, dtypes or names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,44 @@ SHARD_TARGET_BYTES = 128 << 20
 
 class DatasetError(ValueError):
     """Bad or damaged data; the message names the file and the field."""
+
+
+def decoded_problems(
+    data: Mapping[str, np.ndarray], task_info: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> Iterator[tuple[int, str]]:
+    """(episode in ``data``, what is wrong) for decoded episodes (``task``, ``obs``,
+    ``action``, ``reward`` arrays) that break the format: task ids outside the table, NaN/inf,
+    actions outside the tasks' range, non-zero padding. A message has an ``{episode}``
+    placeholder for the caller's episode numbering. Shared by `verify` and the loader."""
+    task = np.asarray(data["task"]).astype(np.int64)
+    if task.size and (task.min() < 0 or task.max() >= len(names)):
+        e = int(np.argwhere((task < 0) | (task >= len(names)))[0][0])
+        yield e, f"task ids outside 0..{len(names) - 1} (episode {{episode}})"
+        return
+    for name in ("obs", "action", "reward"):
+        bad = ~np.isfinite(data[name])
+        if bad.any():
+            yield int(np.argwhere(bad)[0][0]), f"{name} has NaN/inf (episode {{episode}})"
+    outside = actions_out_of_range(data["action"])
+    if outside.any():
+        yield (
+            int(np.argwhere(outside)[0][0]),
+            f"action outside [-{ACTION_LIMIT:g}, {ACTION_LIMIT:g}] (episode {{episode}})",
+        )
+    for name in ("obs", "action"):
+        dims = np.array([t[f"{name}_dim"] for t in task_info])[task]
+        width = data[name].shape[-1]
+        pad = np.arange(width)[None, :] >= dims[:, None]  # [E, D]
+        nonzero = (data[name] != 0).any(axis=1) & pad
+        if nonzero.any():
+            e, d = (int(x) for x in np.argwhere(nonzero)[0])
+            yield (
+                e,
+                (
+                    f"{name} padding is not zero (episode {{episode}}, dim {d} of task "
+                    f"{names[task[e]]!r} whose {name} dim is {dims[e]})"
+                ),
+            )
 
 
 def actions_out_of_range(action: np.ndarray) -> np.ndarray:

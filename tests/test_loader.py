@@ -1,8 +1,9 @@
 """WindowSampler and WindowDataModule on real shard datasets written with ShardWriter.
 
 Every stored value encodes where it lives: obs[t] = (episode id, t, 7, ...), action[t] =
-(episode id, t, 7, ...), reward[t] = 1000 * episode id + t, so any misaligned, shifted or
-cross-episode window is visible in the numbers.
+(episode id, t, 7, ...) / 1024 (exact in float32, and inside the tasks' [-1, 1]),
+reward[t] = 1000 * episode id + t, so any misaligned, shifted or cross-episode window is
+visible in the numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TASKS = [
     {"name": "toy-wide", "obs_dim": 5, "action_dim": 3},
 ]
 ROOT = Path(__file__).resolve().parents[1]
+ACTION_CODE = 1024  # actions store (id, t, 7) / ACTION_CODE
 
 
 def write_dataset(root: Path, episodes: list[tuple[int, str, int]], per_shard: int, tasks=TASKS):
@@ -43,6 +45,7 @@ def write_dataset(root: Path, episodes: list[tuple[int, str, int]], per_shard: i
             obs[:, 0], obs[:, 1] = gid, steps
             action = np.full((length, a), 7.0, np.float32)
             action[:, 0], action[:, 1] = gid, steps[:-1]
+            action /= ACTION_CODE
             w.add_episode(task, obs, action, 1000.0 * gid + steps[:-1])
     return open_dataset(root)
 
@@ -100,7 +103,7 @@ def test_windows_are_exact_slices_of_stored_episodes(mixed, cache_bytes, num_wor
             assert batch.task[b] == ep["task"]
             np.testing.assert_array_equal(batch.action_mask[b].numpy(), masks[ep["task"]])
         # alignment spelled out: action[h] and reward[h] belong to obs[h] -> obs[h+1]
-        assert torch.equal(batch.action[:, :, 1], batch.obs[:-1, :, 1])
+        assert torch.equal(batch.action[:, :, 1] * ACTION_CODE, batch.obs[:-1, :, 1])
         assert torch.equal(batch.reward, 1000 * batch.obs[:-1, :, 0] + batch.obs[:-1, :, 1])
 
 
@@ -340,6 +343,31 @@ def test_damaged_shard_error_reaches_the_consumer(tmp_path):
     s = WindowSampler(ds, batch_size=8, num_workers=2)
     with pytest.raises(DatasetError, match=f"{ds.shards[-1].path}/obs: damaged data"):
         windows(s, 3)
+
+
+@pytest.mark.parametrize(
+    "field, index, value, message",
+    [
+        ("obs", (1, 4, 0), np.nan, r"obs has NaN/inf \(episode 1\)"),
+        ("reward", (2, 3), np.inf, r"reward has NaN/inf \(episode 2\)"),
+        ("action", (0, 2, 0), 3.0, r"action outside \[-1, 1\] \(episode 0\)"),
+        ("obs", (3, 0, 4), 1.0, r"obs padding is not zero \(episode 3, dim 4 of task 'toy-small'"),
+        ("task", (1,), 1, r"episode 1 has task id 1, the root index says 0 \('toy-small'\)"),
+        ("task", (0,), 9, r"task ids outside 0..1 \(episode 0\)"),
+    ],
+)
+def test_the_loader_refuses_damage_that_verify_finds(tmp_path, field, index, value, message):
+    """Values changed with valid checksums (a buggy writer): the sampler names shard, episode
+    and field before any batch holds them (before, NaN reached two_hot and pretraining died
+    with an index error; wrong task ids trained silently)."""
+    import zarr
+
+    eps = [(g, "toy-small", 10) for g in range(8)] + [(8 + g, "toy-wide", 10) for g in range(4)]
+    ds = write_dataset(tmp_path / "ds", eps, per_shard=12)
+    arr = zarr.open_array(tmp_path / "ds" / ds.shards[0].path / field, mode="r+")
+    arr[index] = value
+    with pytest.raises(DatasetError, match=f"{ds.shards[0].path}: {message}"):
+        windows(WindowSampler(open_dataset(tmp_path / "ds"), batch_size=8, num_workers=1), 3)
 
 
 # ------------------------------------------------------------------ memory budget
