@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from tdmpc2_data import schema
 from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
-from tdmpc2_data.writer import TMP_PREFIX, shard_names
+from tdmpc2_data.writer import TMP_PREFIX, index_entry, shard_names
 
 #: Uncompressed bytes decoded at a time per shard (bounds verify's memory).
 BATCH_BYTES = 64 << 20
@@ -106,6 +106,20 @@ def _check_index(ds: Dataset, report: VerifyReport) -> None:
 
 
 def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) -> None:
+    if "://" not in ds.location:  # the shard's own metadata: what an append rebuilds the index from
+        own = index_entry(Path(ds.location), shard.path.split("/")[-1])
+        said = {int(k): v for k, v in own["task_counts"].items()}
+        if (own["episodes"], own["episode_length"], said) != (
+            shard.episodes,
+            shard.episode_length,
+            shard.task_counts,
+        ):
+            report.add(
+                shard.path,
+                f"its zarr.json says {own['episodes']} episodes of length "
+                f"{own['episode_length']} ({said}), the root index {shard.episodes} of "
+                f"{shard.episode_length} ({shard.task_counts})",
+            )
     fields = [f for f, spec in schema.FIELDS.items() if spec.required or ds.has_field(i, f)]
     for f in fields:
         ds.array(i, f)  # shape, dtype, data file present

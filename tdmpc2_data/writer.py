@@ -106,14 +106,34 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _index_entry(root: Path, name: str) -> dict[str, Any]:
+def _shard_meta(root: Path, name: str, node: str = "") -> dict[str, Any]:
+    """The parsed ``zarr.json`` of shard ``name`` (or of its array ``node``)."""
+    path = root / SHARDS_DIR / name / node / "zarr.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(
+            f"{path}: unreadable shard metadata ({exc!r}); run tdmpc2-data verify"
+        ) from None
+
+
+def index_entry(root: Path, name: str) -> dict[str, Any]:
+    """The root index entry of shard ``name``, from its group attributes, checked against
+    the shape of its obs array so that damaged attributes never reach the root index."""
     path = root / SHARDS_DIR / name / "zarr.json"
     try:
-        attrs = json.loads(path.read_text())["attributes"]
+        attrs = _shard_meta(root, name)["attributes"]
         episodes, length = int(attrs["episodes"]), int(attrs["episode_length"])
         counts = {str(k): int(v) for k, v in attrs["task_counts"].items()}
-    except (OSError, KeyError, ValueError) as exc:
+        shape = tuple(_shard_meta(root, name, "obs")["shape"][:2])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{path}: unreadable shard attributes ({exc!r})") from None
+    if shape != (episodes, length + 1) or sum(counts.values()) != episodes:
+        raise DatasetError(
+            f"{path}: says {episodes} episodes of length {length} ({counts} per task id), but "
+            f"its obs array holds {shape[0]} episodes of {shape[1] - 1} steps; run tdmpc2-data "
+            "verify"
+        )
     return {
         "path": f"{SHARDS_DIR}/{name}",
         "episodes": episodes,
@@ -164,7 +184,7 @@ def _finalize_locked(root: Path) -> dict[str, Any]:
     attrs = read_root_attributes(root)
     _remove_stale_temps(root)
     _remove_merged(root)
-    attrs["shards"] = [_index_entry(root, n) for n in shard_names(root)]
+    attrs["shards"] = [index_entry(root, n) for n in shard_names(root)]
     write_root_attributes(root, attrs)
     return attrs
 
@@ -226,8 +246,7 @@ def _remove_merged(root: Path) -> None:
     """Delete shards that a completed ``compact()`` merged into another shard."""
     names = set(shard_names(root))
     for name in sorted(names):
-        meta = json.loads((root / SHARDS_DIR / name / "zarr.json").read_text())
-        for old in meta["attributes"].get("merged_from", []):
+        for old in _shard_meta(root, name).get("attributes", {}).get("merged_from", []):
             if old in names:
                 shutil.rmtree(root / SHARDS_DIR / old)
                 names.discard(old)
@@ -512,8 +531,8 @@ class ShardWriter:
         removed = []
         with root_lock(self.root):
             for name in shard_names(self.root):
-                meta = json.loads((self.root / SHARDS_DIR / name / "zarr.json").read_text())
-                if meta["attributes"].get("sources") == [source_id]:
+                meta = _shard_meta(self.root, name)
+                if meta.get("attributes", {}).get("sources") == [source_id]:
                     shutil.rmtree(self.root / SHARDS_DIR / name)
                     removed.append(name)
         finalize(self.root)
@@ -575,7 +594,7 @@ class ShardWriter:
         with root_lock(self.root):
             attrs = read_root_attributes(self.root)
             if all(s["path"] != shard_path(int(name)) for s in attrs["shards"]):
-                attrs["shards"].append(_index_entry(self.root, name))
+                attrs["shards"].append(index_entry(self.root, name))
                 write_root_attributes(self.root, attrs)
 
 

@@ -347,6 +347,34 @@ def test_verify_names_the_damaged_shard(mixed, capsys, shard, field, index, valu
     assert f"DAMAGED shards/{shard}: " in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("damage", ["episode count", "garbage"])
+def test_damaged_shard_metadata_is_found_and_appends_keep_the_dataset_readable(mixed, damage):
+    """A shard's own zarr.json is what an append rebuilds the root index from: before,
+    `verify` said OK and the next append made the whole dataset unopenable."""
+    root, eps = mixed
+    meta = root / "shards" / "000001" / "zarr.json"
+    if damage == "garbage":
+        meta.write_text("garbage{")
+    else:
+        doc = json.loads(meta.read_text())
+        doc["attributes"]["episodes"] = 7
+        meta.write_text(json.dumps(doc))
+    report = verify_dataset(root)
+    assert list(report.problems) == ["shards/000001"], report.summary()
+    assert "shards/000001/zarr.json" in report.problems["shards/000001"][0] or (
+        "its zarr.json says 7 episodes" in report.problems["shards/000001"][0]
+    )
+    before = (root / "zarr.json").read_text()
+    with pytest.raises(DatasetError, match=r"shards/000001/zarr\.json: .*run tdmpc2-data verify"):
+        with ShardWriter(root) as w:
+            w.add_episode("walker-walk", **episode(24, 6, 100, 9))
+    old = json.loads(before)["attributes"]["shards"]
+    index = json.loads((root / "zarr.json").read_text())["attributes"]["shards"]
+    assert index[: len(old)] == old  # the old entries stand; the new shard is added
+    ds = open_dataset(root)  # still readable, with every episode (and the appended one)
+    assert ds.num_episodes == len(eps) + 1
+
+
 def test_verify_detects_flipped_bytes_in_every_array(mixed):
     root, _ = mixed
     for field in ("obs", "action", "reward", "task"):
