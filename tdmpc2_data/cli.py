@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from pickle import UnpicklingError
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
@@ -273,9 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tdmpc2_data.envs import SimulatorUnavailableError
 
     args = build_parser().parse_args(argv)
+    expected = (CLIError, SimulatorUnavailableError, KeyError, ValueError, OSError, UnpicklingError)
     try:
         return args.handler(args)
-    except (CLIError, SimulatorUnavailableError, KeyError, ValueError, OSError) as exc:
+    except expected as exc:  # a user's input or environment: one line, no traceback
         print(f"tdmpc2-data {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

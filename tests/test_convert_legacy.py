@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import types
@@ -41,11 +42,14 @@ def in_expected_order(got: dict, expected_task: np.ndarray) -> dict:
     return {k: v[back] for k, v in got.items()}
 
 
+@pytest.mark.parametrize("layout", ["", "_td02"])  # tensordict 0.8 (2024) and 0.2 (2023)
 @pytest.mark.parametrize("name, task_set", [("mt80", "mt80"), ("mt30", "mt30")])
-def test_tiny_chunks_match_the_expected_arrays(tmp_path, name, task_set):
+def test_tiny_chunks_match_the_expected_arrays(tmp_path, capsys, name, task_set, layout):
     expected = np.load(FIXTURES / f"{name}_chunk_tiny_expected.npz")
-    [result] = convert([FIXTURES / f"{name}_chunk_tiny.pt"], tmp_path / "ds")  # format guessed
-    assert result.task_set == task_set and result.episodes == len(expected["task"])
+    assert (
+        cli(["convert", str(FIXTURES / f"{name}_chunk_tiny{layout}.pt"), str(tmp_path / "ds")]) == 0
+    )
+    assert f"{len(expected['task'])} episodes" in capsys.readouterr().out
     ds = open_dataset(tmp_path / "ds")
     assert ds.tasks == TASK_SETS[task_set]  # published ids kept
     got = in_expected_order(stored_episodes(tmp_path / "ds"), expected["task"])
@@ -111,9 +115,9 @@ def test_step_coded_chunk_aligns_action_t_with_obs_t(tmp_path):
     np.testing.assert_allclose(got["action"][0, :, 0] * 10000, t + 1, rtol=1e-6)
 
 
-def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
-    """Chunks from 2023 pickle `tensordict.tensordict.TensorDict` with its `__dict__` state."""
-    obs, action, reward, task = _step_coded_chunk(n=3)
+def _save_old_layout(path: Path, monkeypatch, obs, action, reward, task, **state) -> None:
+    """``torch.save`` of a tensordict-0.2-style TensorDict (its ``__dict__`` as the BUILD
+    state, entries in a ``_StringOnlyDict``), without tensordict; ``state`` overrides keys."""
 
     class OldTensorDict:
         pass
@@ -131,22 +135,46 @@ def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, module, fake)
     monkeypatch.setitem(sys.modules, "tensordict", types.ModuleType("tensordict"))
     td = OldTensorDict()
+    entries = {"obs": obs, "action": action, "reward": reward, "task": task}
     td.__dict__.update(
-        _tensordict=StringOnlyDict(
-            obs=torch.as_tensor(obs),
-            action=torch.as_tensor(action),
-            reward=torch.as_tensor(reward),
-            task=torch.as_tensor(task),
-        ),
-        _batch_size=torch.Size([3, 101]),
+        _tensordict=StringOnlyDict({k: torch.as_tensor(v) for k, v in entries.items()}),
+        _batch_size=torch.Size(task.shape),
         _device=None,
         _is_shared=False,
         _is_memmap=False,
         _is_locked=False,
         _td_dim_names=[None, None],
+        _lock_id=set(),
+        _locked_tensordicts=[],
     )
-    torch.save(td, tmp_path / "old.pt")
+    td.__dict__.update(state)
+    if "_tensordict" in state:
+        td.__dict__["_tensordict"] = StringOnlyDict(state["_tensordict"])
+    torch.save(td, path)
     monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    "state, refusal",
+    [
+        ({"_lock_id": {"x"}}, "a set in a data chunk must be empty"),
+        ({"_evil": 1}, r"TensorDict state with unexpected keys \['_evil'\]"),
+        ({"_tensordict": {"obs": "rm -rf"}}, "TensorDict entry 'obs' is a str, not a tensor"),
+    ],
+)
+def test_old_layout_allows_exactly_what_it_needs(tmp_path, monkeypatch, capsys, state, refusal):
+    _save_old_layout(tmp_path / "bad.pt", monkeypatch, *_step_coded_chunk(n=2), **state)
+    assert cli(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(refusal, err), err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
+    """Chunks from 2023 pickle `tensordict.tensordict.TensorDict` with its `__dict__` state."""
+    obs, action, reward, task = _step_coded_chunk(n=3)
+    _save_old_layout(tmp_path / "old.pt", monkeypatch, obs, action, reward, task)
     with zipfile.ZipFile(tmp_path / "old.pt") as z:  # really the old layout
         pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     assert b"tensordict.tensordict" in pkl and b"_reductions" not in pkl

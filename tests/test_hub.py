@@ -442,15 +442,16 @@ def test_server_serves_model_repos(hub, tmp_path):
 LEGACY = Path("/work/shared/fixtures/legacy")
 
 
-@pytest.fixture
-def legacy_repo(hub, tmp_path, monkeypatch) -> str:
-    """A repo laid out like the original release: two copies of the tiny fixture chunk."""
+@pytest.fixture(params=["", "_td02"], ids=["tensordict-0.8", "tensordict-0.2"])
+def legacy_repo(hub, tmp_path, monkeypatch, request) -> str:
+    """A repo laid out like the original release: two copies of the tiny fixture chunk, in
+    the 2024 pickle layout or the 2023 one of the published data."""
     monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
     api = hub.api()
     api.create_repo("tester/legacy", repo_type="dataset")
     for i in range(2):
         api.upload_file(
-            path_or_fileobj=str(LEGACY / "mt80_chunk_tiny.pt"),
+            path_or_fileobj=str(LEGACY / f"mt80_chunk_tiny{request.param}.pt"),
             path_in_repo=f"mt80/chunk_{i}.pt",
             repo_id="tester/legacy",
             repo_type="dataset",

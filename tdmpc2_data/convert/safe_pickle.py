@@ -54,18 +54,44 @@ class _StorageType:
         self.dtype = np.dtype(dtype)
 
 
+#: The ``__dict__`` keys of a tensordict <= 0.2 TensorDict (the 2023 published chunks).
+OLD_TENSORDICT_KEYS = frozenset({
+    "_tensordict", "_batch_size", "_device", "_is_shared", "_is_memmap", "_is_locked",
+    "_td_dim_names", "_lock_id", "_locked_tensordicts", "_last_op", "_cache",
+})  # fmt: skip
+
+
 class _OldTensorDict:
-    """Stand-in for ``tensordict.tensordict.TensorDict`` (tensordict < 0.2): plain object
-    pickling, the state being ``__dict__`` with the entries under ``_tensordict``."""
+    """Stand-in for ``tensordict.tensordict.TensorDict`` (tensordict <= 0.2): created with
+    NEWOBJ and filled with BUILD, the state being its ``__dict__``, entries under
+    ``_tensordict``. Only the known keys are accepted, and nothing is called."""
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple):  # (dict state, slot state)
             state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"TensorDict state is a {type(state).__name__}")
+        unknown = sorted(map(str, set(state) - OLD_TENSORDICT_KEYS))
+        if unknown:
+            raise pickle.UnpicklingError(f"TensorDict state with unexpected keys {unknown}")
         self.state = state
 
 
 class _StringOnlyDict(dict):
-    """Stand-in for ``tensordict.utils._StringOnlyDict`` (a dict subclass)."""
+    """Stand-in for ``tensordict.utils._StringOnlyDict`` (a dict subclass): string keys only;
+    that its values are tensors is checked when the TensorDict state is read."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if not isinstance(key, str):
+            raise pickle.UnpicklingError(f"_StringOnlyDict key {key!r} is not a string")
+        super().__setitem__(key, value)
+
+
+def _empty_set(items: Any = ()) -> frozenset:
+    """Stand-in for ``set`` (a TensorDict's ``_lock_id``): only an empty one is accepted."""
+    if list(items):
+        raise pickle.UnpicklingError("a set in a data chunk must be empty")
+    return frozenset()
 
 
 class _NewTensorDictClass:
@@ -80,12 +106,19 @@ def _make_td(cls: Any, state: dict[str, Any]) -> TensorDictState:
 def _td_state(state: dict[str, Any]) -> TensorDictState:
     if not isinstance(state, dict) or "_tensordict" not in state:
         raise pickle.UnpicklingError("TensorDict state without '_tensordict' entries")
-    fields = {k: _plain(v) for k, v in dict(state["_tensordict"]).items()}
+    fields = {k: _plain(k, v) for k, v in dict(state["_tensordict"]).items()}
     return TensorDictState(fields, tuple(state.get("_batch_size") or ()))
 
 
-def _plain(value: Any) -> Any:
-    return _td_state(value.state) if isinstance(value, _OldTensorDict) else value
+def _plain(key: str, value: Any) -> Any:
+    """An entry of a TensorDict: an array, or a nested TensorDict; nothing else."""
+    if isinstance(value, _OldTensorDict):
+        return _td_state(value.state)
+    if not isinstance(value, (np.ndarray, TensorDictState)):
+        raise pickle.UnpicklingError(
+            f"TensorDict entry {key!r} is a {type(value).__name__}, not a tensor"
+        )
+    return value
 
 
 def _rebuild_tensor_v2(
@@ -128,6 +161,8 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("tensordict._td", "TensorDict"): _NewTensorDictClass,
     ("tensordict.tensordict", "TensorDict"): _OldTensorDict,
     ("tensordict.utils", "_StringOnlyDict"): _StringOnlyDict,
+    ("__builtin__", "set"): _empty_set,  # protocol-2 pickles name Python 2's module
+    ("builtins", "set"): _empty_set,
     **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
 }
 
@@ -180,7 +215,14 @@ class TorchZip:
     def load(self) -> Any:
         """Unpickle the archive's object with the allow-list; tensors are numpy views."""
         with self._zip.open(f"{self._prefix}data.pkl") as f:
-            return _RestrictedUnpickler(f, self._storage, str(self.path)).load()
+            try:
+                return _RestrictedUnpickler(f, self._storage, str(self.path)).load()
+            except UnsafePickleError:
+                raise
+            except (pickle.UnpicklingError, EOFError, TypeError, AttributeError) as exc:
+                raise pickle.UnpicklingError(
+                    f"{self.path}: not a TD-MPC2 data chunk ({exc or type(exc).__name__})"
+                ) from None
 
     def _storage(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         info = self._zip.getinfo(f"{self._prefix}data/{key}")
@@ -223,7 +265,10 @@ def as_tensordict(obj: Any, where: str) -> TensorDictState:
     if isinstance(obj, TensorDictState):
         return obj
     if isinstance(obj, _OldTensorDict):
-        return _td_state(obj.state)
+        try:
+            return _td_state(obj.state)
+        except pickle.UnpicklingError as exc:
+            raise pickle.UnpicklingError(f"{where}: not a TD-MPC2 data chunk ({exc})") from None
     if isinstance(obj, dict) and all(isinstance(v, np.ndarray) for v in obj.values()):
         return TensorDictState(dict(obj), ())
     raise ValueError(f"{where}: holds a {type(obj).__name__}, not a TensorDict of tensors")
