@@ -28,6 +28,8 @@ ARCH_FIELDS = ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "t
 #: Fields of earlier versions that nothing read; ``from_dict`` ignores them in old configs.
 RETIRED_FIELDS = frozenset({"bin_size", "seed_steps"})
 DEFAULT_TASK_DIM = 96
+#: Choices of ``TDMPC2Config.plan_action`` (which action the MPPI plan executes).
+PLAN_ACTIONS = ("elite", "mean")
 
 
 def parse_size(size: str | int) -> str:
@@ -95,6 +97,9 @@ class TDMPC2Config:
             trajectories drawn from the policy prior.
         min_std, max_std: clamp of the sampling std (max_std is also the initial std).
         temperature: MPPI score temperature.
+        plan_action: the executed action: "elite" (default, as the original code) is the
+            first action of one elite sequence drawn with probability equal to its score;
+            "mean" is the first action of the refit mean. Training mode adds std noise.
 
     Derived (not arguments; computed in ``__post_init__``)
         task_names, num_tasks, action_dims, episode_lengths, discounts (one per task).
@@ -148,6 +153,7 @@ class TDMPC2Config:
     min_std: float = 0.05
     max_std: float = 2.0
     temperature: float = 0.5
+    plan_action: str = "elite"
     # derived
     task_names: list[str] = field(init=False)
     num_tasks: int = field(init=False)
@@ -290,6 +296,10 @@ class TDMPC2Config:
         check(
             self.iterations is None or self.iterations >= 1,
             f"Got iterations={self.iterations}; must be >= 1.",
+        )
+        check(
+            self.plan_action in PLAN_ACTIONS,
+            f"Got plan_action={self.plan_action!r}; must be one of {', '.join(PLAN_ACTIONS)}.",
         )
         for length in self.episode_lengths:
             check(length > 0, f"Got episode_length={length}; must be > 0.")

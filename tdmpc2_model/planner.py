@@ -4,6 +4,11 @@ Sampled action sequences are scored by the model's H-step return plus the termin
 the Gaussian (mean, std) is refit to the elites, weighted by exp(temperature * value).
 A fraction of the sequences comes from the policy prior, and the mean is warm-started from
 the previous step's plan shifted by one step.
+
+The executed action follows the original code: one elite sequence drawn with probability
+equal to its score, its first action (``plan_action="elite"``, the default); or the refit
+mean's first action (``"mean"``, as the paper's Sec. 3.3 reads). Training mode adds the
+plan's std times Gaussian noise to either.
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ def estimate_value(
     return value + gamma * model.Q(z, action, task, return_type="avg")
 
 
+def draw_index(probs: torch.Tensor) -> torch.Tensor:
+    """One index drawn with probability ``probs`` [E] (summing to 1), by the Gumbel-max
+    trick: argmax of log p + Gumbel noise. It consumes the global RNG as the original does
+    (one exponential draw per elite), so seeded runs draw the same elite."""
+    gumbel = -torch.empty_like(probs).exponential_().log()
+    return (probs.log() + gumbel).argmax()
+
+
 @torch.no_grad()
 def plan(
     model: WorldModel,
@@ -47,10 +60,10 @@ def plan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plan from one observation ``obs`` [1, obs_dim]; returns (action [A] in [-1, 1], the
     plan's mean [H, A] to warm-start the next step). ``prev_mean`` None starts fresh
-    (first step of an episode). Eval mode executes the mean's first action; training mode
-    adds the plan's std as exploration noise (a_t ~ N(mu*, sigma*), paper Sec. 3.3; the
-    original code instead executes one elite sequence drawn by score). Masked (padding)
-    action dims are exactly 0."""
+    (first step of an episode). The action is the first of one elite sequence drawn by
+    score, or of the mean (``cfg.plan_action``); training mode (``eval_mode`` False) adds
+    the plan's std times Gaussian noise as exploration. Masked (padding) action dims are
+    exactly 0."""
     with fast_kernels():
         return _plan(model, obs, task, discount, prev_mean, eval_mode)
 
@@ -96,7 +109,10 @@ def _plan(
         std = var.sqrt().clamp(cfg.min_std, cfg.max_std)
         if mask is not None:
             mean, std = mean * mask, std * mask
-    action = mean[0]
+    if cfg.plan_action == "elite":
+        action = elite_actions[0, draw_index(score.view(-1))]
+    else:
+        action = mean[0]
     if not eval_mode:
         action = action + std[0] * torch.randn(dim, device=z.device, dtype=obs.dtype)
     return action.clamp(-1, 1), mean
