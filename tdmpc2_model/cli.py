@@ -203,6 +203,10 @@ def pretrain_parser() -> argparse.ArgumentParser:
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
         "task set (mt80-heldout) or a comma list",
     )
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="evaluate every N updates into the run's logs (0: never)")  # fmt: skip
+    p.add_argument("--eval-tasks", help="task set or comma list to evaluate (default: the table)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task and evaluation")
     return p
 
 
@@ -333,6 +337,9 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             log_every=args.log_every,
             config=args.config,
             exclude_tasks=resolve_tasks(args.exclude_tasks) if args.exclude_tasks else (),
+            eval_every=args.eval_every,
+            eval_tasks=resolve_tasks(args.eval_tasks) if args.eval_tasks else None,
+            eval_episodes=args.eval_episodes,
         )
         if final is not None:  # rank 0
             print(f"model in {final}")

@@ -134,3 +134,27 @@ def test_cli_rejects_bad_input_before_evaluating(agent, tmp_path, capsys):
         eval_main(["--checkpoint", str(ckpt), "--task", "mw-reach", "--tasks", "mt80"])
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", str(ckpt), "--tasks", "mt80"])  # no --out
+
+
+def test_pretraining_evaluates_into_the_run_logs(tmp_path):
+    from tdmpc2_data.collect import collect
+    from tdmpc2_model.lightning import pretrain
+
+    data = collect(tmp_path / "data", ["mw-reach"], episodes=2, seed=0,
+                   task_set=["mw-reach", "mw-push"])  # fmt: skip
+    small = dict(num_samples=16, num_elites=4, num_pi_trajs=2, iterations=1)
+    pretrain(data, tmp_path / "run", size="1M", max_steps=4, batch_size=16, devices=1,
+             accelerator="cpu", num_workers=0, log_every=1, config=small, progress=False,
+             eval_every=2, eval_tasks=["mw-reach"], eval_episodes=1)  # fmt: skip
+    with open(next((tmp_path / "run" / "logs").rglob("metrics.csv")), newline="") as f:
+        rows = list(csv.DictReader(f))
+    evals = [r for r in rows if r.get("eval/mean_normalized_score")]
+    assert [int(r["step"]) for r in evals] == [2, 4]
+    assert all(float(r["eval/mw-reach/return"]) > 0 for r in evals)
+    assert all(0 <= float(r["eval/mw-reach/score"]) <= 100 for r in evals)
+    assert any(r.get("train/total_loss") for r in rows)  # the same CSV as the losses
+    with pytest.raises(ValueError, match="walker-walk"):  # checked before any training
+        pretrain(data, tmp_path / "other", size="1M", max_steps=4, batch_size=16, devices=1,
+                 accelerator="cpu", num_workers=0, config=small, progress=False,
+                 eval_every=2, eval_tasks=["walker-walk"])  # fmt: skip
+    assert not (tmp_path / "other" / "lightning").exists()
