@@ -203,6 +203,10 @@ def pretrain_parser() -> argparse.ArgumentParser:
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
         "task set (mt80-heldout) or a comma list",
     )
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="evaluate every N updates into the run's logs (0: never)")  # fmt: skip
+    p.add_argument("--eval-tasks", help="task set or comma list to evaluate (default: the table)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task and evaluation")
     return p
 
 
@@ -248,16 +252,22 @@ def train_parser() -> argparse.ArgumentParser:
 def eval_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-eval",
-        "Evaluate a checkpoint with MPPI planning (eval mode) on a task: per-episode returns, "
-        "mean return and success rate.",
+        "Evaluate a checkpoint with MPPI planning (eval mode) on a task (per-episode returns, "
+        "mean return and success rate) or on a task set (per task and the paper's mean "
+        "normalized score, in OUT/eval.json and OUT/eval.csv; a rerun skips finished tasks).",
         "  tdmpc2-eval --checkpoint mt80-5M --task walker-walk --episodes 10\n"
+        "  tdmpc2-eval --checkpoint mt80-5M --tasks mt80 --episodes 10 --out runs/eval-mt80\n"
+        "  tdmpc2-eval --checkpoint mt80-5M --tasks walker-walk,mw-reach --workers 2 --out ev\n"
         "  tdmpc2-eval --checkpoint runs/train/final --task mw-reach --episodes 2 "
         "--video videos/\n"
         "  tdmpc2-eval --checkpoint runs/ft/final --task door-open --json eval.json",
     )
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    p.add_argument("--task")
+    p.add_argument("--task", help="one task")
+    p.add_argument("--tasks", help="a task set (mt80, mt30, mt80-heldout) or a comma list")
+    p.add_argument("--out", help="result directory of --tasks (required with it)")
+    p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--video", help="directory for episode videos (mp4)")
     p.add_argument("--seed", type=int, default=0)
@@ -266,7 +276,9 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(checkpoint: str, task: str, config: dict[str, Any], device: str, revision: str | None):
+def _load(
+    checkpoint: str, task: str | None, config: dict[str, Any], device: str, revision: str | None
+):
     """A checkpoint as an agent; a legacy single-task .pt file needs the task for its dims."""
     from tdmpc2_model.agent import TDMPC2
 
@@ -325,6 +337,9 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             log_every=args.log_every,
             config=args.config,
             exclude_tasks=resolve_tasks(args.exclude_tasks) if args.exclude_tasks else (),
+            eval_every=args.eval_every,
+            eval_tasks=resolve_tasks(args.eval_tasks) if args.eval_tasks else None,
+            eval_episodes=args.eval_episodes,
         )
         if final is not None:  # rank 0
             print(f"model in {final}")
@@ -362,13 +377,20 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(eval_parser(), argv, required=["checkpoint", "task"])
+    parser = eval_parser()
+    args = _parse(parser, argv, required=["checkpoint"])
+    if (args.task is None) == (args.tasks is None):
+        parser.error("give --task (one task) or --tasks (a task set), not both or neither")
+    if args.tasks is not None and args.out is None:
+        parser.error("--tasks needs --out DIR for eval.json, eval.csv and per-task results")
 
     def body() -> None:
         import torch
 
         from tdmpc2_model.evaluation import evaluate
 
+        if args.tasks is not None:
+            return _eval_tasks(args)
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)
@@ -378,3 +400,17 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 
     return _run("tdmpc2-eval", body)
+
+
+def _eval_tasks(args: argparse.Namespace) -> None:
+    from tdmpc2_data.tasks import resolve_tasks
+    from tdmpc2_model.taskset_eval import check_writable, evaluate_tasks
+
+    names = resolve_tasks(args.tasks)
+    check_writable(Path(args.out))  # before a download and hours of evaluation
+    one = names[0] if len(names) == 1 else None  # a legacy single-task .pt needs its task
+    agent = _load(args.checkpoint, one, args.config, _device(args.device), args.revision)
+    result = evaluate_tasks(agent, names, args.episodes, workers=args.workers, seed=args.seed,
+                            out=args.out, checkpoint=args.checkpoint)  # fmt: skip
+    print(result.table())
+    print(f"results in {args.out}/eval.json and eval.csv")

@@ -58,7 +58,8 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def planner_actor(agent: TDMPC2, spec: Task, eval_mode: bool = True) -> Actor:
-    """MPPI planning (``eval_mode``: the plan's mean; else mean + the plan's std as noise)."""
+    """MPPI planning (``cfg.plan_action``: a drawn elite's or the mean's first action;
+    training mode, ``eval_mode`` False, adds the plan's std as noise)."""
     task = spec.name if agent.cfg.task_names else None
 
     def act(obs: np.ndarray, t0: bool) -> np.ndarray:
@@ -126,7 +127,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> EvalResult:
-    """Run ``episodes`` episodes with MPPI in eval mode (plan mean); episode i resets with
+    """Run ``episodes`` episodes with MPPI in eval mode (no noise); episode i resets with
     seed ``seed + i``. ``video_dir``: one mp4 per episode (needs ``imageio[ffmpeg]`` and, on
     a machine without display, ``MUJOCO_GL=egl`` or ``osmesa``)."""
     if episodes < 1:

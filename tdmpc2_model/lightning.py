@@ -10,7 +10,9 @@ optimization (the backward pass would run inside the sharded forward, Lightning 
 
 `pretrain` is what `tdmpc2-pretrain` runs: dataset -> config (task table and padded widths
 of the data) -> Trainer.fit -> ``OUT/final`` (``save_pretrained``), with Lightning
-checkpoints in ``OUT/lightning`` for ``resume="auto"``.
+checkpoints in ``OUT/lightning`` for ``resume="auto"``. `TaskSetEvaluation` evaluates the
+model on a task set every N updates as the original's offline trainer does, into the same
+metrics CSV (``OUT/logs``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
@@ -120,6 +122,43 @@ class TDMPC2Module(L.LightningModule):
         return agent
 
 
+class TaskSetEvaluation(Callback):
+    """Every ``every`` updates, evaluate the model on ``tasks`` (``episodes`` each, in
+    ``workers`` processes) with MPPI in eval mode and log, on rank 0, per task
+    ``eval/<task>/return``, ``/success`` and ``/score`` and ``eval/mean_normalized_score``
+    through the Trainer's logger (the run's metrics CSV), at the update's step."""
+
+    def __init__(self, every: int, tasks: str | list[str], episodes: int = 10,
+                 workers: int = 1, seed: int = 0):  # fmt: skip
+        from tdmpc2_data.tasks import resolve_tasks
+
+        if every < 1 or episodes < 1:
+            raise ValueError(f"Got eval every={every}, episodes={episodes}; both must be >= 1.")
+        self.every, self.tasks, self.episodes = every, resolve_tasks(tasks), episodes
+        self.workers, self.seed = workers, seed
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if trainer.global_step % self.every or not trainer.is_global_zero:
+            return
+        from tdmpc2_model.taskset_eval import evaluate_tasks
+
+        model = pl_module.agent.model
+        model.eval()  # no Q dropout while acting
+        try:
+            result = evaluate_tasks(pl_module.agent, self.tasks, self.episodes, self.workers,
+                                    self.seed, progress=False)  # fmt: skip
+        finally:
+            model.train()
+        metrics = {"eval/mean_normalized_score": result.mean_normalized_score}
+        for t in result.tasks:
+            metrics[f"eval/{t.task}/return"] = t.mean_return
+            metrics[f"eval/{t.task}/score"] = t.normalized_score
+            if t.success_rate is not None:
+                metrics[f"eval/{t.task}/success"] = t.success_rate
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step)
+
+
 # ------------------------------------------------------------------------- pretraining
 def resolve_data(spec: str) -> str:
     """A dataset location for ``open_dataset``: a local dir or ``hf://`` URL as given; ``mt80``
@@ -180,13 +219,18 @@ def pretrain(
     config: dict[str, Any] | None = None,
     progress: bool = True,
     exclude_tasks: Sequence[str] = (),
+    eval_every: int = 0,
+    eval_tasks: str | Sequence[str] | None = None,
+    eval_episodes: int = 10,
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
     `TDMPC2Config` fields. ``resume``: "auto" (the last checkpoint in ``OUT/lightning``, if
     any) or a Lightning checkpoint path. ``exclude_tasks``: never sampled but kept in the task
-    table, so that they can be finetuned later (the few-shot split). Returns ``OUT/final`` on rank 0 (which writes it),
-    None on the other ranks."""
+    table, so that they can be finetuned later (the few-shot split). ``eval_every`` N > 0:
+    evaluate on ``eval_tasks`` (default: the model's table) every N updates,
+    ``eval_episodes`` each (`TaskSetEvaluation`). Returns ``OUT/final`` on rank 0 (which
+    writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.checkpoint import save_atomically
 
@@ -208,6 +252,17 @@ def pretrain(
                        batch_size=batch_size, **config)  # fmt: skip
     training_data = f"offline pretraining on {', '.join(sources)} ({max_steps} updates)"
     module = TDMPC2Module(cfg, training_data)
+    callbacks: list[Callback] = []
+    if eval_every:
+        from tdmpc2_model.evaluation import check_task
+
+        if strategy == "fsdp":
+            raise ValueError("--eval-every needs the whole model on rank 0; use ddp, not fsdp.")
+        evaluation = TaskSetEvaluation(eval_every, list(eval_tasks or cfg.task_names),
+                                       eval_episodes, seed=seed)  # fmt: skip
+        for name in evaluation.tasks:
+            check_task(module.agent, name)  # before training, not at the first evaluation
+        callbacks.append(evaluation)
     checkpoints = out / LIGHTNING_DIR
     if resume is None and (checkpoints / "last.ckpt").exists():
         raise ValueError(
@@ -231,7 +286,8 @@ def pretrain(
         logger=CSVLogger(out, name=LOG_DIR),
         log_every_n_steps=log_every,
         callbacks=[
-            ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every)
+            ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
+            *callbacks,
         ],  # fmt: skip
         enable_progress_bar=progress,
         enable_model_summary=progress,

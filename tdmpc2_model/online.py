@@ -3,7 +3,7 @@ evaluate. Used by `tdmpc2-train`, `tdmpc2-finetune` and `tdmpc2-eval`.
 
 The loop follows the paper's agents: ``seed_steps`` = max(1000, 5 x episode length) steps of
 uniform random actions, then as many updates as seed steps at once, then one update per
-environment step, with MPPI acting in training mode (plan mean + noise). Finished episodes
+environment step, with MPPI acting in training mode (planned action + noise). Finished episodes
 go into an in-RAM replay buffer and, flushed one episode at a time, into a shard dataset
 (``OUT/buffer``), so the data outlives the run and can join a pretraining set.
 
