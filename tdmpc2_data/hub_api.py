@@ -80,7 +80,7 @@ def refuse_mistyped_path(text: str, what: str) -> None:
     locally was meant as a local path: its first part is a local directory (``data/tow`` next
     to ``data/``). Saves a typo from tens of seconds of Hub retries; names close matches."""
     parent, _, name = text.partition("/")
-    if not name or Path(text).exists() or not Path(parent).is_dir():
+    if not is_repo_id(text) or Path(text).exists() or not Path(parent).is_dir():
         return
     close = difflib.get_close_matches(name, os.listdir(parent), n=3)
     hint = f"; did you mean {', '.join(f'{parent}/{c}' for c in close)}?" if close else "."

@@ -535,3 +535,5 @@ def test_a_mistyped_local_path_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch
         resolve_data("data/tow")
     with pytest.raises(FileNotFoundError, match=r"'data/xyz'.*local directory.*\)\.$"):
         resolve_data("data/xyz")  # no close match: no suggestion
+    with pytest.raises(FileNotFoundError, match="no such directory, and not hf://"):
+        resolve_data(str(tmp_path / "missing"))  # an absolute path is never a repo id
