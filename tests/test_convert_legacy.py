@@ -15,16 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data import TASK_SETS, open_dataset
 from tdmpc2_data.cli import main as cli
 from tdmpc2_data.convert import convert, guess_format, legacy_pt
 from tdmpc2_data.convert.safe_pickle import TorchZip, UnsafePickleError, as_tensordict
 from tdmpc2_data.format import verify_dataset
-
-FIXTURES = Path("/work/shared/fixtures/legacy")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/legacy"
 
 
 def stored_episodes(root: Path) -> dict[str, np.ndarray]:

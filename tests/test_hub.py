@@ -17,6 +17,7 @@ import pytest
 import yaml
 from dataset_content import episodes
 from huggingface_hub import constants
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data import ShardWriter, open_dataset, to_hf_dataset
 from tdmpc2_data import hub as hubio
@@ -439,7 +440,7 @@ def test_server_serves_model_repos(hub, tmp_path):
 
 
 # ---------------------------------------------------------------- legacy chunks
-LEGACY = Path("/work/shared/fixtures/legacy")
+LEGACY = FIXTURES
 
 
 @pytest.fixture(params=["", "_td02"], ids=["tensordict-0.8", "tensordict-0.2"])

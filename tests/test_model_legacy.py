@@ -8,18 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data.tasks import TASK_SETS
 from tdmpc2_model import TDMPC2
 from tdmpc2_model import functional as Fn
 from tdmpc2_model.legacy import LegacyCheckpointError, load_legacy
 
-#: shared/fixtures/legacy beside the checkout (found from a git worktree as well)
-FIXTURES = next(
-    (p / "shared" / "fixtures" / "legacy" for p in Path(__file__).resolve().parents
-     if (p / "shared" / "fixtures" / "legacy").is_dir()),
-    Path("shared/fixtures/legacy"),
-)  # fmt: skip
 MODELS = ["cheetah-run_1M", "mt30_1M"]
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
 

@@ -6,22 +6,15 @@ real Lightning Trainer running ``TDMPC2Module``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2
 from tdmpc2_model.lightning import TDMPC2Module
 
-#: shared/fixtures/legacy beside the checkout (found from a git worktree as well)
-FIXTURES = next(
-    (p / "shared" / "fixtures" / "legacy" for p in Path(__file__).resolve().parents
-     if (p / "shared" / "fixtures" / "legacy").is_dir()),
-    Path("shared/fixtures/legacy"),
-)  # fmt: skip
 MODELS = ["cheetah-run_1M", "mt30_1M"]
 INFO = ["consistency_loss", "reward_loss", "value_loss", "total_loss", "grad_norm", "pi_loss",
         "pi_grad_norm", "pi_entropy", "pi_scaled_entropy", "pi_scale"]  # fmt: skip
