@@ -16,7 +16,8 @@ Test hooks: ``log`` records every request (method, path, Range header), ``bytes_
 counts file bytes sent (also at ``GET /_stats``);
 ``fail(method, path_part, status=...)`` answers the next matching request with an HTTP
 error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body and then
-closes the connection (an interrupted download).
+closes the connection (an interrupted download); ``fail(..., stall=s)`` holds the request
+``s`` seconds (a client to kill mid-download).
 
 Run standalone (for benchmarks): ``python tests/hub_server.py --root DIR --port 0
 --token hf_x:alice`` prints the endpoint on its first line.
@@ -35,6 +36,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -339,6 +341,8 @@ class HubHandler(BaseHTTPRequestHandler):
             self.fault = self.server.take_fault(self.command, path)
             if self.fault is not None and self.fault.status is not None:
                 raise HubError(self.fault.status, f"injected failure of {self.command} {path}")
+            if self.fault is not None and self.fault.stall is not None:
+                time.sleep(self.fault.stall)
             self._route()
         except HubError as err:
             self._send_error(err)
@@ -688,7 +692,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         with open(state.blob_path(entry.sha256), "rb") as f:
-            if self.fault is None:
+            if self.fault is None or self.fault.drop_after is None:
                 self.server.count_served(end - start)
                 self.connection.sendfile(f, start, end - start)
                 return
@@ -720,6 +724,7 @@ class Fault:
     status: int | None
     drop_after: int | None
     skip: int
+    stall: float | None = None
 
 
 class HubServer(ThreadingHTTPServer):
@@ -760,14 +765,16 @@ class HubServer(ThreadingHTTPServer):
             self.log.append((method, path, range_header))
 
     def fail(self, method: str, path_part: str, *, status: int | None = None,
-             drop_after: int | None = None, skip: int = 0) -> None:  # fmt: skip
+             drop_after: int | None = None, stall: float | None = None,
+             skip: int = 0) -> None:  # fmt: skip
         """Make a ``method`` request whose path contains ``path_part`` fail, after letting
         ``skip`` such requests through: answer ``status``, or (GET of a file) cut the body
-        after ``drop_after`` bytes. Each call fails one request."""
-        if (status is None) == (drop_after is None):
-            raise ValueError("give exactly one of status= and drop_after=")
+        after ``drop_after`` bytes, or hold the request ``stall`` seconds before answering it
+        (a client to be killed mid-download). Each call fails one request."""
+        if sum(x is not None for x in (status, drop_after, stall)) != 1:
+            raise ValueError("give exactly one of status=, drop_after= and stall=")
         with self._lock:
-            self._faults.append(Fault(method, path_part, status, drop_after, skip))
+            self._faults.append(Fault(method, path_part, status, drop_after, skip, stall))
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:

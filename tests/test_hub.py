@@ -24,6 +24,7 @@ from tdmpc2_data import hub as hubio
 from tdmpc2_data.cli import main as cli
 from tdmpc2_data.hf_datasets import episode_table
 from tdmpc2_data.hub_api import HubError, published_data_repo
+from tdmpc2_data.verify import verify_dataset
 
 REPO = "tester/tiny"
 TASKS = ["walker-walk", "mw-door-open", "cheetah-run"]
@@ -500,6 +501,42 @@ def test_legacy_chunks_download_convert_and_resume(hub, legacy_repo, tmp_path):
     )
     with pytest.raises(HubError, match="holds a different version of mt80/chunk_1.pt"):
         hubio.download("mt80")
+
+
+def test_legacy_download_killed_mid_way_resumes_without_repeating(hub, legacy_repo, tmp_path):
+    """SIGKILL while chunk 1 downloads (chunk 0 converted): the rerun fetches only chunk 1
+    and the dataset holds every episode once."""
+    import signal
+    import time
+
+    dest = tmp_path / "tdmpc2-home" / "mt80"
+    hub.server.fail("GET", "mt80/chunk_1.pt", stall=60)
+    env = {**os.environ, **hub.env, "TDMPC2_DATA_HOME": str(tmp_path / "tdmpc2-home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdmpc2_data.cli", "download", "mt80"],
+        env={**env, "TDMPC2_DATA_REPO_MT80": legacy_repo, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def chunk_0_converted() -> bool:
+        try:
+            return open_dataset(dest, check_index=False).num_episodes == 6
+        except (FileNotFoundError, ValueError):
+            return False
+
+    deadline = time.monotonic() + 60
+    while not (any("chunk_1.pt" in p for p in hub.server.downloads()) and chunk_0_converted()):
+        assert proc.poll() is None and time.monotonic() < deadline, "stuck before chunk 1"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert episodes(open_dataset(dest)) == sorted(expected_episodes())  # chunk 0, once
+    hub.server.log.clear()
+    assert hubio.download("mt80") == dest
+    assert [p.rsplit("/", 1)[-1] for p in hub.server.downloads(".pt")] == ["chunk_1.pt"]
+    assert episodes(open_dataset(dest)) == sorted(expected_episodes() * 2)
+    assert verify_dataset(dest).ok
 
 
 def test_legacy_chunks_with_tasks_and_offline(hub, legacy_repo, tmp_path, monkeypatch):
