@@ -26,6 +26,7 @@ from tdmpc2_data.versions import package_versions
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
+from tdmpc2_model.malloc import retain_freed_memory
 
 
 def normalized_score(domain: str, mean_return: float, success_rate: float | None) -> float:
@@ -105,8 +106,10 @@ _WORKER_AGENT: TDMPC2 | None = None
 
 
 def _init_worker(config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """One thread per worker (the workers share the cores); faster CPU planning (malloc.py)."""
     global _WORKER_AGENT
     torch.set_num_threads(1)
+    retain_freed_memory()
     _WORKER_AGENT = TDMPC2.from_state_dict(TDMPC2Config.from_dict(config), state)
 
 
