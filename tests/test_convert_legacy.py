@@ -14,31 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from legacy_chunks import (
+    FIXTURES,
+    TD02,
+    assert_matches,
+    hostile_chunk,
+    hostile_edits,
+    in_expected_order,
+    stored_episodes,
+    truncated_pickle_chunk,
+)
 
 from tdmpc2_data import TASK_SETS, open_dataset
 from tdmpc2_data.cli import main as cli
 from tdmpc2_data.convert import convert, guess_format, legacy_pt
 from tdmpc2_data.convert.safe_pickle import TorchZip, UnsafePickleError, as_tensordict
 from tdmpc2_data.format import verify_dataset
-
-FIXTURES = Path("/work/shared/fixtures/legacy")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/legacy"
-
-
-def stored_episodes(root: Path) -> dict[str, np.ndarray]:
-    """All episodes of a dataset, concatenated over shards in storage order."""
-    ds = open_dataset(root)
-    parts = [ds.read_shard(i) for i in range(len(ds.shards))]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def in_expected_order(got: dict, expected_task: np.ndarray) -> dict:
-    """Reorder stored episodes (task-sorted) to the chunk's order (stable within a task)."""
-    order = np.argsort(expected_task, kind="stable")
-    back = np.empty_like(order)
-    back[order] = np.arange(len(order))
-    return {k: v[back] for k, v in got.items()}
+from tdmpc2_data.schema import DatasetError
 
 
 @pytest.mark.parametrize("name, task_set", [("mt80", "mt80"), ("mt30", "mt30")])
@@ -53,6 +45,60 @@ def test_tiny_chunks_match_the_expected_arrays(tmp_path, name, task_set):
         assert got[k].dtype == expected[k].dtype
         np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
     assert verify_dataset(tmp_path / "ds").ok
+
+
+@pytest.mark.parametrize("name", ["mt80", "mt30"])
+def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name):
+    """The tensordict 0.2.x layout (TensorDict NEWOBJ + BUILD, _StringOnlyDict, set()):
+    `tdmpc2-data convert` matches the expected arrays exactly, with tensordict unimportable."""
+    dst = tmp_path / "ds"
+    code = (
+        "import sys; sys.modules['tensordict'] = None\n"  # any tensordict import fails
+        "from tdmpc2_data.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, "convert", str(TD02[name]), str(dst), "--from", "legacy-pt"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"({name})" in run.stdout
+    assert open_dataset(dst).tasks == TASK_SETS[name]
+    assert_matches(dst, name)
+    assert verify_dataset(dst).ok
+
+
+def test_both_layouts_load_the_same_tensors():
+    for name in ("mt80", "mt30"):
+        with TorchZip(FIXTURES / f"{name}_chunk_tiny.pt") as new, TorchZip(TD02[name]) as old:
+            a, b = as_tensordict(new.load(), "new"), as_tensordict(old.load(), "old")
+            assert a.batch_size == b.batch_size and sorted(a.fields) == sorted(b.fields)
+            for k in a.fields:
+                assert a.fields[k].dtype == b.fields[k].dtype
+                np.testing.assert_array_equal(a.fields[k], b.fields[k], err_msg=k)
+
+
+@pytest.mark.parametrize("kind", list(hostile_edits(Path("m"))))
+def test_hostile_2023_layout_variants_are_refused(tmp_path, kind, capsys):
+    """One edit of the real 2023 pickle each: the allow-list refuses it, naming the file,
+    the class and why; nothing runs and nothing is written."""
+    marker = tmp_path / "pwned"
+    path, refusal = hostile_chunk(tmp_path / "chunk_0.pt", kind, marker)
+    with pytest.raises(UnsafePickleError, match=r"chunk_0\.pt: " + refusal):
+        convert([path], tmp_path / "ds")
+    assert cli(["convert", str(path), str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "ds").exists()
+
+
+def test_a_pickle_truncated_inside_its_archive_is_a_damaged_file(tmp_path):
+    path = truncated_pickle_chunk(tmp_path / "chunk_0.pt")
+    with pytest.raises(DatasetError, match=r"chunk_0\.pt: damaged pickle \(.*download it again"):
+        convert([path], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
 
 
 def test_filler_step_is_dropped_not_shifted(tmp_path):
