@@ -1,16 +1,18 @@
 """`tdmpc2-data`: list tasks, collect, convert, verify, inspect, download and push datasets.
 
 Every subcommand is a thin wrapper over a library function, so everything here is also
-callable (and tested) from Python.
+callable (and tested) from Python. The failures a user can cause (bad files, flags, tasks,
+paths, Hub answers, Ctrl-C) are mapped in one table, ``expected_errors``, to one line on
+stderr and an exit code; no command catches them itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from pickle import UnpicklingError
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
@@ -27,7 +29,7 @@ EPILOG = """examples:
 
 
 class CLIError(Exception):
-    """A user-facing error: printed as one paragraph, exit code 2 (no traceback)."""
+    """A bad combination of arguments; the message starts with the argument it is about."""
 
 
 # ---------------------------------------------------------------- list
@@ -62,13 +64,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         name for spec in (args.task or []) + (args.tasks or []) for name in resolve_tasks(spec)
     ]
     if not tasks:
-        raise CLIError("give the tasks to collect: --tasks walker-walk,cartpole-balance or mt30.")
-    try:
-        collect(args.dir, tasks, args.episodes, args.policy, args.seed, args.task_set)
-    except KeyboardInterrupt:
-        print(f"tdmpc2-data collect: interrupted; every finished episode is in {args.dir}. "
-              "Rerun the same command to continue.", file=sys.stderr)  # fmt: skip
-        return 130
+        raise CLIError("--tasks: give the tasks to collect (walker-walk,cartpole-balance or mt30).")
+    collect(args.dir, tasks, args.episodes, args.policy, args.seed, args.task_set)
     return cmd_info(argparse.Namespace(dataset=args.dir, revision=None))
 
 
@@ -78,7 +75,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from tdmpc2_data.reader import open_dataset
 
     if len(args.paths) < 2:
-        raise CLIError("give one or more sources, then the destination directory")
+        raise CLIError("SRC... DST: give one or more sources, then the destination directory")
     *sources, dst = args.paths
     results = convert(
         sources,
@@ -107,15 +104,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
     from tdmpc2_data.hub import info
-    from tdmpc2_data.hub_api import HubError, is_repo_id, refuse_mistyped_path
+    from tdmpc2_data.hub_api import is_repo_id, refuse_mistyped_path
     from tdmpc2_data.reader import open_dataset
 
     refuse_mistyped_path(args.dataset, "dataset")
     if not Path(args.dataset).exists() and is_repo_id(args.dataset):  # metadata only
-        try:
-            print(info(args.dataset, args.revision).summary())
-        except HubError as exc:
-            raise CLIError(str(exc)) from None
+        print(info(args.dataset, args.revision).summary())
         return 0
     print(open_dataset(args.dataset).summary())
     return 0
@@ -124,26 +118,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- download
 def cmd_download(args: argparse.Namespace) -> int:
     from tdmpc2_data.hub import download
-    from tdmpc2_data.hub_api import HubError
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    try:
-        path = download(args.name, tasks, args.dir, args.revision, repo=args.repo)
-    except HubError as exc:
-        raise CLIError(str(exc)) from None
-    print(path)
+    print(download(args.name, tasks, args.dir, args.revision, repo=args.repo))
     return 0
 
 
 # ---------------------------------------------------------------- push
 def cmd_push(args: argparse.Namespace) -> int:
     from tdmpc2_data.hub import push
-    from tdmpc2_data.hub_api import HubError
 
-    try:
-        commit = push(args.dir, args.repo_id, args.card, args.private, args.revision, args.tag)
-    except HubError as exc:
-        raise CLIError(str(exc)) from None
+    commit = push(args.dir, args.repo_id, args.card, args.private, args.revision, args.tag)
     print(f"pushed {args.dir} to {args.repo_id} at commit {commit}")
     return 0
 
@@ -270,16 +255,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from tdmpc2_data.envs import SimulatorUnavailableError
+# ---------------------------------------------------------------- expected errors
+#: What an interrupted command leaves behind (a rerun of the same command continues).
+KEPT_ON_INTERRUPT: dict[str, Callable[[argparse.Namespace], str]] = {
+    "collect": lambda a: f"every finished episode is in {a.dir}",
+    "convert": lambda a: (
+        f"every source converted completely is in {a.paths[-1]}; the partial "
+        "shards of the interrupted one were removed"
+    ),
+    "download": lambda a: "every file downloaded (and legacy chunk converted) completely is kept",
+    "push": lambda a: f"the files uploaded so far are on {a.repo_id}, not yet in its index",
+}
 
+#: errno of an OSError on a path the user gave -> what was expected of that path.
+PATH_PROBLEMS = {
+    errno.ENOENT: "no such file or directory",
+    errno.EEXIST: "exists and is not a directory (expected a directory, or a path that does "
+    "not exist yet)",
+    errno.ENOTDIR: "a part of it is not a directory",
+    errno.EISDIR: "is a directory (expected a file)",
+    errno.EACCES: "permission denied",
+    errno.ENOSPC: "no space left on the device",
+}
+
+
+def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
+    kept = KEPT_ON_INTERRUPT.get(args.command)
+    if kept is None:
+        return "interrupted; nothing was written."
+    return f"interrupted; {kept(args)}. Rerun the same command to continue."
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    if exc.filename is None:  # raised with a message of ours, which names the path
+        return f"error: {exc}"
+    where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"error: {where}: {PATH_PROBLEMS.get(exc.errno, exc.strerror)}"
+
+
+def _message(exc: BaseException, args: argparse.Namespace) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError repr()s
+    return f"error: {text}"
+
+
+def expected_errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[..., str]]]:
+    """Every failure a user can cause: (classes, exit code, its line); the first row matching
+    wins. Messages name the file, flag or repo and what was expected there. Anything else is
+    a bug and keeps its traceback. (Imported here: ``--help`` stays fast.)"""
+    from tdmpc2_data.convert.safe_pickle import UnsafePickleError
+    from tdmpc2_data.envs import SimulatorUnavailableError
+    from tdmpc2_data.hub_api import HubError
+    from tdmpc2_data.schema import DatasetError
+    from tdmpc2_data.tasks import UnknownTaskError
+
+    return [
+        ((KeyboardInterrupt,), 130, _interrupted),
+        ((OSError,), 2, _os_error),  # the path and what was wrong with it
+        ((UnsafePickleError,), 2, _message),  # file: refuses to load <class>: why
+        ((DatasetError,), 2, _message),  # file (and field): what was expected
+        ((UnknownTaskError,), 2, _message),  # the task name and the closest known ones
+        ((HubError,), 2, _message),  # what failed on which repo@revision, what to do
+        ((SimulatorUnavailableError,), 2, _message),  # the task and what to install
+        ((CLIError, ValueError, KeyError), 2, _message),  # a bad argument, named
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    expected = (CLIError, SimulatorUnavailableError, KeyError, ValueError, OSError, UnpicklingError)
     try:
         return args.handler(args)
-    except expected as exc:  # a user's input or environment: one line, no traceback
-        print(f"tdmpc2-data {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except BaseException as exc:
+        for classes, code, explain in expected_errors():
+            if isinstance(exc, classes):
+                line = " ".join(explain(exc, args).split())  # one line, whatever the message
+                print(f"tdmpc2-data {args.command}: {line}", file=sys.stderr)
+                return code
+        raise
 
 
 if __name__ == "__main__":

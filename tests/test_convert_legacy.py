@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import subprocess
 import sys
 import types
@@ -15,38 +14,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from legacy_fixtures import FIXTURES
+from legacy_chunks import (
+    FIXTURES,
+    TD02,
+    assert_matches,
+    hostile_chunk,
+    hostile_edits,
+    in_expected_order,
+    stored_episodes,
+    truncated_pickle_chunk,
+)
 
 from tdmpc2_data import TASK_SETS, open_dataset
 from tdmpc2_data.cli import main as cli
 from tdmpc2_data.convert import convert, guess_format, legacy_pt
 from tdmpc2_data.convert.safe_pickle import TorchZip, UnsafePickleError, as_tensordict
 from tdmpc2_data.format import verify_dataset
+from tdmpc2_data.schema import DatasetError
 
 
-def stored_episodes(root: Path) -> dict[str, np.ndarray]:
-    """All episodes of a dataset, concatenated over shards in storage order."""
-    ds = open_dataset(root)
-    parts = [ds.read_shard(i) for i in range(len(ds.shards))]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def in_expected_order(got: dict, expected_task: np.ndarray) -> dict:
-    """Reorder stored episodes (task-sorted) to the chunk's order (stable within a task)."""
-    order = np.argsort(expected_task, kind="stable")
-    back = np.empty_like(order)
-    back[order] = np.arange(len(order))
-    return {k: v[back] for k, v in got.items()}
-
-
-@pytest.mark.parametrize("layout", ["", "_td02"])  # tensordict 0.8 (2024) and 0.2 (2023)
 @pytest.mark.parametrize("name, task_set", [("mt80", "mt80"), ("mt30", "mt30")])
-def test_tiny_chunks_match_the_expected_arrays(tmp_path, capsys, name, task_set, layout):
+def test_tiny_chunks_match_the_expected_arrays(tmp_path, name, task_set):
     expected = np.load(FIXTURES / f"{name}_chunk_tiny_expected.npz")
-    assert (
-        cli(["convert", str(FIXTURES / f"{name}_chunk_tiny{layout}.pt"), str(tmp_path / "ds")]) == 0
-    )
-    assert f"{len(expected['task'])} episodes" in capsys.readouterr().out
+    [result] = convert([FIXTURES / f"{name}_chunk_tiny.pt"], tmp_path / "ds")  # format guessed
+    assert result.task_set == task_set and result.episodes == len(expected["task"])
     ds = open_dataset(tmp_path / "ds")
     assert ds.tasks == TASK_SETS[task_set]  # published ids kept
     got = in_expected_order(stored_episodes(tmp_path / "ds"), expected["task"])
@@ -54,6 +45,60 @@ def test_tiny_chunks_match_the_expected_arrays(tmp_path, capsys, name, task_set,
         assert got[k].dtype == expected[k].dtype
         np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
     assert verify_dataset(tmp_path / "ds").ok
+
+
+@pytest.mark.parametrize("name", ["mt80", "mt30"])
+def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name):
+    """The tensordict 0.2.x layout (TensorDict NEWOBJ + BUILD, _StringOnlyDict, set()):
+    `tdmpc2-data convert` matches the expected arrays exactly, with tensordict unimportable."""
+    dst = tmp_path / "ds"
+    code = (
+        "import sys; sys.modules['tensordict'] = None\n"  # any tensordict import fails
+        "from tdmpc2_data.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, "convert", str(TD02[name]), str(dst), "--from", "legacy-pt"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"({name})" in run.stdout
+    assert open_dataset(dst).tasks == TASK_SETS[name]
+    assert_matches(dst, name)
+    assert verify_dataset(dst).ok
+
+
+def test_both_layouts_load_the_same_tensors():
+    for name in ("mt80", "mt30"):
+        with TorchZip(FIXTURES / f"{name}_chunk_tiny.pt") as new, TorchZip(TD02[name]) as old:
+            a, b = as_tensordict(new.load(), "new"), as_tensordict(old.load(), "old")
+            assert a.batch_size == b.batch_size and sorted(a.fields) == sorted(b.fields)
+            for k in a.fields:
+                assert a.fields[k].dtype == b.fields[k].dtype
+                np.testing.assert_array_equal(a.fields[k], b.fields[k], err_msg=k)
+
+
+@pytest.mark.parametrize("kind", list(hostile_edits(Path("m"))))
+def test_hostile_2023_layout_variants_are_refused(tmp_path, kind, capsys):
+    """One edit of the real 2023 pickle each: the allow-list refuses it, naming the file,
+    the class and why; nothing runs and nothing is written."""
+    marker = tmp_path / "pwned"
+    path, refusal = hostile_chunk(tmp_path / "chunk_0.pt", kind, marker)
+    with pytest.raises(UnsafePickleError, match=r"chunk_0\.pt: " + refusal):
+        convert([path], tmp_path / "ds")
+    assert cli(["convert", str(path), str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "ds").exists()
+
+
+def test_a_pickle_truncated_inside_its_archive_is_a_damaged_file(tmp_path):
+    path = truncated_pickle_chunk(tmp_path / "chunk_0.pt")
+    with pytest.raises(DatasetError, match=r"chunk_0\.pt: damaged pickle \(.*download it again"):
+        convert([path], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
 
 
 def test_filler_step_is_dropped_not_shifted(tmp_path):
@@ -112,9 +157,9 @@ def test_step_coded_chunk_aligns_action_t_with_obs_t(tmp_path):
     np.testing.assert_allclose(got["action"][0, :, 0] * 10000, t + 1, rtol=1e-6)
 
 
-def _save_old_layout(path: Path, monkeypatch, obs, action, reward, task, **state) -> None:
-    """``torch.save`` of a tensordict-0.2-style TensorDict (its ``__dict__`` as the BUILD
-    state, entries in a ``_StringOnlyDict``), without tensordict; ``state`` overrides keys."""
+def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
+    """Chunks from 2023 pickle `tensordict.tensordict.TensorDict` with its `__dict__` state."""
+    obs, action, reward, task = _step_coded_chunk(n=3)
 
     class OldTensorDict:
         pass
@@ -132,46 +177,22 @@ def _save_old_layout(path: Path, monkeypatch, obs, action, reward, task, **state
         monkeypatch.setitem(sys.modules, module, fake)
     monkeypatch.setitem(sys.modules, "tensordict", types.ModuleType("tensordict"))
     td = OldTensorDict()
-    entries = {"obs": obs, "action": action, "reward": reward, "task": task}
     td.__dict__.update(
-        _tensordict=StringOnlyDict({k: torch.as_tensor(v) for k, v in entries.items()}),
-        _batch_size=torch.Size(task.shape),
+        _tensordict=StringOnlyDict(
+            obs=torch.as_tensor(obs),
+            action=torch.as_tensor(action),
+            reward=torch.as_tensor(reward),
+            task=torch.as_tensor(task),
+        ),
+        _batch_size=torch.Size([3, 101]),
         _device=None,
         _is_shared=False,
         _is_memmap=False,
         _is_locked=False,
         _td_dim_names=[None, None],
-        _lock_id=set(),
-        _locked_tensordicts=[],
     )
-    td.__dict__.update(state)
-    if "_tensordict" in state:
-        td.__dict__["_tensordict"] = StringOnlyDict(state["_tensordict"])
-    torch.save(td, path)
+    torch.save(td, tmp_path / "old.pt")
     monkeypatch.undo()
-
-
-@pytest.mark.parametrize(
-    "state, refusal",
-    [
-        ({"_lock_id": {"x"}}, "a set in a data chunk must be empty"),
-        ({"_evil": 1}, r"TensorDict state with unexpected keys \['_evil'\]"),
-        ({"_tensordict": {"obs": "rm -rf"}}, "TensorDict entry 'obs' is a str, not a tensor"),
-    ],
-)
-def test_old_layout_allows_exactly_what_it_needs(tmp_path, monkeypatch, capsys, state, refusal):
-    _save_old_layout(tmp_path / "bad.pt", monkeypatch, *_step_coded_chunk(n=2), **state)
-    assert cli(["convert", str(tmp_path / "bad.pt"), str(tmp_path / "ds")]) == 2
-    err = capsys.readouterr().err
-    assert "bad.pt" in err and len(err.strip().splitlines()) == 1, err
-    assert re.search(refusal, err), err
-    assert not (tmp_path / "ds").exists()
-
-
-def test_old_tensordict_layout_loads_without_tensordict(tmp_path, monkeypatch):
-    """Chunks from 2023 pickle `tensordict.tensordict.TensorDict` with its `__dict__` state."""
-    obs, action, reward, task = _step_coded_chunk(n=3)
-    _save_old_layout(tmp_path / "old.pt", monkeypatch, obs, action, reward, task)
     with zipfile.ZipFile(tmp_path / "old.pt") as z:  # really the old layout
         pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     assert b"tensordict.tensordict" in pkl and b"_reductions" not in pkl

@@ -91,6 +91,8 @@ def convert_chunk(
         obs, action, reward, task = _fields(td.fields, path)
         episodes, steps = task.shape
         task_set = task_set or _infer_task_set(path, steps, obs.shape[2])
+        if task_set not in TASK_SETS:
+            raise ValueError(f"--task-set {task_set!r}: expected one of {', '.join(TASK_SETS)}.")
         table = TASK_SETS[task_set]
         wanted = set(resolve_tasks(tasks) if tasks is not None else table)
         unknown = wanted - set(table)
