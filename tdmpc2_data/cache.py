@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from tdmpc2_data.reader import Dataset
-from tdmpc2_data.schema import DatasetError, decoded_problems
+from tdmpc2_data.schema import DatasetError
 
 
 @dataclass(frozen=True)
@@ -180,10 +180,9 @@ class Arena:
 def check_decoded(ds: Dataset, piece: Piece, start: int, data: dict[str, np.ndarray]) -> None:
     """Raise `DatasetError` (shard, episode, field) when decoded episodes break the format or
     are not the piece's task: a damaged dataset stops the loader before a batch holds it.
-    One pass over bytes just decoded (bench/loader.py measures the cost)."""
+    One pass over bytes just decoded (bench/validation.py measures the cost)."""
+    ds.check_decoded(piece.shard, start, data)
     where = f"{ds.location}/{ds.shards[piece.shard].path}"
-    for e, problem in decoded_problems(data, ds.task_info, ds.tasks):
-        raise DatasetError(f"{where}: {problem.format(episode=start + e)}; run tdmpc2-data verify")
     wrong = np.flatnonzero(data["task"] != piece.dataset_task)
     if wrong.size:
         raise DatasetError(

@@ -234,6 +234,16 @@ class Dataset:
                 ) from exc
         return out
 
+    def check_decoded(self, i: int, start: int, data: dict[str, np.ndarray]) -> None:
+        """Raise `DatasetError` naming shard ``i``, the episode (``start`` + index in
+        ``data``) and the field when decoded episodes break the format
+        (``schema.decoded_problems``): what reads data for training checks it first."""
+        for e, problem in schema.decoded_problems(data, self.task_info, self.tasks):
+            raise DatasetError(
+                f"{self.location}/{self.shards[i].path}: {problem.format(episode=start + e)}; "
+                "run tdmpc2-data verify"
+            )
+
     def summary(self) -> str:
         """A table of tasks (episodes, transitions) and totals, for `tdmpc2-data info`."""
         episodes: dict[int, int] = {}

@@ -132,6 +132,8 @@ def test_merging_into_a_source_or_bad_padding_is_refused(two_datasets, tmp_path)
     block[..., -1] = 0.5  # mw-reach has 4 action dims; the dataset pads to 6
     arr[:] = block
     out = tmp_path / "bad"
-    with pytest.raises(DatasetError, match="non-zero padding"):
+    with pytest.raises(
+        DatasetError, match=r"action padding is not zero \(episode 0, dim 5 of task 'mw-reach'"
+    ):
         convert([str(b)], out, "shards", tasks="mw-reach")
     assert not (out / "zarr.json").exists()

@@ -4,7 +4,7 @@ Each (dataset, task) pair becomes one `Source`, so a merge gets what every conve
 the destination's task table (``task_set`` or the tasks in the order met), a ``sources``
 entry per pair, and resume (a rerun skips pairs already merged). Episodes are streamed one
 shard run at a time, keep their ``success`` flags, and are cut to the task's real widths
-(the destination pads to its own); padding that is not zero is damage and is refused.
+(the destination pads to its own); damage (``Dataset.check_decoded``) is refused.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tdmpc2_data.convert.episodes import Episode
 from tdmpc2_data.convert.merge import Source, SourceResult, convert_sources
 from tdmpc2_data.reader import Dataset, open_dataset
-from tdmpc2_data.schema import DatasetError
 from tdmpc2_data.tasks import get_task, resolve_tasks
 
 FORMAT = "shards"
@@ -71,21 +68,14 @@ def _episodes(
     ds: Dataset, runs: list[tuple[int, range]], obs_dim: int, action_dim: int
 ) -> Iterator[Episode]:
     for shard, episodes in runs:
-        fields = ("obs", "action", "reward") + (
+        fields = ("obs", "action", "reward", "task") + (
             ("success",) if ds.has_field(shard, "success") else ()
         )
         data = ds.read_shard(shard, fields, slice(episodes.start, episodes.stop))
-        where = f"{ds.location}/{ds.shards[shard].path}"
-        obs = _real_width(data["obs"], obs_dim, where, "obs")
-        action = _real_width(data["action"], action_dim, where, "action")
+        ds.check_decoded(shard, episodes.start, data)
+        obs, action = data["obs"][..., :obs_dim], data["action"][..., :action_dim]
         success = data.get("success")
         for e in range(len(episodes)):
             yield Episode(
                 obs[e], action[e], data["reward"][e], None if success is None else success[e]
             )
-
-
-def _real_width(x: np.ndarray, width: int, where: str, field: str) -> np.ndarray:
-    if np.any(x[..., width:]):
-        raise DatasetError(f"{where}/{field}: non-zero padding beyond the task's {width} dims.")
-    return x[..., :width]
