@@ -49,7 +49,9 @@ def plot_parser() -> argparse.ArgumentParser:
                    help="x-axis limit (default: the runs' last step, at least 100k)")  # fmt: skip
     c = command("scores", "Normalized score per task (bars grouped by domain) of task-set "
                 "evaluations and, for several, mean score vs parameter count (log axis).")  # fmt: skip
-    c.add_argument("evals", nargs="+", metavar="EVAL_DIR", help="tdmpc2-eval --tasks ... --out dirs")
+    c.add_argument(
+        "evals", nargs="+", metavar="EVAL_DIR", help="tdmpc2-eval --tasks ... --out dirs"
+    )
     c = command("embeddings", "The task embeddings of a multitask checkpoint in 2-D (t-SNE), "
                 "coloured by domain; prints each task's nearest neighbours (cosine).")  # fmt: skip
     c.add_argument("--checkpoint", required=True, help="a checkpoint tdmpc2-eval accepts")

@@ -103,7 +103,9 @@ def test_curves_average_runs_and_overlay_the_published_curve(tmp_path, capsys):
     (empty / "metrics.jsonl").write_text('{"kind": "train", "step": 100}\n')
     assert plot_main(["curves", str(empty), "--task", "mw-reach", "--out", str(out)]) == 2
     assert "no evaluations" in capsys.readouterr().err
-    assert plot_main(["curves", str(tmp_path / "nope"), "--task", "mw-reach", "--out", str(out)]) == 2
+    assert (
+        plot_main(["curves", str(tmp_path / "nope"), "--task", "mw-reach", "--out", str(out)]) == 2
+    )
     assert "no such metrics file" in capsys.readouterr().err
 
 
@@ -152,7 +154,9 @@ def test_embeddings_map_and_nearest_neighbours(tmp_path, capsys):
         w[3:, 1] += 0.9
     agent.save_pretrained(tmp_path / "model")
     out = tmp_path / "emb.png"
-    assert plot_main(["embeddings", "--checkpoint", str(tmp_path / "model"), "--out", str(out)]) == 0
+    assert (
+        plot_main(["embeddings", "--checkpoint", str(tmp_path / "model"), "--out", str(out)]) == 0
+    )
     assert png_size(out) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
     table = capsys.readouterr().out
     assert "walker-walk" in table and "nearest" in table
