@@ -25,7 +25,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
@@ -33,7 +32,7 @@ from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.update import update_step
 
-LIGHTNING_DIR, FINAL_DIR, LOG_DIR = "lightning", "final", "logs"
+LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
 PRECISIONS = ("32-true", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 
@@ -222,6 +221,7 @@ def pretrain(
     eval_every: int = 0,
     eval_tasks: str | Sequence[str] | None = None,
     eval_episodes: int = 10,
+    loggers: str | Sequence[str] = "csv",
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
@@ -229,10 +229,12 @@ def pretrain(
     any) or a Lightning checkpoint path. ``exclude_tasks``: never sampled but kept in the task
     table, so that they can be finetuned later (the few-shot split). ``eval_every`` N > 0:
     evaluate on ``eval_tasks`` (default: the model's table) every N updates,
-    ``eval_episodes`` each (`TaskSetEvaluation`). Returns ``OUT/final`` on rank 0 (which
+    ``eval_episodes`` each (`TaskSetEvaluation`). ``loggers``: "csv" and/or "tensorboard"
+    (``loggers.py``). Returns ``OUT/final`` on rank 0 (which
     writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.checkpoint import save_atomically
+    from tdmpc2_model.loggers import lightning_loggers, parse_loggers
 
     if precision not in PRECISIONS:
         raise ValueError(
@@ -241,7 +243,7 @@ def pretrain(
         )
     if max_steps < 1:
         raise ValueError(f"Got max_steps={max_steps}; must be >= 1.")
-    out, config = Path(out), dict(config or {})
+    out, config, loggers = Path(out), dict(config or {}), parse_loggers(loggers)
     L.seed_everything(seed, workers=True, verbose=False)
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
@@ -283,7 +285,7 @@ def pretrain(
         max_steps=max_steps,
         max_epochs=-1,
         default_root_dir=out,
-        logger=CSVLogger(out, name=LOG_DIR),
+        logger=lightning_loggers(loggers, out),
         log_every_n_steps=log_every,
         callbacks=[
             ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),

@@ -6,29 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from run_logs import png_size, read_csv
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.plot_cli import main as plot_main
 from tdmpc2_model.plots import DPI, FIGSIZE, nearest_tasks
 from tdmpc2_model.published import mean_ci, published_curve, published_dir, published_tasks
 from tdmpc2_model.taskset_eval import TaskScore, TaskSetResult, normalized_score
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR chunk (after checking the signature)."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
-    return struct.unpack(">II", data[16:24])
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def raw_published(method: str, file: str) -> dict[int, list[float]]:
