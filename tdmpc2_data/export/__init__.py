@@ -13,7 +13,8 @@ the library's own writing API; `export` does what they share:
   a crash or Ctrl-C never leaves a half dataset at ``out``;
 - one progress bar over the episodes.
 
-Register a new format with one line in ``EXPORTERS``; its module has ``write(ds, selection,
+Register a new format with one line in ``EXPORTERS``; its module has ``require()`` (import
+the library or raise ``LibraryUnavailableError``, before any work) and ``write(ds, selection,
 root, bar, **options) -> list[str]`` (what it wrote, e.g. dataset ids) creating ``root``.
 """
 
@@ -175,6 +176,7 @@ def export(
     _check_out(ds, out, overwrite)
     selection = select_episodes(ds, tasks, episodes)
     module = import_module(EXPORTERS[to])
+    module.require()
     start = time.perf_counter()
     written: list[str] = []
     total = sum(s.num_episodes for s in selection)

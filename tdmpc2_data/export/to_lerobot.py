@@ -36,20 +36,27 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tdmpc2_data import __version__
+from tdmpc2_data.convert.episodes import Episode
+from tdmpc2_data.convert.from_lerobot import SIDECAR, lerobot_dataset_class
 from tdmpc2_data.export import TaskSelection, task_episodes
 from tdmpc2_data.reader import Dataset
 from tdmpc2_data.schema import zero_pad
 
 #: LeRobot's usual recording rate; only sets the timestamps (see the module docstring).
 DEFAULT_FPS = 30
-#: The toolkit's own record next to LeRobot's metadata (per-task real widths, the source).
-SIDECAR = "meta/tdmpc2.json"
+
+
+def require() -> None:
+    """Fail early, with what to install, when LeRobot is missing."""
+    lerobot_dataset_class()
 
 
 def default_repo_id(ds: Dataset) -> str:
@@ -84,8 +91,7 @@ def write(
     fps: int = DEFAULT_FPS,
 ) -> list[str]:
     """Write the selection as one LeRobotDataset at ``root``; returns ``[repo_id]``."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
+    LeRobotDataset = lerobot_dataset_class()
     repo_id = repo_id or default_repo_id(ds)
     obs_dim = max(s.obs_dim for s in selection)
     action_dim = max(s.action_dim for s in selection)
@@ -97,27 +103,14 @@ def write(
         root=root,
         use_videos=False,
     )
-    try:
-        for sel in selection:
-            for episode in task_episodes(ds, sel):
-                obs = _pad(episode.obs, obs_dim)
-                action = _pad(episode.action, action_dim)
-                reward = episode.reward.astype(np.float32)
-                for t in range(action.shape[0]):
-                    frame = {
-                        "observation.state": obs[t],
-                        "action": action[t],
-                        "next.reward": reward[t : t + 1],
-                        "next.observation.state": obs[t + 1],
-                        "task": sel.name,
-                    }
-                    if success:
-                        frame["next.success"] = episode.success[t : t + 1].astype(bool)
-                    dataset.add_frame(frame)
-                dataset.save_episode()
-                bar.update()
-    finally:
-        dataset.finalize()
+    with _quiet_datasets():  # `datasets` shows a bar per saved episode
+        try:
+            for sel in selection:
+                for episode in task_episodes(ds, sel):
+                    _add_episode(dataset, sel.name, episode, obs_dim, action_dim, success)
+                    bar.update()
+        finally:
+            dataset.finalize()
     sidecar = {
         "exported_by": f"tdmpc2-toolkit {__version__}",
         "source": {"location": ds.location, "name": ds.name},
@@ -127,6 +120,40 @@ def write(
     }
     (root / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return [repo_id]
+
+
+def _add_episode(
+    dataset: Any, task: str, episode: Episode, obs_dim: int, action_dim: int, success: bool
+) -> None:
+    """One episode as frames (see the module docstring), then LeRobot's ``save_episode``."""
+    obs = _pad(episode.obs, obs_dim)
+    action = _pad(episode.action, action_dim)
+    reward = episode.reward.astype(np.float32)
+    for t in range(action.shape[0]):
+        frame = {
+            "observation.state": obs[t],
+            "action": action[t],
+            "next.reward": reward[t : t + 1],
+            "next.observation.state": obs[t + 1],
+            "task": task,
+        }
+        if success:
+            frame["next.success"] = episode.success[t : t + 1].astype(bool)
+        dataset.add_frame(frame)
+    dataset.save_episode()
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    import datasets
+
+    shown = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def _pad(x: np.ndarray, width: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from tdmpc2_data.convert import import_library
 from tdmpc2_data.convert.episodes import Episode
 from tdmpc2_data.export import TaskSelection, task_episodes
 from tdmpc2_data.reader import Dataset
@@ -37,6 +38,11 @@ from tdmpc2_data.tasks import ACTION_LIMIT
 NAMESPACE = "tdmpc2"
 VERSION = 0
 BATCH_EPISODES = 64
+
+
+def require() -> Any:
+    """Minari, or `LibraryUnavailableError` with what to install."""
+    return import_library("minari", "install it with `pip install 'tdmpc2-toolkit[convert]'`")
 
 
 def dataset_id(task: str, name: str) -> str:
@@ -89,7 +95,7 @@ def write(
     ds: Dataset, selection: list[TaskSelection], root: Path, bar: Any, name: str | None = None
 ) -> list[str]:
     """Write one Minari dataset per selected task under ``root``; returns their ids."""
-    import minari
+    minari = require()
 
     name = _minari_name(name or ds.name)
     root.mkdir(parents=True)
