@@ -41,8 +41,10 @@ BATCH_EPISODES = 64
 
 
 def require() -> Any:
-    """Minari, or `LibraryUnavailableError` with what to install."""
-    return import_library("minari", "install it with `pip install 'tdmpc2-toolkit[convert]'`")
+    """Minari (and h5py, its storage), or `LibraryUnavailableError` with what to install."""
+    install = "install it with `pip install 'tdmpc2-toolkit[convert]'`"
+    import_library("h5py", install)
+    return import_library("minari", install)
 
 
 def dataset_id(task: str, name: str) -> str:
