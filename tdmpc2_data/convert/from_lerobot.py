@@ -38,6 +38,9 @@ FORMAT = "lerobot"
 #: the source dataset and each task's real widths.
 SIDECAR = "meta/tdmpc2.json"
 REQUIRED = ("observation.state", "action", "next.reward")
+#: These datasets hold no video; naming a decoder spares LeRobot probing torchcodec (and its
+#: page-long warning where torchcodec cannot load).
+NO_VIDEO_BACKEND = "pyav"
 
 
 #: How to get LeRobot (its 0.6 releases need Python >= 3.12 and pins of their own: README).
@@ -56,7 +59,9 @@ def load(path: str | os.PathLike) -> Any:
         raise ValueError(f"{root}: not a LeRobotDataset directory (no meta/info.json).")
     LeRobotDataset = lerobot_dataset_class()
     try:
-        return LeRobotDataset(f"local/{root.resolve().name}", root=root)
+        return LeRobotDataset(
+            f"local/{root.resolve().name}", root=root, video_backend=NO_VIDEO_BACKEND
+        )
     except Exception as exc:  # LeRobot's own errors (version, missing files) name no path
         raise ValueError(f"{root}: LeRobot cannot open it ({type(exc).__name__}: {exc})") from exc
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from tdmpc2_data import __version__
 from tdmpc2_data.convert.episodes import Episode
-from tdmpc2_data.convert.from_lerobot import SIDECAR, lerobot_dataset_class
+from tdmpc2_data.convert.from_lerobot import NO_VIDEO_BACKEND, SIDECAR, lerobot_dataset_class
 from tdmpc2_data.export import TaskSelection, task_episodes
 from tdmpc2_data.reader import Dataset
 from tdmpc2_data.schema import zero_pad
@@ -102,6 +102,7 @@ def write(
         features(obs_dim, action_dim, success),
         root=root,
         use_videos=False,
+        video_backend=NO_VIDEO_BACKEND,
     )
     with _quiet_datasets():  # `datasets` shows a bar per saved episode
         try:
