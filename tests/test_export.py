@@ -310,43 +310,44 @@ def test_lerobot_export_of_one_task_is_unpadded_and_selects_episodes(shards, tmp
     _assert_same(_read(back), {"cartpole-balance": written["cartpole-balance"][1:]})
 
 
-def test_lerobot_dataset_recorded_elsewhere_converts_with_tasks(tmp_path, capsys):
-    """A LeRobotDataset made with LeRobot's API and no ``next.observation.state`` (as
-    recorded datasets are): its task string is not a task name, so --tasks names it, and
-    each episode's last frame (no next observation) is dropped."""
-    pytest.importorskip("lerobot.datasets.lerobot_dataset")
+def _record(root: Path, task: str, obs_dim: int, action_dim: int, seed: int) -> list[tuple]:
+    """A LeRobotDataset made with LeRobot's API as a robot recording is: no
+    ``next.observation.state``; returns its episodes in the shard alignment (last frame
+    dropped)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    rng = np.random.default_rng(3)
-    src = tmp_path / "recorded"
+    rng = np.random.default_rng(seed)
     lr = LeRobotDataset.create(
-        "someone/pendulum",
+        "someone/recorded",
         20,
         {
-            "observation.state": {"dtype": "float32", "shape": (3,), "names": None},
-            "action": {"dtype": "float32", "shape": (1,), "names": None},
+            "observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None},
+            "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
             "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
         },
-        root=src,
+        root=root,
         use_videos=False,
     )
     episodes = []
     for _ in range(2):
-        obs = rng.normal(size=(8, 3)).astype(np.float32)
-        action = rng.uniform(-1, 1, (8, 1)).astype(np.float32)
+        obs = rng.normal(size=(8, obs_dim)).astype(np.float32)
+        action = rng.uniform(-1, 1, (8, action_dim)).astype(np.float32)
         reward = rng.normal(size=(8, 1)).astype(np.float32)
         for t in range(8):
-            lr.add_frame(
-                {
-                    "observation.state": obs[t],
-                    "action": action[t],
-                    "next.reward": reward[t],
-                    "task": "Swing the pendulum up",
-                }
-            )
+            frame = {"observation.state": obs[t], "action": action[t], "next.reward": reward[t]}
+            lr.add_frame({**frame, "task": task})
         lr.save_episode()
         episodes.append((obs, action[:-1], reward[:-1, 0], None))
     lr.finalize()
+    return episodes
+
+
+def test_lerobot_dataset_recorded_elsewhere_converts_with_tasks(tmp_path, capsys):
+    """Its task string is not a task name, so --tasks names it, and each episode's last
+    frame (no next observation) is dropped."""
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
+    src = tmp_path / "recorded"
+    episodes = _record(src, "Swing the pendulum up", 3, 1, seed=3)
     out = tmp_path / "out"
     assert main(["convert", str(src), str(out), "--from", "lerobot"]) == 2
     err = capsys.readouterr().err
@@ -358,3 +359,15 @@ def test_lerobot_dataset_recorded_elsewhere_converts_with_tasks(tmp_path, capsys
     _assert_same(_read(out), {"pendulum-swingup": episodes}, success=False)
     assert main(["convert", str(tmp_path), str(tmp_path / "x"), "--from", "lerobot"]) == 2
     assert "not a LeRobotDataset directory (no meta/info.json)" in capsys.readouterr().err
+
+
+def test_lerobot_padding_that_is_not_zero_is_refused(tmp_path, capsys):
+    """A recording named like a task but wider than it: cutting it to the task's dims would
+    drop real values, so the conversion stops and says so."""
+    pytest.importorskip("lerobot.datasets.lerobot_dataset")
+    src = tmp_path / "wide"
+    _record(src, "cartpole-balance", 6, 1, seed=4)  # cartpole-balance has 5 obs dims
+    assert main(["convert", str(src), str(tmp_path / "out"), "--from", "lerobot"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "episode 0: observation.state has 6 dims and non-zero values past the task's 5" in err
+    assert not (tmp_path / "out").exists()

@@ -92,6 +92,8 @@ def write(
 ) -> list[str]:
     """Write the selection as one LeRobotDataset at ``root``; returns ``[repo_id]``."""
     LeRobotDataset = lerobot_dataset_class()
+    if fps <= 0:
+        raise ValueError(f"--fps {fps}: expected a positive frame rate.")
     repo_id = repo_id or default_repo_id(ds)
     obs_dim = max(s.obs_dim for s in selection)
     action_dim = max(s.action_dim for s in selection)
