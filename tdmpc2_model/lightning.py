@@ -30,6 +30,7 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
 from tdmpc2_model.update import update_step
 
 LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
@@ -159,6 +160,10 @@ class TaskSetEvaluation(Callback):
 
 
 # ------------------------------------------------------------------------- pretraining
+def _device_kind(trainer: L.Trainer) -> str:
+    return type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+
+
 def resolve_data(spec: str) -> str:
     """A dataset location for ``open_dataset``: a local dir or ``hf://`` URL as given; ``mt80``
     / ``mt30`` / ``OWNER/NAME`` are downloaded first (cached, resumable; the legacy mt80/mt30
@@ -276,27 +281,34 @@ def pretrain(
         ckpt_path = str(checkpoints / "last.ckpt") if (checkpoints / "last.ckpt").exists() else None
     elif resume is not None and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=_strategy(strategy, devices, num_nodes),
-        precision=precision,
-        max_steps=max_steps,
-        max_epochs=-1,
-        default_root_dir=out,
-        logger=lightning_loggers(loggers, out),
-        log_every_n_steps=log_every,
-        callbacks=[
-            ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
-            *callbacks,
-        ],  # fmt: skip
-        enable_progress_bar=progress,
-        enable_model_summary=progress,
-        use_distributed_sampler=False,  # the sampler splits shards by rank itself
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    if progress:
+        callbacks.append(UpdatesBar())
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=_strategy(strategy, devices, num_nodes),
+            precision=precision,
+            max_steps=max_steps,
+            max_epochs=-1,
+            default_root_dir=out,
+            logger=lightning_loggers(loggers, out),
+            log_every_n_steps=log_every,
+            callbacks=[
+                ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
+                *callbacks,
+            ],  # fmt: skip
+            enable_progress_bar=progress,
+            enable_model_summary=False,  # one line instead (below)
+            use_distributed_sampler=False,  # the sampler splits shards by rank itself
+            num_sanity_val_steps=0,
+        )
+        if progress and trainer.is_global_zero:
+            print(f"pretraining a {cfg.size} model ({module.agent.model.total_params:,} params) "
+                  f"on {len(cfg.task_names)} tasks for {max_steps} updates of {batch_size} "
+                  f"windows on {trainer.num_devices} {_device_kind(trainer)} -> {out}", flush=True)  # fmt: skip
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
     agent = module.export_agent()  # collective under FSDP
     if agent is None or not trainer.is_global_zero:

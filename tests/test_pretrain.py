@@ -95,6 +95,27 @@ def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, cap
     assert global_step(pretrained) == 25
 
 
+def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrained, dataset,
+                                                                      tmp_path):  # fmt: skip
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained, run)
+    steps = global_step(run) + 3
+    argv = pretrain_args(dataset, run, steps, "--resume", "auto")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
+    done = subprocess.run([sys.executable, "-c", code, *argv],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "pretraining a 1M model" in said and f"for {steps} updates" in said
+    assert f"{steps}/{steps}" in said and "update/s" in said and "loss=" in said
+    for noise in ("Epoch", "v_num", "Tip:", "LeafSpec", "exists and is not empty", "GPU available",
+                  "Trainable params"):  # fmt: skip
+        assert noise not in said, noise
+
+
 def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_path):
     out = tmp_path / "heldout"
     assert pretrain_main(pretrain_args(dataset, out, 3, "--exclude-tasks", "push")) == 0
