@@ -217,3 +217,23 @@ def test_every_recipe_parses_with_its_command(recipe):
     assert args.out.startswith("runs/")
     if command == "pretrain":
         TDMPC2Config(size=args.size, tasks=args.data, **args.config)  # a valid model
+
+
+def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_path, capsys):
+    repo = f"{hub.user}/reach-run"
+    bad = ["--task", TASK, "--steps", "100", "--out", str(tmp_path / "x"), "--push-to-hub", "a/b/c"]
+    assert train_main(bad) == 2 and "--push-to-hub a/b/c" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before the run
+    out = tmp_path / "run"
+    argv = ["--task", TASK, "--steps", "100", "--seed-steps", "100", "--eval-every", "0",
+            "--eval-episodes", "1", "--out", str(out), "--push-to-hub", repo, *SMALL]  # fmt: skip
+    assert train_main(argv) == 0
+    assert f"pushed {out / 'final'} to {repo}" in capsys.readouterr().out
+    pushed = TDMPC2.from_pretrained(repo)
+    local = TDMPC2.from_pretrained(out / "final")
+    for key, value in local.model.state_dict().items():
+        assert torch.equal(value, pushed.model.state_dict()[key]), key
+    card = Path(hub.api().hf_hub_download(repo, "README.md")).read_text()
+    evaluation = [r for r in read_metrics(out) if r["kind"] == "eval"][-1]
+    assert "## Evaluation" in card and f"{evaluation['mean_return']:.2f}" in card
+    assert '"push_to_hub"' not in card and f'"out": "{out}"' in card and '"torch"' in card

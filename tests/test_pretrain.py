@@ -96,14 +96,15 @@ def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, cap
 
 
 def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrained, dataset,
-                                                                      tmp_path):  # fmt: skip
+                                                                      tmp_path, hub):  # fmt: skip
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(pretrained, run)
     steps = global_step(run) + 3
-    argv = pretrain_args(dataset, run, steps, "--resume", "auto")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    repo = f"{hub.user}/pretrained"
+    argv = pretrain_args(dataset, run, steps, "--resume", "auto", "--push-to-hub", repo)
+    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
     code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
     done = subprocess.run([sys.executable, "-c", code, *argv],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
@@ -114,6 +115,8 @@ def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrain
     for noise in ("Epoch", "v_num", "Tip:", "LeafSpec", "exists and is not empty", "GPU available",
                   "Trainable params"):  # fmt: skip
         assert noise not in said, noise
+    assert f"pushed {run / 'final'} to {repo}" in said  # and it is that model:
+    assert TDMPC2.from_pretrained(repo).cfg.task_names == TABLE
 
 
 def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_path):
