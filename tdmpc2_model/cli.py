@@ -30,6 +30,17 @@ def _size(value: str) -> str:
     return size
 
 
+class _Once(argparse.Action):
+    """A flag that takes one value: given twice is an error (``eval --task a --task b`` used
+    to evaluate b alone), pointing at the flag that takes several."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        if getattr(namespace, self.dest, None) is not None:
+            several = " (for several, use --tasks a,b)" if self.dest == "task" else ""
+            parser.error(f"{option_string} given twice{several}")
+        setattr(namespace, self.dest, values)
+
+
 def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -107,7 +118,8 @@ def _online_flags(p: argparse.ArgumentParser) -> None:
                         "(0: keep all; default 2)")  # fmt: skip
     p.add_argument("--batch-size", type=int, help="update batch size (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (from its newest checkpoint)")  # fmt: skip
 
 
 def packaged_recipes() -> dict[str, Path]:
@@ -211,7 +223,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
         "Lightning checkpoints in OUT/lightning and CSV logs in OUT/logs.",
         "  tdmpc2-pretrain --size 1M --data data/quickstart --max-steps 200 --out runs/pt\n"
         "  tdmpc2-pretrain --size 1M --data data/quickstart --max-steps 400 --out runs/pt "
-        "--resume auto\n"
+        "--resume\n"
         "  tdmpc2-pretrain --recipe recipes/pretrain-mt80-317M.yaml --devices 8\n"
         "  tdmpc2-pretrain --size 317M --data mt80 --devices 8 --strategy ddp "
         "--precision bf16-mixed",
@@ -225,9 +237,13 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
     p.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu")
-    p.add_argument("--max-steps", type=int, default=100_000, help="updates (batches)")
+    p.add_argument("--max-steps", type=int, default=100_000,
+                   help="updates to reach, counted from the start of the run (one batch each; "
+                        "Lightning's max_steps)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=1024, help="windows per batch (paper: 1024)")
-    p.add_argument("--resume", help="Lightning checkpoint path, or 'auto' for the last in --out")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
+                   help="continue the run in --out (alone, or 'auto'), or from a Lightning "
+                        "checkpoint file")  # fmt: skip
     p.add_argument("--out", default="runs/pretrain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-gb", type=float, default=4.0, help="RAM for decoded episodes")
@@ -258,10 +274,12 @@ def finetune_parser() -> argparse.ArgumentParser:
         "  tdmpc2-finetune --task walker-walk --checkpoint mt80-19M --out runs/ft --resume\n"
         "  tdmpc2-finetune --recipe recipes/finetune-door-open.yaml",
     )
-    p.add_argument("--task")
+    p.add_argument("--task", action=_Once, help="the task to finetune on (one)")
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    p.add_argument("--steps", type=int, default=20_000, help="environment steps")
+    p.add_argument("--steps", type=int, default=20_000,
+                   help="environment steps to reach, counted from the start of the run (one "
+                        "update per step after the seed phase)")  # fmt: skip
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--seed", type=int, default=0)
     _online_flags(p)
@@ -277,8 +295,10 @@ def train_parser() -> argparse.ArgumentParser:
         "  tdmpc2-train --task mw-reach --size 1M --steps 500 --seed-steps 200 --out runs/reach\n"
         "  tdmpc2-train --task mw-reach --steps 1000 --out runs/reach --resume",
     )
-    p.add_argument("--task")
-    p.add_argument("--steps", type=int, default=1_000_000, help="environment steps")
+    p.add_argument("--task", action=_Once, help="the task to train on (one)")
+    p.add_argument("--steps", type=int, default=1_000_000,
+                   help="environment steps to reach, counted from the start of the run (one "
+                        "update per step after the seed phase)")  # fmt: skip
     p.add_argument("--size", type=_size, default="5M")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--seed", type=int, default=0)
@@ -301,7 +321,7 @@ def eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    p.add_argument("--task", help="one task")
+    p.add_argument("--task", action=_Once, help="one task")
     p.add_argument("--tasks", help="a task set (mt80, mt30, mt80-heldout) or a comma list")
     p.add_argument("--out", help="result directory of --tasks (required with it)")
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")

@@ -273,7 +273,7 @@ def pretrain(
     checkpoints = out / LIGHTNING_DIR
     if resume is None and (checkpoints / "last.ckpt").exists():
         raise ValueError(
-            f"{out} already holds a pretraining run; pass --resume auto to continue it, or "
+            f"{out} already holds a pretraining run; pass --resume to continue it, or "
             "choose another --out (nothing was changed)."
         )
     ckpt_path = resume

@@ -139,6 +139,15 @@ def test_checkpoint_is_a_collect_policy(run, tmp_path):
     assert ds.num_episodes == 1 and ds.num_transitions == 100
 
 
+@pytest.mark.parametrize("main", [eval_main, train_main, finetune_main])
+def test_a_single_task_flag_given_twice_is_refused(main, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*(["--checkpoint", "x"] if main is not train_main else []),
+              "--task", "mw-reach", "--task", "mw-push"])  # fmt: skip
+    assert exc.value.code == 2
+    assert "--task given twice (for several, use --tasks a,b)" in capsys.readouterr().err
+
+
 def test_task_checks_name_the_problem():
     single = TDMPC2(TDMPC2Config(size="1M", tasks="walker-walk"))
     with pytest.raises(OnlineError, match="trained on 'walker-walk', not 'mw-reach'"):

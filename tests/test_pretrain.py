@@ -93,6 +93,8 @@ def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, cap
     assert global_step(pretrained) == 20
     assert pretrain_main(pretrain_args(dataset, pretrained, 25, "--resume", "auto")) == 0
     assert global_step(pretrained) == 25
+    assert pretrain_main(pretrain_args(dataset, pretrained, 27, "--resume")) == 0  # the switch
+    assert global_step(pretrained) == 27
 
 
 def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrained, dataset,
