@@ -134,10 +134,8 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
             report.add(shard.path, problem.format(episode=start + e))
         if task.min() < 0 or task.max() >= len(ds.tasks):
             return
-        if "source" in batch:
-            src = batch["source"]
-            if ((src < -1) | (src >= len(ds.attrs.get("sources", [])))).any():
-                report.add(shard.path, "source ids outside the root sources list")
+        for problem in provenance_problems(batch, len(ds.attrs.get("sources", [])), start):
+            report.add(shard.path, problem)
     task = np.concatenate(tasks) if tasks else np.zeros(0, np.int64)
     ids, counts = np.unique(task, return_counts=True)
     found = {int(k): int(n) for k, n in zip(ids, counts, strict=True)}
@@ -145,6 +143,39 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
         report.add(shard.path, f"task ids count {found}, the index says {shard.task_counts}")
     if (np.diff(task) < 0).any():
         report.add(shard.path, "episodes are not ordered by task id (task ranges would be wrong)")
+
+
+def provenance_problems(
+    batch: dict[str, np.ndarray], num_sources: int, start: int = 0
+) -> list[str]:
+    """What is wrong with the per-episode provenance arrays of decoded episodes ``batch``:
+    source ids outside the root ``sources`` (-1 = unknown), negative ``source_index`` other
+    than -1 (unknown), and ``episode_return``/``episode_success`` that disagree with the
+    rewards/success flags they summarise (``schema.episode_summaries``)."""
+    problems = []
+    if "source" in batch:
+        src = batch["source"]
+        if ((src < schema.UNKNOWN) | (src >= num_sources)).any():
+            problems.append(f"source ids outside the root sources list (0..{num_sources - 1})")
+    if "source_index" in batch and (batch["source_index"] < schema.UNKNOWN).any():
+        problems.append("source_index below 0 (only -1, unknown, may be negative)")
+    want = schema.episode_summaries(batch["reward"], batch.get("success"))
+    if "episode_return" in batch:
+        T = batch["reward"].shape[1]
+        got, expected = batch["episode_return"], want["episode_return"]
+        bad = ~np.isclose(got, expected, rtol=1e-5, atol=1e-6 * max(1, T))
+        if bad.any():
+            e = int(np.flatnonzero(bad)[0])
+            problems.append(
+                f"episode_return {float(got[e])!r} is not the sum of its rewards "
+                f"{float(expected[e])!r} (episode {start + e}; {int(bad.sum())} in this batch)"
+            )
+    if "episode_success" in batch:
+        if "episode_success" not in want:
+            problems.append("episode_success is stored but the shard has no success array")
+        elif (batch["episode_success"] != want["episode_success"]).any():
+            problems.append("episode_success disagrees with the success flag at the last step")
+    return problems
 
 
 def _present(ds: Dataset) -> set[str]:
