@@ -35,7 +35,7 @@ import numpy as np
 
 from tdmpc2_data import schema
 from tdmpc2_data.reader import Dataset
-from tdmpc2_data.schema import UNKNOWN, DatasetError
+from tdmpc2_data.schema import DatasetError
 from tdmpc2_data.tasks import TASK_SETS, TASKS
 
 FILTERS = ("tasks", "sources", "last_fraction_of_source", "min_return", "top_fraction")
@@ -58,8 +58,9 @@ class DatasetView:
 
     @property
     def num_transitions(self) -> int:
+        shards = self.dataset.shards
         return int(
-            sum(int(m.sum()) * s.episode_length for m, s in zip(self.masks, self.dataset.shards))
+            sum(int(m.sum()) * s.episode_length for m, s in zip(self.masks, shards, strict=True))
         )
 
     def episodes(self, shard: int) -> np.ndarray:
@@ -316,7 +317,10 @@ def stats(data: Dataset | DatasetView) -> dict[str, Any]:
                 "mean": float(ret.mean()),
                 "min": float(ret.min()),
                 "max": float(ret.max()),
-                **{f"p{q}": float(v) for q, v in zip(QUANTILES, np.percentile(ret, QUANTILES))},
+                **{
+                    f"p{q}": float(v)
+                    for q, v in zip(QUANTILES, np.percentile(ret, QUANTILES), strict=True)
+                },
             },
             "success_rate": (
                 float((success == 1).sum() / (success >= 0).sum())
