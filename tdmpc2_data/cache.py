@@ -125,10 +125,17 @@ class Arena:
             self.run_length[run] = piece.length
             self.run_task[run] = piece.task
             self.run_mass[run] = piece.starts(horizon) * task_factor[piece.task]
+            row += piece.rows
+        # Read in storage order, whole stored chunks at a time, so that the pieces of a
+        # filtered view (a few episodes of a chunk each) decode every chunk once.
+        reads = _ChunkReads(datasets)
+        for run in sorted(
+            range(len(block.pieces)),
+            key=lambda k: (block.pieces[k].dataset, block.pieces[k].shard, block.pieces[k].start),
+        ):
+            piece, row = block.pieces[run], int(self.run_row[first + run])
             for start, stop in _read_ranges(datasets[piece.dataset], piece, self.read_bytes):
-                data = datasets[piece.dataset].read_shard(
-                    piece.shard, ("obs", "action", "reward", "task"), episodes=slice(start, stop)
-                )
+                data = reads.get(piece, start, stop)
                 check_decoded(datasets[piece.dataset], piece, start, data)
                 self._put(row, stop - start, piece.length + 1, data)
                 row += (stop - start) * (piece.length + 1)
@@ -190,6 +197,33 @@ def check_decoded(ds: Dataset, piece: Piece, start: int, data: dict[str, np.ndar
             f"the root index says {piece.dataset_task} ({ds.tasks[piece.dataset_task]!r}); run "
             "tdmpc2-data verify"
         )
+
+
+class _ChunkReads:
+    """Decoded episodes of one shard, read on the stored chunk grid; the last read is kept
+    for the next request that falls inside it (pieces are read in storage order)."""
+
+    FIELDS = ("obs", "action", "reward", "task")
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        self.datasets = datasets
+        self.key: tuple[int, int] | None = None
+        self.lo = self.hi = 0
+        self.data: dict[str, np.ndarray] = {}
+
+    def get(self, piece: Piece, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Episodes start..stop of ``piece``'s shard."""
+        key = (piece.dataset, piece.shard)
+        if key != self.key or not (self.lo <= start and stop <= self.hi):
+            ds = self.datasets[piece.dataset]
+            chunk = ds.array(piece.shard, "obs").chunks[0]
+            lo = start // chunk * chunk
+            hi = min(-(-stop // chunk) * chunk, ds.shards[piece.shard].episodes)
+            self.data = {}  # free the previous read first
+            self.data = ds.read_shard(piece.shard, self.FIELDS, episodes=slice(lo, hi))
+            self.key, self.lo, self.hi = key, lo, hi
+        rows = slice(start - self.lo, stop - self.lo)
+        return {k: v[rows] for k, v in self.data.items()}
 
 
 def _read_ranges(ds: Dataset, piece: Piece, read_bytes: int) -> list[tuple[int, int]]:

@@ -126,9 +126,7 @@ PER_EPISODE = ("task", "source", "source_index", "episode_return", "episode_succ
 UNKNOWN = -1
 
 
-def episode_summaries(
-    reward: np.ndarray, success: np.ndarray | None
-) -> dict[str, np.ndarray]:
+def episode_summaries(reward: np.ndarray, success: np.ndarray | None) -> dict[str, np.ndarray]:
     """``episode_return`` (float32 sum of the rewards of each episode's T real steps, summed
     in float64) and ``episode_success`` (the success flag at the last step, the convention of
     evaluation) of episodes ``reward`` [E, T], ``success`` [E, T]: the one definition, used
