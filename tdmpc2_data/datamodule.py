@@ -9,7 +9,6 @@ disjoint shards. Lightning treats the sampler as any iterable: it moves each `Ba
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
