@@ -130,7 +130,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     result = stats(data)
     print(json.dumps(result, indent=1) if args.json else format_stats(result))
     if args.plot:
-        path = plot_returns(data, args.plot)
+        try:
+            path = plot_returns(data, args.plot)
+        except ImportError as exc:  # the plot extra is not installed
+            raise CLIError(str(exc)) from None
         print(f"return histograms in {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
