@@ -141,7 +141,9 @@ def test_old_datasets_open_stat_select_verify_and_upgrade(tmp_path, capsys):
     assert (meta["source_index"] == -1).all()
     by_id = {
         int(g): r
-        for g, r in zip(ds.read_shard(0, ("obs",))["obs"][:, 0, 0], meta["episode_return"])
+        for g, r in zip(
+            ds.read_shard(0, ("obs",))["obs"][:, 0, 0], meta["episode_return"], strict=True
+        )
     }
     assert all(by_id[g] == pytest.approx(rows[g][3]) for g in by_id)
     assert verify_dataset(root).ok
@@ -400,3 +402,49 @@ def test_merge_of_an_old_dataset_keeps_index_unknown(tmp_path):
 def test_merge_needs_a_destination(tmp_path, capsys):
     assert cli(["merge", str(tmp_path)]) == 2
     assert "A B ... OUT" in capsys.readouterr().err
+
+
+def test_legacy_chunks_record_their_rows(tmp_path):
+    from legacy_chunks import TD02, expected
+
+    convert([TD02["mt80"]], tmp_path / "d", "legacy-pt")
+    ds, want = open_dataset(tmp_path / "d"), expected("mt80")
+    seen = []
+    for i in range(len(ds.shards)):
+        meta, got = ds.episode_metadata(i), ds.read_shard(i)
+        for e, row in enumerate(meta["source_index"]):
+            np.testing.assert_array_equal(got["obs"][e], want["obs"][row])
+            assert meta["episode_return"][e] == pytest.approx(want["reward"][row].sum(), rel=1e-6)
+            seen.append(int(row))
+    assert sorted(seen) == list(range(len(want["task"])))
+    assert verify_dataset(tmp_path / "d").ok
+
+
+def test_pretrain_select_trains_on_the_view_and_records_it(tmp_path):
+    import torch
+
+    from tdmpc2_model import TDMPC2
+    from tdmpc2_model.cli import pretrain_main
+
+    data = collect(tmp_path / "mw", ["mw-reach", "mw-push"], 2, progress=False)
+    out = tmp_path / "run"
+    argv = ["--size", "1M", "--data", str(data), "--max-steps", "3", "--batch-size", "16",
+            "--out", str(out), "--accelerator", "cpu", "--devices", "1", "--num-workers", "0",
+            "--config", "num_samples=16", "--config", "num_elites=2", "--config",
+            "num_pi_trajs=2", "--config", "iterations=1",
+            "--select", "tasks=mw-reach,top_fraction=0.5"]  # fmt: skip
+    assert pretrain_main(argv) == 0
+    ckpt = torch.load(out / "lightning" / "last.ckpt", weights_only=False)
+    selection = ckpt["hyper_parameters"]["selection"]
+    assert selection["filters"] == {"tasks": "mw-reach", "top_fraction": 0.5}
+    assert selection["datasets"][0]["episodes"] == 1
+    assert selection["datasets"][0]["of_episodes"] == 4
+    assert (
+        "selected by tasks=mw-reach,top_fraction=0.5 (1 of 4 episodes)"
+        in (ckpt["hyper_parameters"]["training_data"])
+    )
+    moments = [s["exp_avg"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    task_dim = TDMPC2.from_pretrained(out / "final").cfg.task_dim
+    emb = next(m for m in moments if m.shape == (2, task_dim))  # task embeddings
+    assert emb[0].abs().sum() > 0 and emb[1].abs().sum() == 0  # mw-push never sampled
+    assert pretrain_main([*argv[:-1], "tasks=mw-reach,top=1", "--out", str(tmp_path / "x")]) == 2
