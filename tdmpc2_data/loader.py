@@ -111,6 +111,8 @@ class WindowSampler:
         batches_per_epoch: make each ``iter()`` finite (``len()``); default: endless.
         reuse: windows drawn per valid window start while a block is resident when the data
             does not fit (higher: less decoding; lower: more blocks mixed per unit of time).
+            For a view it is multiplied by the episodes its reads decode per episode selected
+            (whole stored chunks are decoded), so a batch costs the whole dataset's decoding.
     """
 
     def __init__(
@@ -308,10 +310,14 @@ class WindowSampler:
         group = max(1, GROUP_ROWS // (self.batch_size * (self.horizon + 1)))
         if len(blocks) <= slots:
             return _Plan(blocks, mass, slots, slot_rows, slot_runs, group, lag=1)
+        # A view decodes whole stored chunks, unselected episodes included: drawing
+        # proportionally more windows per visit keeps the decoding per batch the whole
+        # dataset's (one factor for all blocks, so sampling stays proportional to mass).
+        reuse = self.reuse * (_read_overhead(blocks, self.datasets) if any(self.views) else 1.0)
         # A visit should last several steps, or the windows of a step overshoot quotas:
         # smaller groups and, for tiny blocks, more windows per start than ``reuse``.
-        group = max(1, min(group, int(self.reuse * mass.mean() // (4 * self.batch_size))))
-        scale = max(self.reuse, 4 * group * self.batch_size / mass.mean())
+        group = max(1, min(group, int(reuse * mass.mean() // (4 * self.batch_size))))
+        scale = max(reuse, 4 * group * self.batch_size / mass.mean())
         lag = round(scale * mass.mean() / (group * self.batch_size))
         return _Plan(blocks, scale * mass, slots, slot_rows, slot_runs, group, lag)
 
@@ -427,6 +433,24 @@ def _weight_factor(
     if not w.sum() > 0:
         raise ValueError("task_weights give every task with episodes weight 0.")
     return np.divide(w, starts, out=np.zeros(len(tasks)), where=starts > 0)
+
+
+def _read_overhead(blocks: Sequence[Block], datasets: Sequence[Dataset]) -> float:
+    """Episodes decoded per episode cached when loading ``blocks``: reads are whole stored
+    chunks (``cache.Arena.load``), so a view's scattered runs decode their neighbours too."""
+    decoded = cached = 0
+    for block in blocks:
+        chunks = set()
+        for p in block.pieces:
+            size = datasets[p.dataset].array(p.shard, "obs").chunks[0]
+            chunks.update(
+                (p.dataset, p.shard, size, c)
+                for c in range(p.start // size, (p.stop - 1) // size + 1)
+            )
+            cached += p.episodes
+        for d, shard, size, c in chunks:
+            decoded += min(size, datasets[d].shards[shard].episodes - c * size)
+    return max(1.0, decoded / max(1, cached))
 
 
 def _rank_pieces(pieces: list[Piece], mass, world_size: int, rank: int, seed: int) -> list[Piece]:
