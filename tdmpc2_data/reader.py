@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -23,6 +23,9 @@ from zarr.storage import FsspecStore, LocalStore
 from tdmpc2_data import schema
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
 from tdmpc2_data.tasks import table_index
+
+if TYPE_CHECKING:
+    from tdmpc2_data.curate import DatasetView
 
 DEFAULT_FIELDS = ("obs", "action", "reward", "task")
 
@@ -257,7 +260,7 @@ class Dataset:
             self._metadata[i] = out
         return self._metadata[i]
 
-    def select(self, **filters: Any) -> Any:
+    def select(self, **filters: Any) -> DatasetView:
         """A `DatasetView` of the episodes passing ``filters`` (no data is copied); see
         ``tdmpc2_data.curate.select``."""
         from tdmpc2_data.curate import select

@@ -53,8 +53,15 @@ def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentPars
     return p
 
 
+def _logger_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logger", default="csv", metavar="csv|tensorboard",
+                   help="csv (always written: the run's record) and/or tensorboard "
+                        "(OUT/logs; needs the tensorboard extra), e.g. csv,tensorboard")  # fmt: skip
+
+
 def _online_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the online commands (train, finetune)."""
+    _logger_flag(p)
     p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
     p.add_argument(
         "--eval-every",
@@ -198,6 +205,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
+    _logger_flag(p)
     p.add_argument(
         "--exclude-tasks",
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
@@ -311,6 +319,7 @@ def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
         keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,
         training_data=training_data,
+        loggers=args.logger,
     )
     print(f"{result.steps} steps, {result.episodes} episodes; model in {result.final}")
     if result.evaluation is not None:
@@ -348,6 +357,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             eval_tasks=resolve_tasks(args.eval_tasks) if args.eval_tasks else None,
             eval_episodes=args.eval_episodes,
             select=args.select,
+            loggers=args.logger,
         )
         if final is not None:  # rank 0
             print(f"model in {final}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from tdmpc2_model.evaluation import (
     planner_actor,
     rollout,
 )
+from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
 from tdmpc2_model.replay import ReplayBuffer
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
@@ -101,17 +103,19 @@ def train(
     resume: bool = False,
     training_data: str | None = None,
     progress: bool = True,
+    loggers: str | Sequence[str] = "csv",
 ) -> TrainResult:
     """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
     docstring for the loop, the run directory ``out`` and resuming).
 
     ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
-    that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all). ``training_data``: provenance line for the
-    model card. Returns the trained agent (eval mode) and where its files are.
+    that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
+    ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
+    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). Returns the trained agent (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
-    out = Path(out)
+    out, loggers = Path(out), parse_loggers(loggers)
     for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise OnlineError(f"Got {name}={value}; must be >= 1.")
@@ -172,7 +176,7 @@ def train(
 
     start = time.perf_counter()
     try:
-        with writer, open(out / METRICS_FILE, "a") as metrics:
+        with writer, MetricsLog(out, loggers) as metrics:
             if next_eval is not None and step == 0:  # the starting point (zero-shot score)
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
             while step < steps:
@@ -182,7 +186,7 @@ def train(
                                    ep.get("success"), source=0, source_index=episode)  # fmt: skip
                 writer.flush()
                 episode += 1
-                _log(metrics, _train_row(step, episode, ep, losses, time.perf_counter() - start))
+                metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))
                 losses.clear()
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
                 if next_eval is not None and step >= next_eval and step < steps:
@@ -215,16 +219,34 @@ def _train_row(
     return row
 
 
-def _log(metrics: Any, row: dict[str, Any]) -> None:
-    metrics.write(json.dumps(row) + "\n")
-    metrics.flush()
+class MetricsLog:
+    """The run's metrics: each row appended (and flushed) to ``metrics.jsonl`` and, with the
+    tensorboard logger, sent as ``<kind>/<field>`` scalars at the row's environment step."""
+
+    def __init__(self, out: Path, loggers: Sequence[str]) -> None:
+        self.file = open(out / METRICS_FILE, "a")
+        self.board = tensorboard_logger(out) if "tensorboard" in loggers else None
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.board is not None:
+            self.board.log_metrics(numeric(row, row["kind"]), step=row["step"])
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if self.board is not None:
+            self.board.finalize("success" if exc[0] is None else "failed")
 
 
 def _evaluate_and_log(
-    agent: TDMPC2, spec: Task, episodes: int, seed: int, step: int, metrics: Any
+    agent: TDMPC2, spec: Task, episodes: int, seed: int, step: int, metrics: MetricsLog
 ) -> EvalResult:
     result = evaluate(agent, spec.name, episodes, seed=seed + 1_000_000, progress=False)
-    _log(metrics, {"kind": "eval", "step": step, **result.summary()})
+    metrics.log({"kind": "eval", "step": step, **result.summary()})
     tqdm.write(f"step {step}: {result.line()}")
     return result
 

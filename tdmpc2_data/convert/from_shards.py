@@ -84,7 +84,7 @@ def task_sources(ds: Dataset, name: str) -> list[Source]:
                 format=FORMAT,
                 obs_dim=ds.obs_dim,
                 action_dim=ds.action_dim,
-                episodes=lambda parts=parts: _episodes(ds, parts, task.obs_dim, task.action_dim),
+                episodes=lambda parts=parts: read_rows(ds, parts, task.obs_dim, task.action_dim),
                 num_episodes=sum(len(rows) for _, rows, _ in parts),
                 info={"task": name, "origin": origin},
             )
@@ -92,15 +92,31 @@ def task_sources(ds: Dataset, name: str) -> list[Source]:
     return out
 
 
-def _episodes(
+def read_episodes(
+    ds: Dataset, runs: Sequence[tuple[int, range]], obs_dim: int, action_dim: int
+) -> Iterator[Episode]:
+    """The episodes of ``runs`` ((shard index, episode range) of one task) at the widths
+    ``obs_dim``/``action_dim``, one run decoded at a time and checked (``check_decoded``),
+    with their ``source_index`` (``Episode.index``); shared by merging and
+    ``tdmpc2_data.export``."""
+    parts = []
+    for shard, episodes in runs:
+        rows = np.arange(episodes.start, episodes.stop)
+        parts.append((shard, rows, ds.episode_metadata(shard)["source_index"][rows]))
+    return read_rows(ds, parts, obs_dim, action_dim)
+
+
+def read_rows(
     ds: Dataset,
-    parts: list[tuple[int, np.ndarray, np.ndarray]],
+    parts: Sequence[tuple[int, np.ndarray, np.ndarray]],
     obs_dim: int,
     action_dim: int,
 ) -> Iterator[Episode]:
-    """The episodes ``rows`` of each shard (one read covering them), with their recorded
-    positions in their source."""
+    """The episodes ``rows`` (ascending) of each (shard, rows, source_index) part, one read
+    covering a part's rows, with their recorded positions in their source."""
     for shard, rows, index in parts:
+        if not len(rows):
+            continue
         fields = ("obs", "action", "reward", "task") + (
             ("success",) if ds.has_field(shard, "success") else ()
         )
