@@ -434,7 +434,7 @@ def plot_returns(data: Dataset | DatasetView, out_dir: str | Path, bins: int = 3
         ax.set_title(f"{name} ({len(ret)})", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.suptitle(f"episode returns: {ds.name}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "returns.png"
