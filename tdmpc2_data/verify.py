@@ -67,11 +67,12 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyRep
         return report
     _check_index(ds, report)
     present = _present(ds)
+    provenance: list[np.ndarray] = []  # (source, task, source_index) of recorded episodes
     for i, shard in enumerate(tqdm(ds.shards, desc="verify", unit="shard", disable=not progress)):
         if shard.path.split("/")[-1] not in present:
             continue  # reported by the index check
         try:
-            _check_shard(ds, i, shard, report)
+            _check_shard(ds, i, shard, report, provenance)
         except DatasetError as exc:
             report.add(shard.path, str(exc))
         except Exception as exc:  # undecodable bytes surface as codec-specific errors
@@ -80,6 +81,14 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyRep
         report.episodes += shard.episodes
         report.transitions += shard.transitions
         report.nbytes += shard.nbytes or 0
+    if provenance:
+        _, counts = np.unique(np.concatenate(provenance), axis=0, return_counts=True)
+        if (counts > 1).any():
+            report.warnings.append(
+                f"{int(counts[counts > 1].sum())} episodes share their (source, task, "
+                "source_index) with another: the same episode written twice, or a writer "
+                "given wrong source_index values"
+            )
     return report
 
 
@@ -105,7 +114,9 @@ def _check_index(ds: Dataset, report: VerifyReport) -> None:
         )
 
 
-def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) -> None:
+def _check_shard(
+    ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport, provenance: list[np.ndarray]
+) -> None:
     if "://" not in ds.location:  # the shard's own metadata: what an append rebuilds the index from
         own = index_entry(Path(ds.location), shard.path.split("/")[-1])
         said = {int(k): v for k, v in own["task_counts"].items()}
@@ -136,6 +147,11 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
             return
         for problem in provenance_problems(batch, len(ds.attrs.get("sources", [])), start):
             report.add(shard.path, problem)
+        if "source" in batch and "source_index" in batch:
+            known = (batch["source"] >= 0) & (batch["source_index"] >= 0)
+            provenance.append(
+                np.stack([batch["source"][known], task[known], batch["source_index"][known]], 1)
+            )
     task = np.concatenate(tasks) if tasks else np.zeros(0, np.int64)
     ids, counts = np.unique(task, return_counts=True)
     found = {int(k): int(n) for k, n in zip(ids, counts, strict=True)}

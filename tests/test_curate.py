@@ -131,6 +131,15 @@ def test_source_index_must_be_whole_and_non_negative(tmp_path):
     assert meta["source_index"].tolist() == [5, 6, 7] and meta["source"].tolist() == [-1] * 3
 
 
+def test_verify_warns_about_duplicated_provenance(tmp_path):
+    with ShardWriter(tmp_path / "d", tasks=["walker-walk"], sources=[{"agent": 0}]) as w:
+        for index in (0, 1, 1):  # the second episode written twice
+            w.add_episode("walker-walk", np.zeros((3, 24)), np.zeros((2, 6)), np.zeros(2),
+                          source_index=index)  # fmt: skip
+    report = verify_dataset(tmp_path / "d")
+    assert report.ok and "2 episodes share their (source, task, source_index)" in report.summary()
+
+
 def test_old_datasets_open_stat_select_verify_and_upgrade(tmp_path, capsys):
     root = tmp_path / "old"
     rows = write(root)
