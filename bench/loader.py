@@ -45,8 +45,9 @@ def build(root: Path, transitions: int, seed: int = 0) -> None:
     per_task = -(-transitions // (T * len(tasks)))
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    with ShardWriter(root, tasks=tasks, name="bench-mt80") as w:
-        for name in tasks:
+    agents = [{"description": f"synthetic agent of {name}", "seed": 0} for name in tasks]
+    with ShardWriter(root, tasks=tasks, name="bench-mt80", sources=agents) as w:
+        for k, name in enumerate(tasks):
             task = get_task(name)
             for start in range(0, per_task, 500):
                 n = min(500, per_task - start)
@@ -58,6 +59,8 @@ def build(root: Path, transitions: int, seed: int = 0) -> None:
                     np.cumsum(walk, axis=1),
                     np.tanh(np.cumsum(steer, axis=1)),
                     1 / (1 + np.exp(-np.cumsum(rng.normal(0, 0.2, (n, T)), axis=1))),
+                    source=k,
+                    source_index=start,
                 )
     ds = open_dataset(root)
     print(

@@ -25,6 +25,9 @@ _LAZY = {
     "WindowSampler": "tdmpc2_data.loader",
     "WindowDataModule": "tdmpc2_data.datamodule",
     "to_hf_dataset": "tdmpc2_data.hf_datasets",
+    "DatasetView": "tdmpc2_data.curate",
+    "select": "tdmpc2_data.curate",
+    "stats": "tdmpc2_data.curate",
 }
 
 __all__ = ["TASKS", "TASK_SETS", "Task", "get_task", "resolve_task_name", *_LAZY]

@@ -125,11 +125,20 @@ class Arena:
             self.run_length[run] = piece.length
             self.run_task[run] = piece.task
             self.run_mass[run] = piece.starts(horizon) * task_factor[piece.task]
+            row += piece.rows
+        # Read in storage order, whole stored chunks at a time, so that the pieces of a
+        # filtered view (a few episodes of a chunk each) decode every chunk once.
+        reads = _ChunkReads(datasets)
+        order = sorted(
+            range(len(block.pieces)),
+            key=lambda k: (block.pieces[k].dataset, block.pieces[k].shard, block.pieces[k].start),
+        )
+        ahead = _read_ahead([block.pieces[k] for k in order], datasets, self.read_bytes)
+        for run, reach in zip(order, ahead, strict=True):
+            piece, row = block.pieces[run], int(self.run_row[first + run])
             for start, stop in _read_ranges(datasets[piece.dataset], piece, self.read_bytes):
-                data = datasets[piece.dataset].read_shard(
-                    piece.shard, ("obs", "action", "reward", "task"), episodes=slice(start, stop)
-                )
-                check_decoded(datasets[piece.dataset], piece, start, data)
+                data = reads.get(piece, start, stop, reach)  # format checked once per read
+                check_decoded(datasets[piece.dataset], piece, start, data, format_checked=True)
                 self._put(row, stop - start, piece.length + 1, data)
                 row += (stop - start) * (piece.length + 1)
         self.block_of_slot[slot] = block
@@ -177,11 +186,19 @@ class Arena:
         return obs, action, reward
 
 
-def check_decoded(ds: Dataset, piece: Piece, start: int, data: dict[str, np.ndarray]) -> None:
+def check_decoded(
+    ds: Dataset,
+    piece: Piece,
+    start: int,
+    data: dict[str, np.ndarray],
+    format_checked: bool = False,
+) -> None:
     """Raise `DatasetError` (shard, episode, field) when decoded episodes break the format or
     are not the piece's task: a damaged dataset stops the loader before a batch holds it.
-    One pass over bytes just decoded (bench/validation.py measures the cost)."""
-    ds.check_decoded(piece.shard, start, data)
+    One pass over bytes just decoded (bench/validation.py measures the cost);
+    ``format_checked``: the read holding ``data`` was checked already, only the task is."""
+    if not format_checked:
+        ds.check_decoded(piece.shard, start, data)
     where = f"{ds.location}/{ds.shards[piece.shard].path}"
     wrong = np.flatnonzero(data["task"] != piece.dataset_task)
     if wrong.size:
@@ -192,12 +209,66 @@ def check_decoded(ds: Dataset, piece: Piece, start: int, data: dict[str, np.ndar
         )
 
 
+class _ChunkReads:
+    """Decoded episodes of one shard, read on the stored chunk grid; the last read is kept
+    for the next request that falls inside it (pieces are read in storage order)."""
+
+    FIELDS = ("obs", "action", "reward", "task")
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        self.datasets = datasets
+        self.key: tuple[int, int] | None = None
+        self.lo = self.hi = 0
+        self.data: dict[str, np.ndarray] = {}
+
+    def get(self, piece: Piece, start: int, stop: int, reach: int) -> dict[str, np.ndarray]:
+        """Episodes start..stop of ``piece``'s shard; a new read extends to ``reach`` (where
+        the next pieces of the block in this shard end, see `_read_ahead`)."""
+        key = (piece.dataset, piece.shard)
+        if key != self.key or not (self.lo <= start and stop <= self.hi):
+            ds = self.datasets[piece.dataset]
+            chunk = ds.array(piece.shard, "obs").chunks[0]
+            lo = start // chunk * chunk
+            hi = min(-(-max(stop, reach) // chunk) * chunk, ds.shards[piece.shard].episodes)
+            self.data = {}  # free the previous read first
+            self.data = ds.read_shard(piece.shard, self.FIELDS, episodes=slice(lo, hi))
+            ds.check_decoded(piece.shard, lo, self.data)
+            self.key, self.lo, self.hi = key, lo, hi
+        rows = slice(start - self.lo, stop - self.lo)
+        return {k: v[rows] for k, v in self.data.items()}
+
+
+def _read_ahead(pieces: Sequence[Piece], datasets: Sequence[Dataset], read_bytes: int) -> list[int]:
+    """For pieces in storage order: how far a read starting at each may go (the end of its
+    `_read_ranges` step) so that the next pieces of the block in the same shard, the runs of a
+    view a few episodes each, come from the same read."""
+    out = []
+    j = 0
+    for k, p in enumerate(pieces):
+        step = _read_step(datasets[p.dataset], p, read_bytes)
+        limit = (p.start // step + 1) * step
+        j = max(j, k)
+        while (
+            j + 1 < len(pieces)
+            and (pieces[j + 1].dataset, pieces[j + 1].shard) == (p.dataset, p.shard)
+            and pieces[j + 1].stop <= limit
+        ):
+            j += 1
+        out.append(min(pieces[j].stop, limit))
+    return out
+
+
+def _read_step(ds: Dataset, piece: Piece, read_bytes: int) -> int:
+    """Episodes per read: about ``read_bytes`` of obs, whole stored chunks (at least one)."""
+    chunk = ds.array(piece.shard, "obs").chunks[0]
+    per_episode = (piece.length + 1) * ds.obs_dim * 4
+    return max(1, read_bytes // (per_episode * chunk)) * chunk
+
+
 def _read_ranges(ds: Dataset, piece: Piece, read_bytes: int) -> list[tuple[int, int]]:
     """Episode ranges of ``piece`` of about ``read_bytes`` of obs each (at least one stored
     chunk), cut on the stored chunk grid so that no chunk is decoded twice."""
-    chunk = ds.array(piece.shard, "obs").chunks[0]
-    per_episode = (piece.length + 1) * ds.obs_dim * 4
-    step = max(1, read_bytes // (per_episode * chunk)) * chunk
+    step = _read_step(ds, piece, read_bytes)
     cuts = [piece.start, *range((piece.start // step + 1) * step, piece.stop, step), piece.stop]
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 

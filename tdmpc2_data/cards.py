@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tdmpc2_data.hf_datasets import episode_table_features
+from tdmpc2_data.schema import format_version
 
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -79,7 +80,7 @@ def card_values(ds: Any, repo_id: str) -> dict[str, str]:
         "obs_dim": str(ds.obs_dim),
         "action_dim": str(ds.action_dim),
         "episode_lengths": ", ".join(map(str, lengths)) or "-",
-        "format_version": str(ds.attrs["tdmpc2_format"]),
+        "format_version": ".".join(map(str, format_version(ds.attrs))),
         "created_by": str(ds.attrs.get("created_by", "")),
         "tasks_table": tasks_table(ds),
         "first_task": ds.tasks[0],

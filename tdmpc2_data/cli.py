@@ -25,6 +25,8 @@ EPILOG = """examples:
   tdmpc2-data convert out/walker-lerobot data/walker --from lerobot
   tdmpc2-data verify data/mt80
   tdmpc2-data info data/mt80
+  tdmpc2-data stats data/mt80 --select "tasks=mt30,top_fraction=0.5" --plot plots/
+  tdmpc2-data merge data/a data/b data/both
   tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80-small
   tdmpc2-data push data/my-set me/my-set --private --tag v1
 """
@@ -147,6 +149,35 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(open_dataset(args.dataset).summary())
     return 0
+
+
+# ---------------------------------------------------------------- stats
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from tdmpc2_data.curate import format_stats, parse_selection, plot_returns, stats
+    from tdmpc2_data.reader import open_dataset
+
+    data = open_dataset(args.dataset)
+    if args.select:
+        data = data.select(**parse_selection(args.select))
+    result = stats(data)
+    print(json.dumps(result, indent=1) if args.json else format_stats(result))
+    if args.plot:
+        try:
+            path = plot_returns(data, args.plot)
+        except ImportError as exc:  # the plot extra is not installed
+            raise CLIError(str(exc)) from None
+        print(f"return histograms in {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------- merge
+def cmd_merge(args: argparse.Namespace) -> int:
+    if len(args.paths) < 2:
+        raise CLIError("A B ... OUT: give one or more shard datasets, then the destination")
+    args.source_format, args.index_convention = "shards", None
+    return cmd_convert(args)
 
 
 # ---------------------------------------------------------------- download
@@ -284,6 +315,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
 
     p = add(
+        "stats",
+        cmd_stats,
+        "Per-task episodes, transitions, return quantiles, success rate and sources, and the "
+        "dataset's size; reads only per-episode metadata (never observations).",
+        'tdmpc2-data stats data/mt80 --select "tasks=mt30,top_fraction=0.5" --plot plots/',
+    )
+    p.add_argument("dataset", metavar="DIR|URL")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write DIR/returns.png, a histogram per task")
+    p.add_argument(
+        "--select",
+        metavar="FILTERS",
+        help="only these episodes: tasks=..,sources=..,last_fraction_of_source=..,"
+        "min_return=..,top_fraction=.. (comma separated)",
+    )
+
+    p = add(
+        "merge",
+        cmd_merge,
+        "Merge shard datasets into one (convert --from shards): every episode keeps its "
+        "source, source_index, return and success; a rerun continues.",
+        "tdmpc2-data merge data/a data/b data/both --task-set mt80",
+    )
+    p.add_argument("paths", nargs="+", metavar="A B ... OUT", help="datasets, then the destination")
+    p.add_argument("--tasks", help="keep only these tasks (comma list or task set)")
+    p.add_argument("--task-set", help="task table of the destination (e.g. mt80 keeps ids)")
+
+    p = add(
         "download",
         cmd_download,
         "Download a dataset (shards, or the legacy mt80/mt30 chunks converted on the fly).",
@@ -322,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
 #: What an interrupted command leaves behind (a rerun of the same command continues).
 KEPT_ON_INTERRUPT: dict[str, Callable[[argparse.Namespace], str]] = {
     "collect": lambda a: f"every finished episode is in {a.dir}",
+    "merge": lambda a: (
+        f"every dataset part merged completely is in {a.paths[-1]}; the partial "
+        "shards of the interrupted one were removed"
+    ),
     "convert": lambda a: (
         f"every source converted completely is in {a.paths[-1]}; the partial "
         "shards of the interrupted one were removed"

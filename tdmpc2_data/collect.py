@@ -160,9 +160,8 @@ def collect(
                 ep_seed = episode_seed(seed, name, episode)
                 act = random_policy(ep_seed) if loaded == "random" else loaded
                 data = rollout(env, lambda o, t0, name=name, act=act: act(o, name), seed=ep_seed)
-                writer.add_episode(
-                    name, data["obs"], data["action"], data["reward"], data.get("success"), 0
-                )
+                writer.add_episode(name, data["obs"], data["action"], data["reward"],
+                                   data.get("success"), 0, source_index=episode)  # fmt: skip
                 writer.flush()
             env.close()
     compact(root)

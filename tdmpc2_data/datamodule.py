@@ -9,24 +9,23 @@ disjoint shards. Lightning treats the sampler as any iterable: it moves each `Ba
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 
-from tdmpc2_data.loader import WindowSampler
-from tdmpc2_data.reader import Dataset
+from tdmpc2_data.loader import DataSpec, WindowSampler
 
 
 class WindowDataModule(L.LightningDataModule):
-    """Training batches of TD-MPC2 windows; ``sampler_kwargs`` go to `WindowSampler`
-    (batch_size, horizon, cache_bytes, seed, task_weights, num_workers, ...)."""
+    """Training batches of TD-MPC2 windows of datasets or `DatasetView`s (``ds.select(...)``);
+    ``sampler_kwargs`` go to `WindowSampler` (batch_size, horizon, cache_bytes, seed,
+    task_weights, num_workers, ...)."""
 
     def __init__(
         self,
-        datasets: Dataset | str | os.PathLike | Sequence[Dataset | str | os.PathLike],
+        datasets: DataSpec | Sequence[DataSpec],
         **sampler_kwargs: Any,
     ) -> None:
         super().__init__()

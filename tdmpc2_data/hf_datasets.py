@@ -87,22 +87,27 @@ def _has_success(ds: Any) -> bool:
     return any(ds.has_field(i, "success") for i in range(len(ds.shards)))
 
 
-def _blocks(ds: Any, fields: tuple[str, ...]) -> Iterator[tuple[int, int, int, dict]]:
+def _blocks(
+    ds: Any, fields: tuple[str, ...], view: Any = None
+) -> Iterator[tuple[int, int, int, dict]]:
     """(shard, first episode in shard, global index of that episode, arrays) of every block of
-    at most ``BLOCK_EPISODES`` episodes, in storage order; optional fields a shard lacks are
-    left out of its blocks."""
+    at most ``BLOCK_EPISODES`` consecutive episodes (of the `DatasetView` ``view`` if given),
+    in storage order; optional fields a shard lacks are left out of its blocks. Global
+    indices are the whole dataset's, whatever the view."""
     first = 0  # global index of the shard's first episode
     for i, shard in enumerate(ds.shards):
         have = tuple(f for f in fields if f not in ("success", "source") or ds.has_field(i, f))
-        for start in range(0, shard.episodes, BLOCK_EPISODES):
-            stop = min(start + BLOCK_EPISODES, shard.episodes)
-            yield i, start, first + start, ds.read_shard(i, have, episodes=slice(start, stop))
+        runs = [(0, shard.episodes)] if view is None else view.runs(i)
+        for lo, hi in runs:
+            for start in range(lo, hi, BLOCK_EPISODES):
+                stop = min(start + BLOCK_EPISODES, hi)
+                yield i, start, first + start, ds.read_shard(i, have, episodes=slice(start, stop))
         first += shard.episodes
 
 
-def _rows(ds: Any, unit: str, with_success: bool) -> Iterator[dict[str, Any]]:
+def _rows(ds: Any, unit: str, with_success: bool, view: Any = None) -> Iterator[dict[str, Any]]:
     fields = ("obs", "action", "reward", "task") + (("success",) if with_success else ())
-    for i, _, first, block in _blocks(ds, fields):
+    for i, _, first, block in _blocks(ds, fields, view):
         shard = ds.shards[i]
         for e in range(len(block["task"])):
             ep = {k: v[e] for k, v in block.items()}
@@ -141,18 +146,25 @@ def _transition_rows(ep: dict[str, np.ndarray], episode: int) -> Iterator[dict[s
 
 def to_hf_dataset(ds: Any, unit: str = "episode", streaming: bool = False) -> Any:
     """A ``datasets.Dataset`` (or ``IterableDataset`` if ``streaming``) of ``ds``'s episodes
-    or transitions; ``ds`` is an ``open_dataset`` result or anything ``open_dataset`` opens."""
+    or transitions; ``ds`` is an ``open_dataset`` result, a `DatasetView` of one (only its
+    episodes; ``episode`` indices stay the whole dataset's) or anything ``open_dataset``
+    opens."""
+    from tdmpc2_data.curate import DatasetView
     from tdmpc2_data.reader import Dataset, open_dataset
 
     hf = _datasets()
-    if not isinstance(ds, Dataset):
+    view = ds if isinstance(ds, DatasetView) else None
+    if view is not None:
+        ds = view.dataset
+    elif not isinstance(ds, Dataset):
         ds = open_dataset(ds)
     feats = features(ds, unit)
-    kwargs = {"ds": ds, "unit": unit, "with_success": "success" in feats}
+    kwargs = {"ds": ds, "unit": unit, "with_success": "success" in feats, "view": view}
     if streaming:
         return hf.IterableDataset.from_generator(_rows, features=feats, gen_kwargs=kwargs)
     index = [(s.path, s.episodes, s.nbytes) for s in ds.shards]
-    fingerprint = _fingerprint(ds.location, unit, index)
+    selected = None if view is None else [m.nonzero()[0].tolist() for m in view.masks]
+    fingerprint = _fingerprint(ds.location, unit, index, selected)
     return hf.Dataset.from_generator(
         _rows, features=feats, gen_kwargs=kwargs, fingerprint=fingerprint
     )
@@ -175,19 +187,21 @@ def episode_table(ds: Any) -> Any:
     """One row per episode, no arrays: ``episode`` (global index), ``task`` (ClassLabel),
     ``shard`` and ``shard_episode`` (where it is stored), ``length``, ``return`` (sum of
     rewards) and ``success`` (at the last step; null where not stored). Reads only the
-    reward, task and success arrays."""
+    per-episode metadata (``Dataset.episode_metadata``)."""
     feats = episode_table_features(ds)
     cols: dict[str, list] = {name: [] for name in feats}
-    for i, start, first, block in _blocks(ds, ("reward", "task", "success")):
-        n = len(block["task"])
+    first = 0
+    for i, shard in enumerate(ds.shards):
+        meta, n = ds.episode_metadata(i), shard.episodes
         cols["episode"] += range(first, first + n)
-        cols["task"] += block["task"].tolist()
-        cols["shard"] += [ds.shards[i].path] * n
-        cols["shard_episode"] += range(start, start + n)
-        cols["length"] += [block["reward"].shape[1]] * n
-        cols["return"] += block["reward"].astype("float64").sum(1).tolist()
-        success = block.get("success")
-        cols["success"] += [None] * n if success is None else success[:, -1].tolist()
+        cols["task"] += meta["task"].tolist()
+        cols["shard"] += [shard.path] * n
+        cols["shard_episode"] += range(n)
+        cols["length"] += [shard.episode_length] * n
+        cols["return"] += meta["episode_return"].astype("float64").tolist()
+        success = meta.get("episode_success")
+        cols["success"] += [None] * n if success is None else success.tolist()
+        first += n
     return _datasets().Dataset.from_dict(cols, features=feats)
 
 

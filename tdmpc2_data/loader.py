@@ -49,8 +49,12 @@ import torch
 from tdmpc2_data import schema
 from tdmpc2_data.batch import Batch
 from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
+from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
 from tdmpc2_data.tasks import table_index
+
+#: What the loader samples from: a dataset, a view of one, or a path/URL to open.
+DataSpec = Dataset | DatasetView | str | os.PathLike
 
 #: Rows gathered per index operation (batches are produced in groups of about this size).
 GROUP_ROWS = 8192
@@ -84,9 +88,10 @@ class WindowSampler:
     """Iterable of `Batch`es of ``batch_size`` windows of ``horizon`` steps.
 
     Args:
-        datasets: a `Dataset`, a path/URL for ``open_dataset``, or a list of them. Datasets
-            are combined: tasks are matched by name into one table (``self.tasks``), obs and
-            actions are zero-padded to the widest dataset.
+        datasets: a `Dataset`, a `DatasetView` (``ds.select(...)``: only its episodes are
+            sampled, at the same cost per batch), a path/URL for ``open_dataset``, or a list
+            of them. Datasets are combined: tasks are matched by name into one table
+            (``self.tasks``), obs and actions are zero-padded to the widest dataset.
         batch_size, horizon: B and H of the batch shapes.
         cache_bytes: RAM for decoded episodes, including decode buffers (batches prepared
             ahead come on top: ``prefetch x num_workers`` groups of ~8K rows).
@@ -106,11 +111,13 @@ class WindowSampler:
         batches_per_epoch: make each ``iter()`` finite (``len()``); default: endless.
         reuse: windows drawn per valid window start while a block is resident when the data
             does not fit (higher: less decoding; lower: more blocks mixed per unit of time).
+            For a view it is multiplied by the episodes its reads decode per episode selected
+            (whole stored chunks are decoded), so a batch costs the whole dataset's decoding.
     """
 
     def __init__(
         self,
-        datasets: Dataset | str | os.PathLike | Sequence[Dataset | str | os.PathLike],
+        datasets: DataSpec | Sequence[DataSpec],
         batch_size: int = 256,
         horizon: int = 3,
         cache_bytes: int = 4 << 30,
@@ -143,9 +150,14 @@ class WindowSampler:
             raise ValueError(
                 f"Give both rank and world_size or neither (got {rank}, {world_size})."
             )
-        if isinstance(datasets, (Dataset, str, os.PathLike)):
+        if isinstance(datasets, (Dataset, DatasetView, str, os.PathLike)):
             datasets = [datasets]
-        self.datasets = [d if isinstance(d, Dataset) else open_dataset(d) for d in datasets]
+        opened = [d if isinstance(d, (Dataset, DatasetView)) else open_dataset(d) for d in datasets]
+        self.datasets = [d.dataset if isinstance(d, DatasetView) else d for d in opened]
+        #: per dataset: the `DatasetView` sampled, or None (all of it)
+        self.views: list[DatasetView | None] = [
+            d if isinstance(d, DatasetView) else None for d in opened
+        ]
         if not self.datasets:
             raise ValueError("WindowSampler needs at least one dataset.")
         self.batch_size, self.horizon, self.cache_bytes = batch_size, horizon, cache_bytes
@@ -164,7 +176,7 @@ class WindowSampler:
         self.action_masks = torch.from_numpy(
             schema.action_masks([t["action_dim"] for t in self.task_info], self.action_dim)
         )
-        pieces = _pieces(self.datasets, local_to_global, horizon)
+        pieces = _pieces(self.datasets, local_to_global, horizon, self.views)
         self._task_factor = _task_factor(pieces, self.tasks, task_weights, horizon, exclude_tasks)
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
         self._rank, self._world_size = rank, world_size
@@ -298,10 +310,14 @@ class WindowSampler:
         group = max(1, GROUP_ROWS // (self.batch_size * (self.horizon + 1)))
         if len(blocks) <= slots:
             return _Plan(blocks, mass, slots, slot_rows, slot_runs, group, lag=1)
+        # A view decodes whole stored chunks, unselected episodes included: drawing
+        # proportionally more windows per visit keeps the decoding per batch the whole
+        # dataset's (one factor for all blocks, so sampling stays proportional to mass).
+        reuse = self.reuse * (_read_overhead(blocks, self.datasets) if any(self.views) else 1.0)
         # A visit should last several steps, or the windows of a step overshoot quotas:
         # smaller groups and, for tiny blocks, more windows per start than ``reuse``.
-        group = max(1, min(group, int(self.reuse * mass.mean() // (4 * self.batch_size))))
-        scale = max(self.reuse, 4 * group * self.batch_size / mass.mean())
+        group = max(1, min(group, int(reuse * mass.mean() // (4 * self.batch_size))))
+        scale = max(reuse, 4 * group * self.batch_size / mass.mean())
         lag = round(scale * mass.mean() / (group * self.batch_size))
         return _Plan(blocks, scale * mass, slots, slot_rows, slot_runs, group, lag)
 
@@ -325,22 +341,39 @@ class WindowSampler:
 
 
 # ---------------------------------------------------------------------- planning
-def _pieces(datasets: Sequence[Dataset], maps: Sequence[np.ndarray], horizon: int) -> list[Piece]:
-    """One piece per task run of every shard whose episodes are long enough for a window."""
+def _pieces(
+    datasets: Sequence[Dataset],
+    maps: Sequence[np.ndarray],
+    horizon: int,
+    views: Sequence[DatasetView | None] | None = None,
+) -> list[Piece]:
+    """One piece per task run of every shard whose episodes are long enough for a window
+    (with a view: per run of consecutive selected episodes of a task run)."""
     pieces, short = [], []
+    views = views or [None] * len(datasets)
     for d, ds in enumerate(datasets):
+        view = views[d]
         for i, shard in enumerate(ds.shards):
             if shard.episodes and shard.episode_length < horizon:
                 short.append(f"{ds.location}/{shard.path} (T={shard.episode_length})")
                 continue
             for tid, run in shard.task_ranges.items():
-                if len(run):
-                    task = int(maps[d][tid])
-                    pieces.append(Piece(d, i, run.start, run.stop, shard.episode_length, task, tid))
+                task = int(maps[d][tid])
+                runs = (
+                    [(run.start, run.stop)] if view is None else view.runs(i, run.start, run.stop)
+                )
+                for lo, hi in runs:
+                    if hi > lo:
+                        pieces.append(Piece(d, i, lo, hi, shard.episode_length, task, tid))
     if not pieces and not short:
+        selected = [f"{v!r}" for v in views if v is not None]
         raise ValueError(
             f"No episodes to sample: {', '.join(ds.location for ds in datasets)} "
-            "has no episodes (empty dataset, or a writer that was never closed)."
+            + (
+                f"has no episodes selected ({'; '.join(selected)})."
+                if selected
+                else "has no episodes (empty dataset, or a writer that was never closed)."
+            )
         )
     if not pieces:
         raise ValueError(
@@ -402,6 +435,24 @@ def _weight_factor(
     return np.divide(w, starts, out=np.zeros(len(tasks)), where=starts > 0)
 
 
+def _read_overhead(blocks: Sequence[Block], datasets: Sequence[Dataset]) -> float:
+    """Episodes decoded per episode cached when loading ``blocks``: reads are whole stored
+    chunks (``cache.Arena.load``), so a view's scattered runs decode their neighbours too."""
+    decoded = cached = 0
+    for block in blocks:
+        chunks = set()
+        for p in block.pieces:
+            size = datasets[p.dataset].array(p.shard, "obs").chunks[0]
+            chunks.update(
+                (p.dataset, p.shard, size, c)
+                for c in range(p.start // size, (p.stop - 1) // size + 1)
+            )
+            cached += p.episodes
+        for d, shard, size, c in chunks:
+            decoded += min(size, datasets[d].shards[shard].episodes - c * size)
+    return max(1.0, decoded / max(1, cached))
+
+
 def _rank_pieces(pieces: list[Piece], mass, world_size: int, rank: int, seed: int) -> list[Piece]:
     """This rank's pieces: whole shards (or, with fewer shards than ranks, episode ranges of
     shards) dealt to ranks largest first, each to the rank with the least mass so far."""
@@ -456,27 +507,38 @@ def _blocks(
     two tasks each, and a cache holding a few blocks would see few tasks at a time. Instead
     pieces are cut into parts of ``part_episodes`` (one read each, on the stored chunk grid),
     parts of different tasks are interleaved round-robin, and consecutive parts are packed.
+    The pieces of a view (runs of selected episodes) that fall in one part window stay
+    together as one part, so each stored chunk is decoded for one block, not for each run.
     """
-    by_task: dict[int, list[Piece]] = {}
+    by_task: dict[int, list[list[Piece]]] = {}
+    window: dict[int, tuple[int, int, int]] = {}  # task -> (dataset, shard, part) of its last
     for p in sorted(pieces, key=lambda p: (p.dataset, p.shard, p.start)):
         n = part_episodes(p)
         for lo in range(p.start - p.start % n, p.stop, n):
             part = replace(p, start=max(lo, p.start), stop=min(lo + n, p.stop))
-            by_task.setdefault(p.task, []).append(part)
+            queue = by_task.setdefault(p.task, [])
+            where = (p.dataset, p.shard, lo // n)
+            if queue and window[p.task] == where:
+                queue[-1].append(part)
+            else:
+                queue.append([part])
+            window[p.task] = where
     queues = list(by_task.values())
-    parts = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+    groups = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
     blocks, current, rows = [], [], 0
-    for part in parts:
-        if rows + part.rows > block_rows:
+    for group in groups:
+        size = sum(part.rows for part in group)
+        if current and rows + size > block_rows:
             blocks.append(Block(tuple(current)))
             current, rows = [], 0
-        last = current[-1] if current else None
-        where = (part.dataset, part.shard, part.task, part.start)
-        if last is not None and (last.dataset, last.shard, last.task, last.stop) == where:
-            current[-1] = replace(last, stop=part.stop)  # contiguous: one run
-        else:
-            current.append(part)
-        rows += part.rows
+        for part in group:
+            last = current[-1] if current else None
+            where = (part.dataset, part.shard, part.task, part.start)
+            if last is not None and (last.dataset, last.shard, last.task, last.stop) == where:
+                current[-1] = replace(last, stop=part.stop)  # contiguous: one run
+            else:
+                current.append(part)
+        rows += size
     blocks.append(Block(tuple(current)))
     return blocks
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -23,6 +23,9 @@ from zarr.storage import FsspecStore, LocalStore
 from tdmpc2_data import schema
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
 from tdmpc2_data.tasks import table_index
+
+if TYPE_CHECKING:
+    from tdmpc2_data.curate import DatasetView
 
 DEFAULT_FIELDS = ("obs", "action", "reward", "task")
 
@@ -61,6 +64,7 @@ class Dataset:
         self.location = location
         self.storage_options = storage_options
         self._arrays: dict[tuple[int, str], zarr.Array] = {}
+        self._metadata: dict[int, dict[str, np.ndarray]] = {}
         where = f"{location}/zarr.json"
         try:
             group = zarr.open_group(self.store, mode="r")
@@ -109,6 +113,7 @@ class Dataset:
         state = self.__dict__.copy()
         state.pop("store", None)
         state["_arrays"] = {}
+        state["_metadata"] = {}
         return state
 
     def _check_index(self) -> None:
@@ -176,7 +181,7 @@ class Dataset:
 
     # -------------------------------------------------------------- data
     def has_field(self, i: int, field: str) -> bool:
-        """Whether shard ``i`` stores the optional ``field`` (success, source)."""
+        """Whether shard ``i`` stores the optional ``field`` (success, source, ...)."""
         try:
             self.array(i, field)
         except KeyError:
@@ -234,6 +239,34 @@ class Dataset:
                 ) from exc
         return out
 
+    def episode_metadata(self, i: int) -> dict[str, np.ndarray]:
+        """The per-episode arrays [E] of shard ``i`` (``schema.PER_EPISODE``; never obs):
+        ``task``, ``source`` and ``source_index`` (-1 where not recorded: shards written
+        before format minor 1, or a writer not told), ``episode_return`` and, where the shard
+        stores success, ``episode_success``. Shards written before minor 1 have their return
+        and success computed from ``reward``/``success`` (a slower read). Cached."""
+        if i not in self._metadata:
+            present = [f for f in schema.PER_EPISODE if self.has_field(i, f)]
+            out = self.read_shard(i, tuple(present))
+            n = self.shards[i].episodes
+            for f in ("source", "source_index"):
+                if f not in out:
+                    out[f] = np.full(n, schema.UNKNOWN, schema.FIELDS[f].dtypes[0])
+            has_success = self.has_field(i, "success")
+            if "episode_return" not in out or (has_success and "episode_success" not in out):
+                steps = ("reward", "success") if has_success else ("reward",)
+                data = self.read_shard(i, steps)
+                out.update(schema.episode_summaries(data["reward"], data.get("success")))
+            self._metadata[i] = out
+        return self._metadata[i]
+
+    def select(self, **filters: Any) -> DatasetView:
+        """A `DatasetView` of the episodes passing ``filters`` (no data is copied); see
+        ``tdmpc2_data.curate.select``."""
+        from tdmpc2_data.curate import select
+
+        return select(self, **filters)
+
     def check_decoded(self, i: int, start: int, data: dict[str, np.ndarray]) -> None:
         """Raise `DatasetError` naming shard ``i``, the episode (``start`` + index in
         ``data``) and the field when decoded episodes break the format
@@ -253,7 +286,8 @@ class Dataset:
                 episodes[k] = episodes.get(k, 0) + n
                 steps[k] = steps.get(k, 0) + n * s.episode_length
         lines = [
-            f"{self.location}: dataset {self.name!r}, format {self.attrs['tdmpc2_format']}, "
+            f"{self.location}: dataset {self.name!r}, format "
+            f"{'.'.join(map(str, schema.format_version(self.attrs)))}, "
             f"obs_dim {self.obs_dim}, action_dim {self.action_dim}",
             f"{'id':>3} {'task':<30} {'obs':>4} {'act':>4} {'episodes':>9} {'transitions':>12}",
         ]

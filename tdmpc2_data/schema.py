@@ -15,8 +15,13 @@ import zarr.codecs as zc
 
 from tdmpc2_data.tasks import ACTION_LIMIT, TASKS, Task, padded_dims, resolve_task_name
 
+#: Major version (root ``tdmpc2_format``): a reader refuses majors it does not know.
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+#: Minor version (root ``tdmpc2_format_minor``, absent = 0): minors only add optional arrays
+#: and attributes, so every minor of a supported major opens (a newer minor's additions are
+#: ignored). 1 added the per-episode provenance arrays (``PER_EPISODE``).
+FORMAT_MINOR = 1
 SHARDS_DIR = "shards"
 
 #: Inner chunks of ~512 KiB of obs: small enough for random episode reads, large enough that
@@ -96,8 +101,7 @@ class Field:
             "reward": (episodes, length),
             "task": (episodes,),
             "success": (episodes, length),
-            "source": (episodes,),
-        }[self.name]
+        }.get(self.name, (episodes,))
 
 
 FIELDS: dict[str, Field] = {
@@ -109,8 +113,33 @@ FIELDS: dict[str, Field] = {
         Field("task", ("int16",), True),
         Field("success", ("bool",), False),
         Field("source", ("int32",), False),
+        # minor 1: per-episode provenance (small arrays: what stats and select read)
+        Field("source_index", ("int64",), False),
+        Field("episode_return", ("float32",), False),
+        Field("episode_success", ("bool",), False),
     )
 }
+
+#: The per-episode arrays [E] (everything but the step arrays): metadata readable without obs.
+PER_EPISODE = ("task", "source", "source_index", "episode_return", "episode_success")
+#: ``source`` / ``source_index`` value of an episode whose origin is not recorded.
+UNKNOWN = -1
+
+
+def episode_summaries(reward: np.ndarray, success: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``episode_return`` (float32 sum of the rewards of each episode's T real steps, summed
+    in float64) and ``episode_success`` (the success flag at the last step, the convention of
+    evaluation) of episodes ``reward`` [E, T], ``success`` [E, T]: the one definition, used
+    by the writer, by readers of datasets written before minor 1, and by verify."""
+    out = {"episode_return": np.asarray(reward, np.float64).sum(axis=1).astype(np.float32)}
+    if success is not None:
+        out["episode_success"] = np.asarray(success, bool)[:, -1].copy()
+    return out
+
+
+def format_version(attrs: Mapping[str, Any]) -> tuple[int, int]:
+    """(major, minor) of a dataset's root attributes."""
+    return int(attrs["tdmpc2_format"]), int(attrs.get("tdmpc2_format_minor", 0))
 
 
 def compressors(itemsize: int = 4, level: int = 1) -> list:
@@ -183,6 +212,7 @@ def root_attributes(
         raise ValueError(f"Tasks {too_wide} do not fit in obs_dim={D}, action_dim={A}.")
     return {
         "tdmpc2_format": FORMAT_VERSION,
+        "tdmpc2_format_minor": FORMAT_MINOR,
         "name": name,
         "obs_dim": int(D),
         "action_dim": int(A),
@@ -201,6 +231,11 @@ def check_root_attributes(attrs: Mapping[str, Any], where: str) -> None:
             f"{where}: attribute tdmpc2_format={version!r} is not a shard format this "
             f"version of tdmpc2-toolkit reads (supported: {list(SUPPORTED_VERSIONS)}). "
             "Upgrade tdmpc2-toolkit, or check that this is a tdmpc2 shard dataset."
+        )
+    minor = attrs.get("tdmpc2_format_minor", 0)
+    if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
+        raise DatasetError(
+            f"{where}: attribute tdmpc2_format_minor={minor!r}; expected an integer >= 0."
         )
     for key in ("name", "obs_dim", "action_dim", "tasks", "shards"):
         if key not in attrs:

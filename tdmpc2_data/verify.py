@@ -67,11 +67,12 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyRep
         return report
     _check_index(ds, report)
     present = _present(ds)
+    provenance: list[np.ndarray] = []  # (source, task, source_index) of recorded episodes
     for i, shard in enumerate(tqdm(ds.shards, desc="verify", unit="shard", disable=not progress)):
         if shard.path.split("/")[-1] not in present:
             continue  # reported by the index check
         try:
-            _check_shard(ds, i, shard, report)
+            _check_shard(ds, i, shard, report, provenance)
         except DatasetError as exc:
             report.add(shard.path, str(exc))
         except Exception as exc:  # undecodable bytes surface as codec-specific errors
@@ -80,6 +81,14 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyRep
         report.episodes += shard.episodes
         report.transitions += shard.transitions
         report.nbytes += shard.nbytes or 0
+    if provenance:
+        _, counts = np.unique(np.concatenate(provenance), axis=0, return_counts=True)
+        if (counts > 1).any():
+            report.warnings.append(
+                f"{int(counts[counts > 1].sum())} episodes share their (source, task, "
+                "source_index) with another: the same episode written twice, or a writer "
+                "given wrong source_index values"
+            )
     return report
 
 
@@ -105,7 +114,9 @@ def _check_index(ds: Dataset, report: VerifyReport) -> None:
         )
 
 
-def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) -> None:
+def _check_shard(
+    ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport, provenance: list[np.ndarray]
+) -> None:
     if "://" not in ds.location:  # the shard's own metadata: what an append rebuilds the index from
         own = index_entry(Path(ds.location), shard.path.split("/")[-1])
         said = {int(k): v for k, v in own["task_counts"].items()}
@@ -134,10 +145,13 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
             report.add(shard.path, problem.format(episode=start + e))
         if task.min() < 0 or task.max() >= len(ds.tasks):
             return
-        if "source" in batch:
-            src = batch["source"]
-            if ((src < -1) | (src >= len(ds.attrs.get("sources", [])))).any():
-                report.add(shard.path, "source ids outside the root sources list")
+        for problem in provenance_problems(batch, len(ds.attrs.get("sources", [])), start):
+            report.add(shard.path, problem)
+        if "source" in batch and "source_index" in batch:
+            known = (batch["source"] >= 0) & (batch["source_index"] >= 0)
+            provenance.append(
+                np.stack([batch["source"][known], task[known], batch["source_index"][known]], 1)
+            )
     task = np.concatenate(tasks) if tasks else np.zeros(0, np.int64)
     ids, counts = np.unique(task, return_counts=True)
     found = {int(k): int(n) for k, n in zip(ids, counts, strict=True)}
@@ -145,6 +159,39 @@ def _check_shard(ds: Dataset, i: int, shard: ShardInfo, report: VerifyReport) ->
         report.add(shard.path, f"task ids count {found}, the index says {shard.task_counts}")
     if (np.diff(task) < 0).any():
         report.add(shard.path, "episodes are not ordered by task id (task ranges would be wrong)")
+
+
+def provenance_problems(
+    batch: dict[str, np.ndarray], num_sources: int, start: int = 0
+) -> list[str]:
+    """What is wrong with the per-episode provenance arrays of decoded episodes ``batch``:
+    source ids outside the root ``sources`` (-1 = unknown), negative ``source_index`` other
+    than -1 (unknown), and ``episode_return``/``episode_success`` that disagree with the
+    rewards/success flags they summarise (``schema.episode_summaries``)."""
+    problems = []
+    if "source" in batch:
+        src = batch["source"]
+        if ((src < schema.UNKNOWN) | (src >= num_sources)).any():
+            problems.append(f"source ids outside the root sources list (0..{num_sources - 1})")
+    if "source_index" in batch and (batch["source_index"] < schema.UNKNOWN).any():
+        problems.append("source_index below 0 (only -1, unknown, may be negative)")
+    want = schema.episode_summaries(batch["reward"], batch.get("success"))
+    if "episode_return" in batch:
+        T = batch["reward"].shape[1]
+        got, expected = batch["episode_return"], want["episode_return"]
+        bad = ~np.isclose(got, expected, rtol=1e-5, atol=1e-6 * max(1, T))
+        if bad.any():
+            e = int(np.flatnonzero(bad)[0])
+            problems.append(
+                f"episode_return {float(got[e])!r} is not the sum of its rewards "
+                f"{float(expected[e])!r} (episode {start + e}; {int(bad.sum())} in this batch)"
+            )
+    if "episode_success" in batch:
+        if "episode_success" not in want:
+            problems.append("episode_success is stored but the shard has no success array")
+        elif (batch["episode_success"] != want["episode_success"]).any():
+            problems.append("episode_success disagrees with the success flag at the last step")
+    return problems
 
 
 def _present(ds: Dataset) -> set[str]:

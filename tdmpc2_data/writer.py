@@ -42,7 +42,7 @@ from zarr.storage import LocalStore
 
 from tdmpc2_data import schema
 from tdmpc2_data.atomic import write_text_atomic
-from tdmpc2_data.schema import SHARDS_DIR, DatasetError, shard_path
+from tdmpc2_data.schema import SHARDS_DIR, UNKNOWN, DatasetError, shard_path
 from tdmpc2_data.tasks import ACTION_LIMIT, Task, table_index
 
 LOCK_NAME = ".tdmpc2.lock"
@@ -201,6 +201,8 @@ def compact(root: str | os.PathLike, episodes_per_shard: int | None = None) -> l
     created = []
     with root_lock(root):  # one compaction at a time; writers only wait to index new shards
         attrs = read_root_attributes(root)
+        if _upgrade_minor(attrs):
+            write_root_attributes(root, attrs)
         groups: dict[tuple[int, str], list[tuple[str, int]]] = defaultdict(list)
         for name in shard_names(root):
             group = zarr.open_group(LocalStore(root / SHARDS_DIR / name), mode="r")
@@ -234,9 +236,12 @@ def _merge(root: Path, names: list[str]) -> str:
                 parts[f].append(g[f][...])
             elif f == "success":
                 parts[f].append(np.zeros((n, length), bool))
-            else:  # source
-                parts[f].append(np.full(n, -1, np.int32))
+            elif f in ("source", "source_index"):
+                parts[f].append(np.full(n, UNKNOWN, schema.FIELDS[f].dtypes[0]))
+            else:  # episode_return / episode_success: recomputed below
+                parts[f].append(np.zeros(n, schema.FIELDS[f].dtypes[0]))
     arrays = {f: np.concatenate(v) for f, v in parts.items()}
+    arrays.update(schema.episode_summaries(arrays["reward"], arrays.get("success")))
     order = np.argsort(arrays["task"], kind="stable")
     arrays = {f: v[order] for f, v in arrays.items()}
     return write_shard(root, arrays, shard_attributes(arrays, merged_from=names))
@@ -369,6 +374,7 @@ class ShardWriter:
             if (self.root / "zarr.json").exists():
                 attrs = read_root_attributes(self.root)
                 self._check_reopen(attrs, tasks, obs_dim, action_dim)
+                _upgrade_minor(attrs)  # shards written from now on have this minor's arrays
             else:
                 if not tasks:
                     raise ValueError(f"{self.root}: a new dataset needs `tasks`.")
@@ -383,7 +389,8 @@ class ShardWriter:
         self.obs_dim: int = attrs["obs_dim"]
         self.action_dim: int = attrs["action_dim"]
         self._table = [t["name"] for t in self.task_info]
-        # buffer[T][task_id] -> list of (obs, action, reward, success|None, source) batches
+        # buffer[T][task_id] -> list of (obs, action, reward, success|None, source,
+        # source_index|None) batches
         self._buffer: dict[int, dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
         self._buffered: dict[int, int] = defaultdict(int)
         self.shards_written: list[str] = []
@@ -415,11 +422,15 @@ class ShardWriter:
         reward: np.ndarray,
         success: np.ndarray | None = None,
         source: int | Mapping[str, Any] | None = None,
+        source_index: int | None = None,
     ) -> None:
         """Buffer one episode: obs [T+1, d], action [T, a], reward [T], success [T] (optional).
 
         ``d``/``a`` are the task's real widths or the dataset's padded widths (then the
         padding must be zero). ``source``: index into the writer's ``sources`` or a dict.
+        ``source_index``: the episode's position in its source (episode number of the agent
+        that made it, row of the file: its training progress); None: unknown. Its return and
+        success are recorded by the writer (``schema.episode_summaries``).
         """
         self.add_episodes(
             task,
@@ -428,6 +439,7 @@ class ShardWriter:
             np.asarray(reward)[None],
             None if success is None else np.asarray(success)[None],
             source,
+            source_index,
         )
 
     def add_episodes(
@@ -438,8 +450,11 @@ class ShardWriter:
         reward: np.ndarray,
         success: np.ndarray | None = None,
         source: int | Mapping[str, Any] | None = None,
+        source_index: int | np.ndarray | None = None,
     ) -> None:
-        """Buffer E episodes of one task and one length: obs [E, T+1, d], action [E, T, a], reward [E, T]."""
+        """Buffer E episodes of one task and one length: obs [E, T+1, d], action [E, T, a],
+        reward [E, T]; ``source_index``: the first episode's position in its source (the
+        others follow it) or one per episode [E]."""
         tid = self.task_id(task)
         info = self.task_info[tid]
         where = f"episode of task {info['name']!r} for {self.root}"
@@ -471,7 +486,8 @@ class ShardWriter:
             _expect_shape(where, "success", success, (episodes, length))
             success = success.astype(bool)
         source_id = self._source_id(source)
-        self._buffer[length][tid].append((obs, action, reward, success, source_id))
+        index = _source_indices(where, source_index, episodes)
+        self._buffer[length][tid].append((obs, action, reward, success, source_id, index))
         self._buffered[length] += episodes
         limit = self.episodes_per_shard or _default_episodes_per_shard(length, self.obs_dim)
         while self._buffered[length] >= limit:
@@ -616,9 +632,17 @@ def _default_episodes_per_shard(length: int, obs_dim: int) -> int:
 
 
 def _rows(batch: tuple, rows: slice) -> tuple:
-    """Episodes ``rows`` of a buffered (obs, action, reward, success, source_id) batch."""
-    obs, action, reward, success, source = batch
-    return obs[rows], action[rows], reward[rows], None if success is None else success[rows], source
+    """Episodes ``rows`` of a buffered (obs, action, reward, success, source_id,
+    source_index) batch."""
+    obs, action, reward, success, source, index = batch
+    return (
+        obs[rows],
+        action[rows],
+        reward[rows],
+        None if success is None else success[rows],
+        source,
+        None if index is None else index[rows],
+    )
 
 
 def _concat(taken: list[tuple]) -> dict[str, np.ndarray]:
@@ -637,7 +661,35 @@ def _concat(taken: list[tuple]) -> dict[str, np.ndarray]:
         arrays["source"] = np.concatenate(
             [np.full(b[0].shape[0], b[4], np.int32) for _, b in taken]
         )
+    if any(b[5] is not None for _, b in taken):
+        arrays["source_index"] = np.concatenate(
+            [b[5] if b[5] is not None else np.full(b[0].shape[0], UNKNOWN) for _, b in taken]
+        )
+    arrays.update(schema.episode_summaries(arrays["reward"], arrays.get("success")))
     return arrays
+
+
+def _source_indices(where: str, given: int | np.ndarray | None, episodes: int) -> np.ndarray | None:
+    """int64 [E] positions in the source of a batch of ``episodes`` (None: unknown)."""
+    if given is None:
+        return None
+    index = np.asarray(given)
+    if index.ndim == 0:
+        index = int(index) + np.arange(episodes)
+    if index.shape != (episodes,) or (index.size and index.min() < 0):
+        raise ValueError(
+            f"{where}: source_index {given!r}; expected an integer >= 0 (the first episode's "
+            f"position in its source) or {episodes} of them."
+        )
+    return index.astype(np.int64)
+
+
+def _upgrade_minor(attrs: dict[str, Any]) -> bool:
+    """Raise the root's format minor to this writer's (never lower it); whether it changed."""
+    if attrs.get("tdmpc2_format_minor", 0) >= schema.FORMAT_MINOR:
+        return False
+    attrs["tdmpc2_format_minor"] = schema.FORMAT_MINOR
+    return True
 
 
 def _register_source(attrs: dict[str, Any], info: Mapping[str, Any]) -> int:

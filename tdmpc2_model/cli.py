@@ -260,6 +260,13 @@ def pretrain_parser() -> argparse.ArgumentParser:
                    help="evaluate every N updates into the run's logs (0: never)")  # fmt: skip
     p.add_argument("--eval-tasks", help="task set or comma list to evaluate (default: the table)")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task and evaluation")
+    p.add_argument(
+        "--select",
+        metavar="FILTERS",
+        help="train on these episodes only (recorded in the run): tasks=..,sources=..,"
+        "last_fraction_of_source=..,min_return=..,top_fraction=.., e.g. "
+        '"tasks=mt30,top_fraction=0.5" (see tdmpc2-data stats)',
+    )
     return p
 
 
@@ -403,6 +410,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every,
             eval_tasks=resolve_tasks(args.eval_tasks) if args.eval_tasks else None,
             eval_episodes=args.eval_episodes,
+            select=args.select,
             loggers=args.logger,
         )
         if final is not None:  # rank 0

@@ -51,10 +51,19 @@ class TDMPC2Module(L.LightningModule):
     ``export_agent`` gathers a plain agent for ``save_pretrained``.
     """
 
-    def __init__(self, cfg: TDMPC2Config | dict[str, Any], training_data: str | None = None):
+    def __init__(
+        self,
+        cfg: TDMPC2Config | dict[str, Any],
+        training_data: str | None = None,
+        selection: dict[str, Any] | None = None,
+    ):
+        """``selection``: the episodes the data was filtered to (``tdmpc2_data.curate``
+        filters and counts), kept in the hyperparameters of every checkpoint."""
         super().__init__()
         cfg = cfg if isinstance(cfg, TDMPC2Config) else TDMPC2Config.from_dict(cfg)
-        self.save_hyperparameters({"cfg": cfg.to_dict(), "training_data": training_data})
+        self.save_hyperparameters(
+            {"cfg": cfg.to_dict(), "training_data": training_data, "selection": selection}
+        )
         self.training_data = training_data
         self.agent = TDMPC2(cfg)
         self.agent.model.train()  # the agent acts in eval mode; training needs the Q dropout
@@ -181,6 +190,43 @@ def resolve_data(spec: str) -> str:
     )
 
 
+def selected_data(
+    locations: Sequence[str], select: str | dict[str, Any] | None
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """The data to sample (the locations, or a view of each) and the record of the choice:
+    the filters and, per dataset, the episodes and transitions kept of how many."""
+    if not select:
+        return list(locations), None
+    from tdmpc2_data import open_dataset
+    from tdmpc2_data.curate import parse_selection
+
+    filters = parse_selection(select) if isinstance(select, str) else dict(select)
+    views = [open_dataset(loc).select(**filters) for loc in locations]
+    record = {
+        "filters": views[0].filters,
+        "datasets": [
+            {
+                "location": v.dataset.location,
+                "episodes": v.num_episodes,
+                "of_episodes": v.dataset.num_episodes,
+                "transitions": v.num_transitions,
+                "of_transitions": v.dataset.num_transitions,
+            }
+            for v in views
+        ],  # fmt: skip
+    }
+    return views, record
+
+
+def select_text(selection: dict[str, Any]) -> str:
+    """``tasks=mt30,top_fraction=0.5 (1200 of 2400 episodes)``."""
+    from tdmpc2_data.curate import format_selection
+
+    kept = sum(d["episodes"] for d in selection["datasets"])
+    total = sum(d["of_episodes"] for d in selection["datasets"])
+    return f"{format_selection(selection['filters'])} ({kept} of {total} episodes)"
+
+
 def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
     """``fsdp``: ModelParallelStrategy (FSDP2 over all ranks, checkpoints gathered into one
     file). Otherwise DDP with ``find_unused_parameters`` when there is more than one device:
@@ -227,6 +273,7 @@ def pretrain(
     eval_tasks: str | Sequence[str] | None = None,
     eval_episodes: int = 10,
     loggers: str | Sequence[str] = "csv",
+    select: str | dict[str, Any] | None = None,
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
@@ -235,7 +282,9 @@ def pretrain(
     table, so that they can be finetuned later (the few-shot split). ``eval_every`` N > 0:
     evaluate on ``eval_tasks`` (default: the model's table) every N updates,
     ``eval_episodes`` each (`TaskSetEvaluation`). ``loggers``: "csv" and/or "tensorboard"
-    (``loggers.py``). Returns ``OUT/final`` on rank 0 (which
+    (``loggers.py``). ``select``: train on a view of each dataset
+    (``tdmpc2_data.curate.select`` filters, as a dict or ``"tasks=mt30,top_fraction=0.5"``),
+    recorded in the run's hyperparameters (``selection``). Returns ``OUT/final`` on rank 0 (which
     writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.checkpoint import save_atomically
@@ -252,13 +301,15 @@ def pretrain(
     L.seed_everything(seed, workers=True, verbose=False)
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
-    dm = WindowDataModule(locations, batch_size=batch_size, horizon=config.get("horizon", 3),
+    data, selection = selected_data(locations, select)
+    dm = WindowDataModule(data, batch_size=batch_size, horizon=config.get("horizon", 3),
                           cache_bytes=cache_bytes, seed=seed, num_workers=num_workers,
                           exclude_tasks=list(exclude_tasks))  # fmt: skip
     cfg = TDMPC2Config(size=size, tasks=dm.tasks, obs_dim=dm.obs_dim, action_dim=dm.action_dim,
                        batch_size=batch_size, **config)  # fmt: skip
-    training_data = f"offline pretraining on {', '.join(sources)} ({max_steps} updates)"
-    module = TDMPC2Module(cfg, training_data)
+    chosen = f", episodes selected by {select_text(selection)}" if selection else ""
+    training_data = f"offline pretraining on {', '.join(sources)}{chosen} ({max_steps} updates)"
+    module = TDMPC2Module(cfg, training_data, selection)
     callbacks: list[Callback] = []
     if eval_every:
         from tdmpc2_model.evaluation import check_task

@@ -183,7 +183,7 @@ def train(
                 ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, on_step=on_step)
                 buffer.add(ep["obs"], ep["action"], ep["reward"])
                 writer.add_episode(spec.name, ep["obs"], ep["action"], ep["reward"],
-                                   ep.get("success"), source=0)  # fmt: skip
+                                   ep.get("success"), source=0, source_index=episode)  # fmt: skip
                 writer.flush()
                 episode += 1
                 metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))

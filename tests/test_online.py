@@ -75,6 +75,9 @@ def test_train_writes_a_verified_shard_buffer_and_checkpoints(run):
     assert report.ok, report
     ds = open_dataset(run / "buffer")
     assert ds.tasks == [TASK] and ds.num_episodes == 2 and ds.num_transitions == 200
+    meta = ds.episode_metadata(0)  # provenance: the run's source and its episode numbers
+    assert meta["source"].tolist() == [0, 0] and meta["source_index"].tolist() == [0, 1]
+    assert "episode_success" in meta
     agent = TDMPC2.from_pretrained(run / "final")
     assert agent.cfg.task_names == [TASK] and agent.cfg.size == "1M"
     assert agent.cfg.num_samples == 32  # the run's settings travel with the checkpoint
@@ -106,6 +109,9 @@ def test_resume_continues_the_step_count_and_refuses_to_overwrite(run, capsys):
     assert [r["step"] for r in train] == [100, 200, 300]
     assert train[-1]["updates"] == 100
     assert open_dataset(run / "buffer").num_transitions == 300
+    ds = open_dataset(run / "buffer")
+    index = np.concatenate([ds.episode_metadata(i)["source_index"] for i in range(len(ds.shards))])
+    assert sorted(index.tolist()) == [0, 1, 2]  # the resumed run numbers on
     assert latest_checkpoint(run).name == "step-000000300"
     state = torch.load(latest_checkpoint(run) / "trainer_state.pt", weights_only=True)
     assert state["step"] == 300 and state["optim"]["state"]  # Adam moments were saved

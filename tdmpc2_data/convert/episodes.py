@@ -37,12 +37,14 @@ NAMES: dict[str, tuple[str, ...]] = {
 
 class Episode(NamedTuple):
     """One episode in the shard alignment: obs [T+1, d], action [T, a], reward [T],
-    success [T] when the source records it."""
+    success [T] when the source records it; ``index``: its position in the source when the
+    source records one (-1: recorded as unknown), None: the order the source yields it."""
 
     obs: np.ndarray
     action: np.ndarray
     reward: np.ndarray
     success: np.ndarray | None = None
+    index: int | None = None
 
 
 def find(arrays: Mapping[str, Any], field: str) -> str | None:

@@ -223,5 +223,6 @@ def _add_slice(writer, path, table, tid, source, obs, action, reward, task, lo, 
                 f"{path}: {field}[{lo}:{hi}, ..., {real}:] is not zero, but task {name!r} has "
                 f"{field} dim {real}; the chunk is not the published layout."
             )
-    writer.add_episodes(name, o[..., :d], act[..., :a], rew, source=source)
+    # the chunk is the source; the episode's row in it is its position (the buffer's order)
+    writer.add_episodes(name, o[..., :d], act[..., :a], rew, source=source, source_index=lo)
     return hi - lo

@@ -9,7 +9,8 @@ source's task, builds the task table, records provenance and writes through `Sha
 - Task table: ``task_set`` (e.g. mt80 keeps the published ids) or the sources' tasks in the
   order given. An existing dataset is appended to (its table must hold the tasks).
 - Provenance: each source is a root ``sources`` entry (format, path, bytes, task, seed ...)
-  and every episode records its id. A source is flushed to its own shards and then marked
+  and every episode records its id and its position in the source (``source_index``: the
+  order the source yields its episodes, unless the source records one). A source is flushed to its own shards and then marked
   ``complete``: a rerun skips complete sources and redoes interrupted ones after deleting
   their shards; a source that fails midway has its shards deleted before the error.
 """
@@ -202,7 +203,7 @@ def _check_dims(source: Source, name: str) -> None:
 
 
 def _same_file(entry: dict[str, Any], info: dict[str, Any]) -> bool:
-    return all(entry.get(k) == info[k] for k in ("format", "path", "bytes", "task"))
+    return all(entry.get(k) == info.get(k) for k in ("format", "path", "bytes", "task", "origin"))
 
 
 def _convert_one(writer: ShardWriter, source: Source, task: str, progress: bool) -> SourceResult:
@@ -236,7 +237,9 @@ def _convert_one(writer: ShardWriter, source: Source, task: str, progress: bool)
                 result.empty += 1
                 continue
             try:
-                writer.add_episode(task, *episode, source=entry)
+                index = i if episode.index is None else episode.index
+                writer.add_episode(task, episode.obs, episode.action, episode.reward,
+                                   episode.success, entry, None if index < 0 else index)  # fmt: skip
             except ValueError as exc:  # the writer's checks name the dataset, not the source
                 raise ValueError(f"{source.path} episode {i}: {exc}") from None
             result.episodes += 1
