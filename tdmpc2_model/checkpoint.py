@@ -50,12 +50,18 @@ def save_atomically(
 
 
 def save_checkpoint(
-    out: Path, agent: TDMPC2, step: int, training_data: str | None = None, keep: int = 2
+    out: Path,
+    agent: TDMPC2,
+    step: int,
+    training_data: str | None = None,
+    keep: int = 2,
+    loop_state: dict[str, Any] | None = None,
 ) -> Path:
     """``out/checkpoints/step-N``: the model and the trainer state (both optimizers, the
-    step); keeps the newest ``keep`` (0: all)."""
+    step, and ``loop_state``: what the online loop needs to continue exactly, e.g. the
+    updates made and its random states); keeps the newest ``keep`` (0: all)."""
     state = {"optim": agent.optim.state_dict(), "pi_optim": agent.pi_optim.state_dict(),
-             "step": step}  # fmt: skip
+             "step": step, **(loop_state or {})}  # fmt: skip
     path = save_atomically(agent, out / CHECKPOINTS_DIR / f"step-{step:09d}", training_data, state)
     if keep:
         for old in sorted((out / CHECKPOINTS_DIR).glob("step-*"))[:-keep]:
@@ -69,18 +75,19 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_latest(out: Path, agent: TDMPC2) -> TDMPC2:
+def resume_latest(out: Path, agent: TDMPC2) -> tuple[TDMPC2, dict[str, Any] | None]:
     """The newest checkpoint's agent (weights, running scale, optimizer states) on the given
-    agent's device, or ``agent`` itself when no checkpoint was written yet."""
+    agent's device and its trainer state, or ``(agent, None)`` when no checkpoint was
+    written yet."""
     path = latest_checkpoint(out)
     if path is None:
-        return agent
+        return agent, None
     loaded = TDMPC2.from_pretrained(path).to(agent.device)
     state = torch.load(path / STATE_FILE, map_location=agent.device, weights_only=True)
     loaded.optim.load_state_dict(state["optim"])
     loaded.pi_optim.load_state_dict(state["pi_optim"])
     loaded.hub_provenance = getattr(agent, "hub_provenance", None)
-    return loaded
+    return loaded, state
 
 
 def read_lightning_checkpoint(

@@ -186,3 +186,31 @@ def test_every_recipe_parses_with_its_command(recipe):
     assert args.out.startswith("runs/")
     if command == "pretrain":
         TDMPC2Config(size=args.size, tasks=args.data, **args.config)  # a valid model
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_resume_after_a_checkpoint_inside_a_short_seed_phase_equals_an_uninterrupted_run(
+    tmp_path,
+):
+    """Seed phase (50 steps) shorter than an episode (100): the 50 seed updates are owed at
+    the first checkpoint; a run stopped there and resumed makes them, and ends with the
+    weights of the run that was never stopped."""
+    common = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+              "--checkpoint-every", "100", "--keep-checkpoints", "0", *SMALL]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main([*common, "--steps", "200", "--out", str(whole)]) == 0
+    assert train_main([*common, "--steps", "100", "--out", str(parts)]) == 0  # then stopped
+    state = torch.load(parts / "checkpoints/step-000000100/trainer_state.pt", weights_only=True)
+    assert state["updates"] == 100  # the 50 seed updates and one per step since
+    assert train_main([*common, "--steps", "200", "--out", str(parts), "--resume"]) == 0
+    counts = [sum(r["updates"] for r in read_metrics(out) if r["kind"] == "train")
+              for out in (whole, parts)]  # fmt: skip
+    assert counts == [200, 200]
+    a, b = _weights(whole / "final"), _weights(parts / "final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
