@@ -71,12 +71,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    from tdmpc2_data.convert import convert
+    from tdmpc2_data.convert import convert, guess_format
     from tdmpc2_data.reader import open_dataset
 
     if len(args.paths) < 2:
         raise CLIError("SRC... DST: give one or more sources, then the destination directory")
     *sources, dst = args.paths
+    options = {"index_convention": args.index_convention} if args.index_convention else {}
+    if args.drop_other_tasks:
+        if (args.source_format or guess_format(sources[0])) != "legacy-pt":
+            raise CLIError("--drop-other-tasks applies to --from legacy-pt chunks only")
+        options["drop_other_tasks"] = True
     results = convert(
         sources,
         dst,
@@ -84,7 +89,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         task_set=args.task_set,
         progress=True,
-        **({"index_convention": args.index_convention} if args.index_convention else {}),
+        **options,
     )
     for result in results or ():
         print(result)
@@ -198,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task-set", help="task table of the destination (e.g. mt80 keeps published ids)"
+    )
+    p.add_argument(
+        "--drop-other-tasks",
+        action="store_true",
+        help="legacy-pt: leave out (and count) episodes of tasks outside --task-set instead "
+        "of refusing the chunk",
     )
     p.add_argument(
         "--index-convention",
