@@ -146,12 +146,13 @@ def _run(prog: str, body: Callable[[], None]) -> int:
     """Run a command; bad input ends with a one-paragraph error and exit code 2."""
     from tdmpc2_data.envs import SimulatorUnavailableError
     from tdmpc2_data.hub_api import HubError  # ModelHubError too
+    from tdmpc2_model.update import NonFiniteLossError
 
     try:
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
         body()
     except (ValueError, KeyError, FileNotFoundError, HubError,
-            SimulatorUnavailableError) as exc:  # fmt: skip
+            SimulatorUnavailableError, NonFiniteLossError) as exc:  # fmt: skip
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2

@@ -68,6 +68,7 @@ from tdmpc2_model.evaluation import (
     rollout,
 )
 from tdmpc2_model.replay import ReplayBuffer
+from tdmpc2_model.update import check_losses
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
 
@@ -174,7 +175,9 @@ def train(
     def pay() -> None:
         nonlocal owed, made
         while owed and buffer.episodes:
-            losses.append(agent.update(buffer.sample(cfg.batch_size, cfg.horizon)))
+            info = agent.update(buffer.sample(cfg.batch_size, cfg.horizon))
+            check_losses(info, made + 1)  # stop before a checkpoint holds NaN weights
+            losses.append(info)
             owed, made = owed - 1, made + 1
 
     def on_step() -> None:

@@ -214,3 +214,22 @@ def test_resume_after_a_checkpoint_inside_a_short_seed_phase_equals_an_uninterru
     a, b = _weights(whole / "final"), _weights(parts / "final")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_path, capsys):
+    """A NaN in the reward head: the first update's reward loss is NaN; the run stops there
+    (no checkpoint of NaN weights), and the CLI says so in one line."""
+    from tdmpc2_model.online import train
+    from tdmpc2_model.update import NonFiniteLossError
+
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks=TASK, batch_size=32, num_samples=32,
+                                num_elites=4, num_pi_trajs=4, iterations=1))  # fmt: skip
+    with torch.no_grad():
+        agent.model._reward[2].weight[0, 0] = float("nan")
+    out = tmp_path / "run"
+    with pytest.raises(
+        NonFiniteLossError, match=r"^update 1: non-finite reward_loss, pi_loss; training"
+    ):
+        train(agent, TASK, out, steps=200, seed_steps=50, eval_episodes=0, progress=False)
+    assert latest_checkpoint(out) is None and not (out / "final").exists()
+    assert open_dataset(out / "buffer").num_episodes == 1  # the data is kept
