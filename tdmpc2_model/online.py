@@ -195,6 +195,7 @@ def train(
     start = time.perf_counter()
     try:
         with writer, open(out / METRICS_FILE, "a") as metrics:
+            pay()  # what a resumed run owes for episodes finished after its checkpoint
             if next_eval is not None and step == 0:  # the starting point (zero-shot score)
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
             while step < steps:

@@ -233,3 +233,33 @@ def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_p
         train(agent, TASK, out, steps=200, seed_steps=50, eval_episodes=0, progress=False)
     assert latest_checkpoint(out) is None and not (out / "final").exists()
     assert open_dataset(out / "buffer").num_episodes == 1  # the data is kept
+
+
+def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_path):
+    """`tdmpc2-train` killed (SIGKILL) as soon as its step-100 checkpoint appears, inside a
+    seed phase (50 steps) shorter than an episode; the rerun with --resume ends with as many
+    updates as steps, as the uninterrupted run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+            "--checkpoint-every", "100", "--steps", "300", "--out", str(out), *SMALL]  # fmt: skip
+    code = "import sys; from tdmpc2_model.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000000100").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(out).name == "step-000000100"
+    assert train_main([*argv, "--steps", "200", "--resume"]) == 0
+    state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 200 and state["updates"] == 200
