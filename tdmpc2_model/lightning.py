@@ -275,6 +275,17 @@ def pretrain(
     if max_steps < 1:
         raise ValueError(f"Got max_steps={max_steps}; must be >= 1.")
     out, config = Path(out), dict(config or {})
+    clash = sorted({"size", "tasks", "obs_dim", "action_dim", "batch_size"} & set(config))
+    if clash:
+        raise ValueError(
+            f"--config {', '.join(clash)}: set by pretraining itself (--size, --batch-size; the "
+            "task table and widths are the data's)."
+        )
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"--accelerator {accelerator}: no CUDA GPU here (torch {torch.__version__}"
+            f"{', a CPU-only build' if torch.version.cuda is None else ''}); use cpu or auto."
+        )
     L.seed_everything(seed, workers=True, verbose=False)
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
@@ -307,6 +318,10 @@ def pretrain(
         ckpt_path = str(checkpoints / "last.ckpt") if (checkpoints / "last.ckpt").exists() else None
     elif resume is not None and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
+    if ckpt_path is not None:  # a hostile or foreign file: one line before the Trainer starts
+        from tdmpc2_model.checkpoint import read_lightning_checkpoint
+
+        read_lightning_checkpoint(Path(ckpt_path), mmap=True)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,

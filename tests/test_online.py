@@ -158,8 +158,9 @@ def test_recipe_values_are_defaults_that_flags_override(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: mw-reach\nsize: 1M\nsteps: 50\nconfig: {num_samples: 100}\n")
     out = ["--out", str(tmp_path / "o")]
-    assert train_main(["--recipe", str(recipe), "--steps", "0", *out]) == 2
-    assert "Got steps=0" in capsys.readouterr().err  # the flag beat the recipe
+    with pytest.raises(SystemExit, match="2"):  # refused by the parser, up front
+        train_main(["--recipe", str(recipe), "--steps", "0", *out])
+    assert "--steps 0: must be >= 1" in capsys.readouterr().err  # the flag beat the recipe
     assert train_main(["--recipe", str(recipe), "--config", "num_elites=999", *out]) == 2
     assert "num_elites=999; must be <= num_samples=100" in capsys.readouterr().err
     recipe.write_text("task: mw-reach\nstepz: 10\n")
