@@ -6,6 +6,7 @@ through here."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,3 +42,35 @@ def write_text_atomic(
 ) -> None:
     """``write_atomic`` of a text file."""
     write_atomic(path, lambda t: t.write_text(text), fsync=fsync, tmp=tmp)
+
+
+def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` a temporary sibling directory (not created yet), then rename it to
+    ``path``, replacing what was there: a crash or Ctrl-C midway leaves ``path`` as it was and
+    no half-written directory under its name (the temporary one is removed on any error).
+
+    An existing ``path`` is first renamed aside and deleted after the swap, so the window in
+    which ``path`` is missing is two renames long; callers decide whether replacing is allowed.
+    """
+    path = Path(path)
+    stamp = uuid.uuid4().hex
+    tmp = path.with_name(f".{path.name}.{stamp}.tmp")
+    old = path.with_name(f".{path.name}.{stamp}.old")
+    moved = False
+    try:
+        write(tmp)
+        if not tmp.is_dir():
+            raise RuntimeError(f"{tmp}: the writer did not create the directory.")
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+            moved = True
+        os.replace(tmp, path)
+    except BaseException:
+        if moved and not (path.exists() or path.is_symlink()):
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif moved:
+        old.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""`tdmpc2-data`: list tasks, collect, convert, verify, inspect, download and push datasets.
+"""`tdmpc2-data`: list tasks, collect, convert, export, verify, inspect, download and push datasets.
 
 Every subcommand is a thin wrapper over a library function, so everything here is also
 callable (and tested) from Python. The failures a user can cause (bad files, flags, tasks,
@@ -21,6 +21,8 @@ EPILOG = """examples:
   tdmpc2-data list
   tdmpc2-data collect --tasks walker-walk,cartpole-balance --episodes 20 data/small
   tdmpc2-data convert mt80/chunk_0.pt data/mt80 --from legacy-pt --task-set mt80
+  tdmpc2-data export data/mt80 out/walker-lerobot --to lerobot --tasks walker-walk
+  tdmpc2-data convert out/walker-lerobot data/walker --from lerobot
   tdmpc2-data verify data/mt80
   tdmpc2-data info data/mt80
   tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80-small
@@ -94,6 +96,38 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for result in results or ():
         print(result)
     print(open_dataset(dst).summary())
+    return 0
+
+
+# ---------------------------------------------------------------- export
+#: Options of each export format (flag dest -> the exporter's keyword).
+EXPORT_OPTIONS = {"lerobot": {"repo_id": "repo_id", "fps": "fps"}, "minari": {"name": "name"}}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tdmpc2_data.export import export
+
+    options = {}
+    for fmt, names in EXPORT_OPTIONS.items():
+        for dest, keyword in names.items():
+            value = getattr(args, dest)
+            if value is None:
+                continue
+            if fmt != args.to:
+                raise CLIError(f"--{dest.replace('_', '-')}: only for --to {fmt}")
+            options[keyword] = value
+    result = export(
+        args.data,
+        args.out,
+        args.to,
+        tasks=args.tasks,
+        overwrite=args.overwrite,
+        progress=True,
+        **options,
+    )
+    print(result)
+    for name in result.written:
+        print(f"  {name}")
     return 0
 
 
@@ -193,13 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from",
         dest="source_format",
-        choices=["legacy-pt", "torchrl", "minari", "npz", "hdf5", "shards"],
+        choices=["legacy-pt", "torchrl", "minari", "lerobot", "npz", "hdf5", "shards"],
         help="source format (default: guessed from the file)",
     )
     p.add_argument(
         "--tasks",
-        help="legacy-pt/shards: keep only these tasks (comma list); torchrl/minari/npz/hdf5: the task "
-        "of each source (one for all, or one per source in order; default: the source's metadata)",
+        help="legacy-pt/shards/lerobot: keep only these tasks (comma list); torchrl/minari/npz/"
+        "hdf5 (and lerobot data whose task strings are not task names): the task of each "
+        "source (one for all, or one per source in order; default: the source's metadata)",
     )
     p.add_argument(
         "--task-set", help="task table of the destination (e.g. mt80 keeps published ids)"
@@ -215,6 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["shards", "legacy"],
         help="npz/hdf5/torchrl rows without next obs: 'shards' = action[t] taken at obs[t], "
         "'legacy' = row 0 is a filler and action[t] led to obs[t] (original TD-MPC2)",
+    )
+
+    p = add(
+        "export",
+        cmd_export,
+        "Write a shard dataset (all of it, or some tasks) as a LeRobotDataset or as Minari "
+        "datasets (one per task), at the tasks' real widths; convert --from lerobot/minari "
+        "reads them back.",
+        "tdmpc2-data export data/mt80 out/lerobot --to lerobot --tasks walker-walk,cheetah-run\n"
+        "  tdmpc2-data export data/mt80 out/minari --to minari --tasks mt30 --name mt30\n"
+        '  MINARI_DATASETS_PATH=out/minari python -c "import minari; '
+        "minari.load_dataset('tdmpc2/walker-walk/mt30-v0')\"",
+    )
+    p.add_argument("data", help="shard dataset (directory or hf:// URL)")
+    p.add_argument("out", help="output directory (must be empty or missing; see --overwrite)")
+    p.add_argument("--to", required=True, choices=list(EXPORT_OPTIONS), help="target format")
+    p.add_argument("--tasks", help="only these tasks (names or task sets, comma list)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it is not empty (default: refuse)"
+    )
+    p.add_argument("--repo-id", help="lerobot: the dataset's repo id (default tdmpc2/DATASET_NAME)")
+    p.add_argument(
+        "--fps",
+        type=int,
+        help="lerobot: frame rate of the timestamps (default 30; the shards record none)",
+    )
+    p.add_argument(
+        "--name", help="minari: dataset name in the ids tdmpc2/TASK/NAME-v0 (default: DATA's name)"
     )
 
     p = add(
@@ -318,6 +381,7 @@ def expected_errors() -> ErrorTable:
     """Every failure a user can cause: (classes, exit code, its line); the first row matching
     wins. Messages name the file, flag or repo and what was expected there. Anything else is
     a bug and keeps its traceback. (Imported here: ``--help`` stays fast.)"""
+    from tdmpc2_data.convert import LibraryUnavailableError
     from tdmpc2_data.convert.safe_pickle import UnsafePickleError
     from tdmpc2_data.envs import SimulatorUnavailableError
     from tdmpc2_data.hub_api import HubError
@@ -332,6 +396,7 @@ def expected_errors() -> ErrorTable:
         ((UnknownTaskError,), 2, message_line),  # the task name and the closest known ones
         ((HubError,), 2, message_line),  # what failed on which repo@revision, what to do
         ((SimulatorUnavailableError,), 2, message_line),  # the task and what to install
+        ((LibraryUnavailableError,), 2, message_line),  # the missing library and how to install it
         ((CLIError, ValueError, KeyError), 2, message_line),  # a bad argument, named
     ]
 

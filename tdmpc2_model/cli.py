@@ -53,8 +53,44 @@ def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentPars
     return p
 
 
+def _logger_flag(p: argparse.ArgumentParser) -> None:
+    """Where a training run reports: its loggers and, at the end, the Hub."""
+    p.add_argument("--logger", default="csv", metavar="csv|tensorboard",
+                   help="csv (always written: the run's record) and/or tensorboard "
+                        "(OUT/logs; needs the tensorboard extra), e.g. csv,tensorboard")  # fmt: skip
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="upload OUT/final to this Hub model repo when the run ends, with a "
+                        "model card holding the run's settings and final evaluation")  # fmt: skip
+
+
+def _check_repo_id(args: argparse.Namespace) -> None:
+    """A malformed --push-to-hub is refused before the run, not after hours of training."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if args.push_to_hub:
+        try:
+            validate_repo_id(args.push_to_hub)
+        except HFValidationError as exc:
+            raise ValueError(f"--push-to-hub {args.push_to_hub}: {exc}") from None
+
+
+def _push(args: argparse.Namespace, final: Path, evaluation: dict[str, Any] | None) -> None:
+    """Upload the run's final model with the run's settings (and evaluation) in its card."""
+    from tdmpc2_data.versions import package_versions
+    from tdmpc2_model.agent import TDMPC2
+
+    agent = TDMPC2.from_pretrained(final)
+    settings = {k: v for k, v in vars(args).items() if k != "push_to_hub" and v is not None}
+    settings = json.loads(json.dumps(settings, default=str))  # paths as text
+    agent.hub_provenance = {**(agent.hub_provenance or {}), "run": settings,
+                            "versions": package_versions(), "evaluation": evaluation}  # fmt: skip
+    commit = agent.push_to_hub(args.push_to_hub)
+    print(f"pushed {final} to {args.push_to_hub} (commit {commit[:12]})")
+
+
 def _online_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the online commands (train, finetune)."""
+    _logger_flag(p)
     p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
     p.add_argument(
         "--eval-every",
@@ -281,6 +317,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
+    _logger_flag(p)
     p.add_argument(
         "--exclude-tasks",
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
@@ -379,6 +416,7 @@ def _online_config(args: argparse.Namespace) -> dict[str, Any]:
 def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
     from tdmpc2_model.online import train
 
+    _check_repo_id(args)
     result = train(
         agent,
         args.task,
@@ -392,10 +430,14 @@ def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
         keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,
         training_data=training_data,
+        loggers=args.logger,
     )
     print(f"{result.steps} steps, {result.episodes} episodes; model in {result.final}")
     if result.evaluation is not None:
         print(result.evaluation.table())
+    if args.push_to_hub:
+        evaluation = result.evaluation.summary() if result.evaluation is not None else None
+        _push(args, result.final, evaluation)
 
 
 def pretrain_main(argv: Sequence[str] | None = None) -> int:
@@ -405,6 +447,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         from tdmpc2_data.tasks import resolve_tasks
         from tdmpc2_model.lightning import pretrain
 
+        _check_repo_id(args)
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
         final = pretrain(
             args.data,
@@ -428,9 +471,12 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every,
             eval_tasks=resolve_tasks(args.eval_tasks) if args.eval_tasks else None,
             eval_episodes=args.eval_episodes,
+            loggers=args.logger,
         )
         if final is not None:  # rank 0
             print(f"model in {final}")
+            if args.push_to_hub:
+                _push(args, final, None)
 
     return _run("tdmpc2-pretrain", body, args)
 

@@ -180,6 +180,7 @@ def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str
         lines.append(f"| converted from | {source} |")
     if task_set is None and len(names) > 1:
         lines += ["", "Task ids (embedding rows) in order: " + ", ".join(names) + "."]
+    lines += _run_sections(provenance)
     example = names[0] if names else None
     lines += [
         "",
@@ -203,6 +204,23 @@ def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def _run_sections(provenance: dict[str, Any]) -> list[str]:
+    """Card sections for a model pushed at the end of a run (`--push-to-hub`): its final
+    evaluation and the command's settings with the package versions."""
+    lines = []
+    evaluation = provenance.get("evaluation")
+    if evaluation:
+        rate = evaluation.get("success_rate")
+        lines += ["", "## Evaluation", "", "| task | episodes | mean return | success rate |",
+                  "|---|---|---|---|",
+                  f"| {evaluation['task']} | {evaluation['episodes']} | "
+                  f"{evaluation['mean_return']:.2f} | {'-' if rate is None else f'{rate:.2f}'} |"]  # fmt: skip
+    if provenance.get("run"):
+        run = {"settings": provenance["run"], "versions": provenance.get("versions")}
+        lines += ["", "## Training run", "", "```json", json.dumps(run, indent=2), "```"]
+    return lines
 
 
 # -------------------------------------------------------------------------- loading

@@ -26,15 +26,15 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
 from tdmpc2_model.update import LOSS_TERMS, nonfinite_loss_error, update_step
 
-LIGHTNING_DIR, FINAL_DIR, LOG_DIR = "lightning", "final", "logs"
+LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
 PRECISIONS = ("32-true", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 
@@ -193,6 +193,10 @@ class TaskSetEvaluation(Callback):
 
 
 # ------------------------------------------------------------------------- pretraining
+def _device_kind(trainer: L.Trainer) -> str:
+    return type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+
+
 def resolve_data(spec: str) -> str:
     """A dataset location for ``open_dataset``: a local dir or ``hf://`` URL as given; ``mt80``
     / ``mt30`` / ``OWNER/NAME`` are downloaded first (cached, resumable; the legacy mt80/mt30
@@ -255,6 +259,7 @@ def pretrain(
     eval_every: int = 0,
     eval_tasks: str | Sequence[str] | None = None,
     eval_episodes: int = 10,
+    loggers: str | Sequence[str] = "csv",
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
@@ -262,10 +267,12 @@ def pretrain(
     any) or a Lightning checkpoint path. ``exclude_tasks``: never sampled but kept in the task
     table, so that they can be finetuned later (the few-shot split). ``eval_every`` N > 0:
     evaluate on ``eval_tasks`` (default: the model's table) every N updates,
-    ``eval_episodes`` each (`TaskSetEvaluation`). Returns ``OUT/final`` on rank 0 (which
+    ``eval_episodes`` each (`TaskSetEvaluation`). ``loggers``: "csv" and/or "tensorboard"
+    (``loggers.py``). Returns ``OUT/final`` on rank 0 (which
     writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.checkpoint import save_atomically
+    from tdmpc2_model.loggers import lightning_loggers, parse_loggers
 
     if precision not in PRECISIONS:
         raise ValueError(
@@ -274,7 +281,7 @@ def pretrain(
         )
     if max_steps < 1:
         raise ValueError(f"Got max_steps={max_steps}; must be >= 1.")
-    out, config = Path(out), dict(config or {})
+    out, config, loggers = Path(out), dict(config or {}), parse_loggers(loggers)
     clash = sorted({"size", "tasks", "obs_dim", "action_dim", "batch_size"} & set(config))
     if clash:
         raise ValueError(
@@ -322,28 +329,35 @@ def pretrain(
         from tdmpc2_model.checkpoint import read_lightning_checkpoint
 
         read_lightning_checkpoint(Path(ckpt_path), mmap=True)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=_strategy(strategy, devices, num_nodes),
-        precision=precision,
-        max_steps=max_steps,
-        max_epochs=-1,
-        default_root_dir=out,
-        logger=CSVLogger(out, name=LOG_DIR),
-        log_every_n_steps=log_every,
-        callbacks=[
-            NonFiniteLossCheck(math.gcd(log_every, checkpoint_every)),
-            ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
-            *callbacks,
-        ],  # fmt: skip
-        enable_progress_bar=progress,
-        enable_model_summary=progress,
-        use_distributed_sampler=False,  # the sampler splits shards by rank itself
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    if progress:
+        callbacks.append(UpdatesBar())
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=_strategy(strategy, devices, num_nodes),
+            precision=precision,
+            max_steps=max_steps,
+            max_epochs=-1,
+            default_root_dir=out,
+            logger=lightning_loggers(loggers, out),
+            log_every_n_steps=log_every,
+            callbacks=[
+                NonFiniteLossCheck(math.gcd(log_every, checkpoint_every)),
+                ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
+                *callbacks,
+            ],  # fmt: skip
+            enable_progress_bar=progress,
+            enable_model_summary=False,  # one line instead (below)
+            use_distributed_sampler=False,  # the sampler splits shards by rank itself
+            num_sanity_val_steps=0,
+        )
+        if progress and trainer.is_global_zero:
+            print(f"pretraining a {cfg.size} model ({module.agent.model.total_params:,} params) "
+                  f"on {len(cfg.task_names)} tasks for {max_steps} updates of {batch_size} "
+                  f"windows on {trainer.num_devices} {_device_kind(trainer)} -> {out}", flush=True)  # fmt: skip
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
     agent = module.export_agent()  # collective under FSDP
     if agent is None or not trainer.is_global_zero:

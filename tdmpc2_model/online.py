@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ from tdmpc2_model.evaluation import (
     planner_actor,
     rollout,
 )
+from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
 from tdmpc2_model.replay import ReplayBuffer
 from tdmpc2_model.update import check_losses
 
@@ -106,17 +108,19 @@ def train(
     resume: bool = False,
     training_data: str | None = None,
     progress: bool = True,
+    loggers: str | Sequence[str] = "csv",
 ) -> TrainResult:
     """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
     docstring for the loop, the run directory ``out`` and resuming).
 
     ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
-    that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all). ``training_data``: provenance line for the
-    model card. Returns the trained agent (eval mode) and where its files are.
+    that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
+    ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
+    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). Returns the trained agent (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
-    out = Path(out)
+    out, loggers = Path(out), parse_loggers(loggers)
     for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise OnlineError(f"Got {name}={value}; must be >= 1.")
@@ -194,7 +198,7 @@ def train(
 
     start = time.perf_counter()
     try:
-        with writer, open(out / METRICS_FILE, "a") as metrics:
+        with writer, MetricsLog(out, loggers) as metrics:
             pay()  # what a resumed run owes for episodes finished after its checkpoint
             if next_eval is not None and step == 0:  # the starting point (zero-shot score)
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
@@ -208,7 +212,7 @@ def train(
                 writer.flush()
                 episode += 1
                 pay()  # what the seed phase owes once the first episode is in the buffer
-                _log(metrics, _train_row(step, episode, ep, losses, time.perf_counter() - start))
+                metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))
                 losses.clear()
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
                 if next_eval is not None and step >= next_eval and step < steps:
@@ -217,14 +221,13 @@ def train(
                 if step >= next_checkpoint:
                     checkpoint()
                     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
+            checkpoint()  # before the final evaluation, whose sampling a resumed run won't redo
+            if eval_episodes:
+                evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
     finally:
         bar.close()
         env.close()
     compact(out / BUFFER_DIR)
-    checkpoint()  # before the final evaluation, whose sampling a resumed run would not redo
-    if eval_episodes:
-        with open(out / METRICS_FILE, "a") as metrics:
-            evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
     final = save_atomically(agent, out / FINAL_DIR, training_data)
     return TrainResult(agent, step, episode, out, final, evaluation)
 
@@ -268,16 +271,34 @@ def _train_row(
     return row
 
 
-def _log(metrics: Any, row: dict[str, Any]) -> None:
-    metrics.write(json.dumps(row) + "\n")
-    metrics.flush()
+class MetricsLog:
+    """The run's metrics: each row appended (and flushed) to ``metrics.jsonl`` and, with the
+    tensorboard logger, sent as ``<kind>/<field>`` scalars at the row's environment step."""
+
+    def __init__(self, out: Path, loggers: Sequence[str]) -> None:
+        self.file = open(out / METRICS_FILE, "a")
+        self.board = tensorboard_logger(out) if "tensorboard" in loggers else None
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.board is not None:
+            self.board.log_metrics(numeric(row, row["kind"]), step=row["step"])
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if self.board is not None:
+            self.board.finalize("success" if exc[0] is None else "failed")
 
 
 def _evaluate_and_log(
-    agent: TDMPC2, spec: Task, episodes: int, seed: int, step: int, metrics: Any
+    agent: TDMPC2, spec: Task, episodes: int, seed: int, step: int, metrics: MetricsLog
 ) -> EvalResult:
     result = evaluate(agent, spec.name, episodes, seed=seed + 1_000_000, progress=False)
-    _log(metrics, {"kind": "eval", "step": step, **result.summary()})
+    metrics.log({"kind": "eval", "step": step, **result.summary()})
     tqdm.write(f"step {step}: {result.line()}")
     return result
 

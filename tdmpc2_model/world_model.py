@@ -81,6 +81,13 @@ class WorldModel(nn.Module):
             return torch.tensor([task], device=device)
         return task.long()
 
+    @torch.no_grad()
+    def task_embeddings(self) -> torch.Tensor:
+        """The task embedding table [tasks, task_dim] as the model uses it: rows renormed to
+        norm <= 1 (the embedding's ``max_norm``, which a lookup applies), without changing it."""
+        w = self._task_emb.weight
+        return w * (1 / w.norm(dim=1, keepdim=True).clamp_min(1)).to(w.dtype)
+
     def task_emb(self, x: torch.Tensor, task: torch.Tensor | int) -> torch.Tensor:
         """Concatenate the task embedding (broadcast over leading dims of ``x``) to ``x``."""
         emb = self._task_emb(self._task_tensor(task, x.device))

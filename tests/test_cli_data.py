@@ -35,7 +35,7 @@ def test_list_of_a_task_set_keeps_published_ids(capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["list", "collect", "convert", "verify", "info", "download", "push"]
+    "command", ["list", "collect", "convert", "export", "verify", "info", "download", "push"]
 )
 def test_every_subcommand_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

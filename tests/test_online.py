@@ -34,9 +34,40 @@ def run(tmp_path_factory) -> Path:
     """200 steps of `tdmpc2-train` with 100 seed steps (two episodes)."""
     out = tmp_path_factory.mktemp("train") / "run"
     argv = ["--task", TASK, "--size", "1M", "--steps", "200", "--seed-steps", "100",
-            "--eval-episodes", "1", "--checkpoint-every", "100", "--out", str(out), *SMALL]  # fmt: skip
+            "--eval-episodes", "1", "--checkpoint-every", "100", "--out", str(out),
+            "--logger", "tensorboard", *SMALL]  # fmt: skip
     assert train_main(argv) == 0
     return out
+
+
+def test_the_run_logs_to_tensorboard_and_plots(run, tmp_path):
+    from run_logs import png_size, read_csv, tensorboard_scalars
+
+    from tdmpc2_model.plot_cli import main as plot_main
+
+    rows = read_metrics(run)
+    board = tensorboard_scalars(run / "logs")
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert board["train/episode_return"][: len(train)] == [
+        (r["step"], pytest.approx(r["episode_return"])) for r in train
+    ]
+    assert [s for s, _ in board["eval/success_rate"]][: len(evals)] == [r["step"] for r in evals]
+    out = tmp_path / "curve.png"
+    assert plot_main(["curves", str(run), "--out", str(out)]) == 0  # the task from run.json
+    assert png_size(out) == (800, 500)
+    ours = [r for r in read_csv(out.with_suffix(".csv")) if r["curve"] == "run"]
+    assert [(int(r["step"]), float(r["mean"])) for r in ours] == [
+        (r["step"], pytest.approx(r["success_rate"])) for r in evals
+    ]
+    assert plot_main(["losses", str(run), "--out", str(tmp_path / "losses.png")]) == 0
+    losses = read_csv(tmp_path / "losses.csv")
+    total = [(float(r["step"]), float(r["value"])) for r in losses if r["loss"] == "total_loss"]
+    updated = [r for r in train if r["updates"]]  # the first episode comes before any update
+    assert total == [(r["step"], pytest.approx(r["total_loss"])) for r in updated] and total
+    assert {"consistency_loss", "reward_loss", "value_loss", "pi_loss"} <= {
+        r["loss"] for r in losses
+    }
 
 
 def test_train_writes_a_verified_shard_buffer_and_checkpoints(run):
@@ -264,3 +295,23 @@ def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_pat
     assert train_main([*argv, "--steps", "200", "--resume"]) == 0
     state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)
     assert state["step"] == 200 and state["updates"] == 200
+
+
+def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_path, capsys):
+    repo = f"{hub.user}/reach-run"
+    bad = ["--task", TASK, "--steps", "100", "--out", str(tmp_path / "x"), "--push-to-hub", "a/b/c"]
+    assert train_main(bad) == 2 and "--push-to-hub a/b/c" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before the run
+    out = tmp_path / "run"
+    argv = ["--task", TASK, "--steps", "100", "--seed-steps", "100", "--eval-every", "0",
+            "--eval-episodes", "1", "--out", str(out), "--push-to-hub", repo, *SMALL]  # fmt: skip
+    assert train_main(argv) == 0
+    assert f"pushed {out / 'final'} to {repo}" in capsys.readouterr().out
+    pushed = TDMPC2.from_pretrained(repo)
+    local = TDMPC2.from_pretrained(out / "final")
+    for key, value in local.model.state_dict().items():
+        assert torch.equal(value, pushed.model.state_dict()[key]), key
+    card = Path(hub.api().hf_hub_download(repo, "README.md")).read_text()
+    evaluation = [r for r in read_metrics(out) if r["kind"] == "eval"][-1]
+    assert "## Evaluation" in card and f"{evaluation['mean_return']:.2f}" in card
+    assert '"push_to_hub"' not in card and f'"out": "{out}"' in card and '"torch"' in card

@@ -48,7 +48,7 @@ def global_step(out: Path) -> int:
 @pytest.fixture(scope="module")
 def pretrained(dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain") / "run"
-    assert pretrain_main(pretrain_args(dataset, out, 20)) == 0
+    assert pretrain_main(pretrain_args(dataset, out, 20, "--logger", "csv,tensorboard")) == 0
     return out
 
 
@@ -67,12 +67,57 @@ def test_pretrain_writes_a_model_of_the_datasets_table(pretrained, dataset):
     assert len(losses) == 4 and all(np.isfinite(losses))
 
 
+def test_pretraining_logs_to_tensorboard_and_plots_losses_and_embeddings(pretrained, tmp_path):
+    from run_logs import png_size, read_csv, tensorboard_scalars
+
+    from tdmpc2_model.plot_cli import main as plot_main
+
+    logged = list(csv.DictReader(open(pretrained / "logs" / "version_0" / "metrics.csv")))
+    logged = [(int(r["step"]), float(r["train/total_loss"])) for r in logged
+              if r.get("train/total_loss")]  # fmt: skip
+    board = tensorboard_scalars(pretrained / "logs" / "version_0")
+    assert [(s, pytest.approx(v)) for s, v in board["train/total_loss"]] == logged
+    assert plot_main(["losses", str(pretrained), "--out", str(tmp_path / "losses.png")]) == 0
+    assert png_size(tmp_path / "losses.png") == (800, 500)
+    plotted = [(int(float(r["step"])), float(r["value"]))
+               for r in read_csv(tmp_path / "losses.csv") if r["loss"] == "total_loss"]  # fmt: skip
+    assert plotted[: len(logged)] == [(s, pytest.approx(v)) for s, v in logged]
+    out = tmp_path / "emb.png"
+    argv = ["embeddings", "--checkpoint", str(pretrained / "final"), "--out", str(out)]
+    assert plot_main(argv) == 0
+    assert [r["task"] for r in read_csv(out.with_suffix(".csv"))] == TABLE
+
+
 def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, capsys):
     assert pretrain_main(pretrain_args(dataset, pretrained, 25)) == 2  # no --resume
     assert "already holds a pretraining run" in capsys.readouterr().err
     assert global_step(pretrained) == 20
     assert pretrain_main(pretrain_args(dataset, pretrained, 25, "--resume", "auto")) == 0
     assert global_step(pretrained) == 25
+
+
+def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrained, dataset,
+                                                                      tmp_path, hub):  # fmt: skip
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained, run)
+    steps = global_step(run) + 3
+    repo = f"{hub.user}/pretrained"
+    argv = pretrain_args(dataset, run, steps, "--resume", "auto", "--push-to-hub", repo)
+    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
+    done = subprocess.run([sys.executable, "-c", code, *argv],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "pretraining a 1M model" in said and f"for {steps} updates" in said
+    assert f"{steps}/{steps}" in said and "update/s" in said and "loss=" in said
+    for noise in ("Epoch", "v_num", "Tip:", "LeafSpec", "exists and is not empty", "GPU available",
+                  "Trainable params"):  # fmt: skip
+        assert noise not in said, noise
+    assert f"pushed {run / 'final'} to {repo}" in said  # and it is that model:
+    assert TDMPC2.from_pretrained(repo).cfg.task_names == TABLE
 
 
 def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_path):

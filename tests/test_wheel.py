@@ -17,7 +17,8 @@ import pytest
 from tdmpc2_data import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["tdmpc2-data", "tdmpc2-pretrain", "tdmpc2-finetune", "tdmpc2-train", "tdmpc2-eval"]
+COMMANDS = ["tdmpc2-data", "tdmpc2-pretrain", "tdmpc2-finetune", "tdmpc2-train", "tdmpc2-eval",
+            "tdmpc2-plot"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,9 @@ def test_wheel_ships_recipes_and_card_templates(wheel):
     for card in (ROOT / "datasets_cards").glob("*.md"):
         assert f"tdmpc2_data/card_templates/{card.name}" in names
     assert "tdmpc2_data/envs/walker_long_floor.xml" in names
+    curves = [n for n in names if n.startswith("tdmpc2_model/published/")]
+    assert len([n for n in curves if n.startswith("tdmpc2_model/published/tdmpc2/")]) == 104
+    assert "tdmpc2_model/published/README.md" in curves and len(curves) > 400
 
 
 def test_installed_packages_come_from_the_wheel(venv, tmp_path):
@@ -88,6 +92,14 @@ def test_packaged_recipes_resolve_outside_the_checkout(venv, tmp_path):
     assert Path(path).is_relative_to(venv) and size == "1M"
     help_text = run(venv, "python", "-m", "tdmpc2_model.quickstart", "--help", cwd=tmp_path)
     assert "default: quickstart" in help_text
+
+
+def test_published_curves_load_from_the_wheel(venv, tmp_path):
+    code = ("from tdmpc2_model.published import published_curve, published_dir\n"
+            "c = published_curve('myo-reach', 'tdmpc2')\n"
+            "print(published_dir(), c.metric, len(c.steps))\n")  # fmt: skip
+    where, metric, points = run(venv, "python", "-c", code, cwd=tmp_path).split()
+    assert Path(where).is_relative_to(venv) and metric == "success" and int(points) > 1
 
 
 def test_push_from_the_wheel_renders_the_packaged_card(venv, hub, tmp_path):

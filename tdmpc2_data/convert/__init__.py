@@ -21,10 +21,24 @@ CONVERTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "legacy-pt": ("tdmpc2_data.convert.legacy_pt", (".pt",)),
     "torchrl": ("tdmpc2_data.convert.from_torchrl", ()),
     "minari": ("tdmpc2_data.convert.from_minari", ()),
+    "lerobot": ("tdmpc2_data.convert.from_lerobot", ()),
     "npz": ("tdmpc2_data.convert.from_npz", (".npz",)),
     "hdf5": ("tdmpc2_data.convert.from_hdf5", (".hdf5", ".h5")),
     "shards": ("tdmpc2_data.convert.from_shards", ()),
 }
+
+
+class LibraryUnavailableError(ImportError):
+    """An optional library that a converter or exporter needs is missing or broken; the
+    message says what to install."""
+
+
+def import_library(module: str, install: str) -> Any:
+    """``import_module(module)``, or `LibraryUnavailableError` naming it and ``install``."""
+    try:
+        return import_module(module)
+    except ImportError as exc:
+        raise LibraryUnavailableError(f"this needs `{module}` ({exc}); {install}") from None
 
 
 def guess_format(path: str | os.PathLike) -> str:

@@ -10,6 +10,8 @@ The task comes from ``tasks`` or else from the env id / dataset id when one of t
 one part of the dataset id, names a registry task (``tdmpc2/walker-walk/expert-v0``).
 Actions are mapped from the dataset's action space to the tasks' [-1, 1] when its bounds
 are finite and differ (Pendulum's [-2, 2]); the bounds are kept in the source's provenance.
+Per-step success flags come from ``infos["success"]`` when the episodes record it (Minari
+infos have T+1 entries, the reset's first; ``tdmpc2-data export --to minari`` writes them so).
 """
 
 from __future__ import annotations
@@ -83,6 +85,22 @@ def _action_rescaling(space: spaces.Box) -> Callable[[np.ndarray], np.ndarray] |
     return lambda a: ((a - low) * scale - ACTION_LIMIT).astype(np.float32)
 
 
+def _success(infos: Any, steps: int, where: str) -> np.ndarray | None:
+    """Per-step success [T] from an episode's ``infos["success"]`` ([T+1] or [T]), if any."""
+    flags = infos.get("success") if isinstance(infos, dict) else None
+    if flags is None:
+        return None
+    flags = np.asarray(flags).reshape(-1)
+    if flags.shape[0] == steps + 1:
+        flags = flags[1:]
+    if flags.shape[0] != steps:
+        raise ValueError(
+            f"{where}: infos['success'] has {flags.shape[0]} entries for {steps} steps; "
+            f"expected {steps + 1} (one per observation) or {steps}."
+        )
+    return flags.astype(bool)
+
+
 def open_source(source: str | os.PathLike) -> Source:
     """Read one Minari dataset's metadata; episodes stream later."""
     where = str(source)
@@ -110,7 +128,10 @@ def open_source(source: str | os.PathLike) -> Source:
             action = np.asarray(episode.actions).reshape(len(episode.actions), -1)
             if to_task_range is not None:
                 action = to_task_range(action)
-            yield align(at, obs, action, np.asarray(episode.rewards), None)
+            aligned = align(at, obs, action, np.asarray(episode.rewards), None)
+            if aligned is not None:
+                aligned = aligned._replace(success=_success(episode.infos, len(action), at))
+            yield aligned
 
     return Source(
         where,

@@ -58,15 +58,18 @@ def task_source(ds: Dataset, name: str) -> Source:
         format=FORMAT,
         obs_dim=ds.obs_dim,
         action_dim=ds.action_dim,
-        episodes=lambda: _episodes(ds, runs, task.obs_dim, task.action_dim),
+        episodes=lambda: read_episodes(ds, runs, task.obs_dim, task.action_dim),
         num_episodes=sum(len(r) for _, r in runs),
         info={"task": name},
     )
 
 
-def _episodes(
-    ds: Dataset, runs: list[tuple[int, range]], obs_dim: int, action_dim: int
+def read_episodes(
+    ds: Dataset, runs: Sequence[tuple[int, range]], obs_dim: int, action_dim: int
 ) -> Iterator[Episode]:
+    """The episodes of ``runs`` ((shard index, episode range) of one task) at the widths
+    ``obs_dim``/``action_dim``, one run decoded at a time and checked (``check_decoded``);
+    shared by merging and ``tdmpc2_data.export``."""
     for shard, episodes in runs:
         fields = ("obs", "action", "reward", "task") + (
             ("success",) if ds.has_field(shard, "success") else ()
