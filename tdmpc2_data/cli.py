@@ -75,12 +75,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- convert
 def cmd_convert(args: argparse.Namespace) -> int:
-    from tdmpc2_data.convert import convert
+    from tdmpc2_data.convert import convert, guess_format
     from tdmpc2_data.reader import open_dataset
 
     if len(args.paths) < 2:
         raise CLIError("SRC... DST: give one or more sources, then the destination directory")
     *sources, dst = args.paths
+    options = {"index_convention": args.index_convention} if args.index_convention else {}
+    if args.drop_other_tasks:
+        if (args.source_format or guess_format(sources[0])) != "legacy-pt":
+            raise CLIError("--drop-other-tasks applies to --from legacy-pt chunks only")
+        options["drop_other_tasks"] = True
     results = convert(
         sources,
         dst,
@@ -88,7 +93,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         task_set=args.task_set,
         progress=True,
-        **({"index_convention": args.index_convention} if args.index_convention else {}),
+        **options,
     )
     for result in results or ():
         print(result)
@@ -266,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--task-set", help="task table of the destination (e.g. mt80 keeps published ids)"
     )
     p.add_argument(
+        "--drop-other-tasks",
+        action="store_true",
+        help="legacy-pt: leave out (and count) episodes of tasks outside --task-set instead "
+        "of refusing the chunk",
+    )
+    p.add_argument(
         "--index-convention",
         choices=["shards", "legacy"],
         help="npz/hdf5/torchrl rows without next obs: 'shards' = action[t] taken at obs[t], "
@@ -419,12 +430,17 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     return f"error: {where}: {PATH_PROBLEMS.get(exc.errno, exc.strerror)}"
 
 
-def _message(exc: BaseException, args: argparse.Namespace) -> str:
+def message_line(exc: BaseException, args: argparse.Namespace) -> str:
+    """``error: <the exception's message>`` (a KeyError's key unquoted)."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # KeyError repr()s
     return f"error: {text}"
 
 
-def expected_errors() -> list[tuple[tuple[type[BaseException], ...], int, Callable[..., str]]]:
+#: (exception classes, exit code, the line for it) rows; the first match wins
+ErrorTable = list[tuple[tuple[type[BaseException], ...], int, Callable[..., str]]]
+
+
+def expected_errors() -> ErrorTable:
     """Every failure a user can cause: (classes, exit code, its line); the first row matching
     wins. Messages name the file, flag or repo and what was expected there. Anything else is
     a bug and keeps its traceback. (Imported here: ``--help`` stays fast.)"""
@@ -438,14 +454,26 @@ def expected_errors() -> list[tuple[tuple[type[BaseException], ...], int, Callab
     return [
         ((KeyboardInterrupt,), 130, _interrupted),
         ((OSError,), 2, _os_error),  # the path and what was wrong with it
-        ((UnsafePickleError,), 2, _message),  # file: refuses to load <class>: why
-        ((DatasetError,), 2, _message),  # file (and field): what was expected
-        ((UnknownTaskError,), 2, _message),  # the task name and the closest known ones
-        ((HubError,), 2, _message),  # what failed on which repo@revision, what to do
-        ((SimulatorUnavailableError,), 2, _message),  # the task and what to install
-        ((LibraryUnavailableError,), 2, _message),  # the missing library and how to install it
-        ((CLIError, ValueError, KeyError), 2, _message),  # a bad argument, named
+        ((UnsafePickleError,), 2, message_line),  # file: refuses to load <class>: why
+        ((DatasetError,), 2, message_line),  # file (and field): what was expected
+        ((UnknownTaskError,), 2, message_line),  # the task name and the closest known ones
+        ((HubError,), 2, message_line),  # what failed on which repo@revision, what to do
+        ((SimulatorUnavailableError,), 2, message_line),  # the task and what to install
+        ((LibraryUnavailableError,), 2, message_line),  # the missing library and how to install it
+        ((CLIError, ValueError, KeyError), 2, message_line),  # a bad argument, named
     ]
+
+
+def one_line_error(
+    exc: BaseException, args: argparse.Namespace, table: ErrorTable | None = None
+) -> tuple[int, str] | None:
+    """(exit code, one line) for an expected error: the first row of ``table`` (default
+    ``expected_errors()``) that matches; None for anything else (a bug: keep its traceback).
+    The model CLIs pass their own rows in front of this table."""
+    for classes, code, explain in expected_errors() if table is None else table:
+        if isinstance(exc, classes):
+            return code, " ".join(explain(exc, args).split())  # one line, whatever the message
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -453,12 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BaseException as exc:
-        for classes, code, explain in expected_errors():
-            if isinstance(exc, classes):
-                line = " ".join(explain(exc, args).split())  # one line, whatever the message
-                print(f"tdmpc2-data {args.command}: {line}", file=sys.stderr)
-                return code
-        raise
+        found = one_line_error(exc, args)
+        if found is None:
+            raise
+        print(f"tdmpc2-data {args.command}: {found[1]}", file=sys.stderr)
+        return found[0]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.hub import SCALE_KEY
+from tdmpc2_model.legacy import load_weights_only
 
 CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
 _AGENT_PREFIX = "agent."  # TDMPC2Module keeps the agent as ``self.agent``
@@ -50,12 +51,18 @@ def save_atomically(
 
 
 def save_checkpoint(
-    out: Path, agent: TDMPC2, step: int, training_data: str | None = None, keep: int = 2
+    out: Path,
+    agent: TDMPC2,
+    step: int,
+    training_data: str | None = None,
+    keep: int = 2,
+    loop_state: dict[str, Any] | None = None,
 ) -> Path:
     """``out/checkpoints/step-N``: the model and the trainer state (both optimizers, the
-    step); keeps the newest ``keep`` (0: all)."""
+    step, and ``loop_state``: what the online loop needs to continue exactly, e.g. the
+    updates made and its random states); keeps the newest ``keep`` (0: all)."""
     state = {"optim": agent.optim.state_dict(), "pi_optim": agent.pi_optim.state_dict(),
-             "step": step}  # fmt: skip
+             "step": step, **(loop_state or {})}  # fmt: skip
     path = save_atomically(agent, out / CHECKPOINTS_DIR / f"step-{step:09d}", training_data, state)
     if keep:
         for old in sorted((out / CHECKPOINTS_DIR).glob("step-*"))[:-keep]:
@@ -69,32 +76,39 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_latest(out: Path, agent: TDMPC2) -> TDMPC2:
+def resume_latest(out: Path, agent: TDMPC2) -> tuple[TDMPC2, dict[str, Any] | None]:
     """The newest checkpoint's agent (weights, running scale, optimizer states) on the given
-    agent's device, or ``agent`` itself when no checkpoint was written yet."""
+    agent's device and its trainer state, or ``(agent, None)`` when no checkpoint was
+    written yet."""
     path = latest_checkpoint(out)
     if path is None:
-        return agent
+        return agent, None
     loaded = TDMPC2.from_pretrained(path).to(agent.device)
-    state = torch.load(path / STATE_FILE, map_location=agent.device, weights_only=True)
+    state = load_weights_only(
+        path / STATE_FILE, "an online trainer state", map_location=agent.device
+    )
+    if not isinstance(state, dict) or not {"optim", "pi_optim", "step"} <= set(state):
+        raise ValueError(f"{path / STATE_FILE}: not an online trainer state (optim, step).")
     loaded.optim.load_state_dict(state["optim"])
     loaded.pi_optim.load_state_dict(state["pi_optim"])
     loaded.hub_provenance = getattr(agent, "hub_provenance", None)
-    return loaded
+    return loaded, state
 
 
 def read_lightning_checkpoint(
-    path: Path,
+    path: Path, mmap: bool = False
 ) -> tuple[TDMPC2Config, dict[str, torch.Tensor], str | None]:
     """(config, world-model tensors with the running Q scale under ``scale_key``, training-data
-    line) of a pretraining ``.ckpt``, loaded without running code (``weights_only``)."""
+    line) of a pretraining ``.ckpt``, loaded without running code (``weights_only``);
+    ``mmap``: tensors stay on disk (a cheap check of a ``--resume`` file)."""
+    what = "a tdmpc2-pretrain Lightning checkpoint"
+    ckpt = load_weights_only(path, what, map_location="cpu", mmap=mmap)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
         cfg = TDMPC2Config.from_dict(hparams["cfg"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise ValueError(
-            f"{path}: not a tdmpc2-pretrain Lightning checkpoint (missing {exc})."
+            f"{path}: not a tdmpc2-pretrain Lightning checkpoint (missing or bad {exc})."
         ) from None
     model = f"{_AGENT_PREFIX}model."
     tensors = {k[len(model) :]: v for k, v in state.items() if k.startswith(model)}

@@ -147,13 +147,44 @@ def resolve_recipe(spec: str | Path) -> Path:
 def load_recipe(spec: str | Path) -> dict[str, Any]:
     """A YAML recipe (a file or a packaged recipe's name, see ``resolve_recipe``) as a plain
     dict (OmegaConf: ``${...}`` interpolation is resolved)."""
+    import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     path = resolve_recipe(spec)
-    recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:  # unsafe tags are errors too
+        raise ValueError(f"{path}: not a valid recipe ({' '.join(str(exc).split())}).") from None
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping of flag names to values.")
     return {str(k).replace("-", "_"): v for k, v in recipe.items()}
+
+
+#: the smallest value each numeric flag takes (where a command has it); the parser refuses
+#: less before anything loads, instead of a default taking over (``--batch-size 0``) or a
+#: traceback from deep inside (``--checkpoint-every -5``, ``--devices 0``)
+FLAG_MINIMUMS = {
+    "steps": 1, "max_steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1,
+    "num_nodes": 1, "episodes": 1, "workers": 1, "eval_every": 0, "eval_episodes": 0,
+    "keep_checkpoints": 0, "seed_steps": 0, "num_workers": 0,
+}  # fmt: skip
+
+
+def _check_minimums(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for dest, least in FLAG_MINIMUMS.items():
+        value = getattr(args, dest, None)
+        if value is not None and value < least:
+            parser.error(f"--{dest.replace('_', '-')} {value}: must be >= {least}")
+    devices = getattr(args, "devices", None)
+    if (
+        devices is not None
+        and str(devices).lstrip("-").isdigit()
+        and (int(devices) == 0 or int(devices) < -1)
+    ):
+        parser.error(f"--devices {devices}: must be >= 1, -1 (all) or auto")
+    if getattr(args, "cache_gb", 1) <= 0:
+        parser.error(f"--cache-gb {args.cache_gb}: must be > 0")
 
 
 def _parse(
@@ -182,37 +213,89 @@ def _parse(
             parser.error(f"--config {item!r}: expected KEY=VALUE.")
         import yaml
 
-        config[key.strip()] = yaml.safe_load(value)
+        try:
+            config[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # an unsafe tag, an unclosed bracket ...
+            parser.error(f"--config {item!r}: not a YAML value ({' '.join(str(exc).split())})")
+    from tdmpc2_model.config import TDMPC2Config
+
+    try:
+        TDMPC2Config.check_fields(config)  # bogus=1, lr=abc: here, not deep inside training
+    except ValueError as exc:
+        parser.error(str(exc))
     args.config = config
     missing = [f"--{n.replace('_', '-')}" for n in required if getattr(args, n, None) is None]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    _check_minimums(parser, args)
     return args
 
 
-def _run(prog: str, body: Callable[[], None]) -> int:
-    """Run a command; bad input ends with a one-paragraph error and exit code 2."""
-    from tdmpc2_data.envs import SimulatorUnavailableError
-    from tdmpc2_data.hub_api import HubError  # ModelHubError too
+def expected_errors() -> Any:
+    """The data CLI's table of expected errors (``tdmpc2_data.cli.expected_errors``) with the
+    model commands' own rows in front: Ctrl-C (``--resume`` continues), a NaN/Inf loss, a
+    file that is not a checkpoint (a refused pickle), Lightning's refusals of devices."""
+    import pickle
+
+    from tdmpc2_data.cli import expected_errors as data_errors
+    from tdmpc2_data.cli import message_line
+    from tdmpc2_model.update import NonFiniteLossError
+
+    rows = [
+        ((KeyboardInterrupt,), 130, lambda e, a: "interrupted; rerun with --resume to continue."),
+        ((NonFiniteLossError,), 2, message_line),  # which update, which loss
+        ((pickle.UnpicklingError,), 2, _unpickling),  # the --resume / --checkpoint file
+    ]
+    lightning = sys.modules.get("lightning.fabric.utilities.exceptions")  # only if imported
+    if lightning is not None:  # e.g. --devices 3 on a 1-GPU machine
+        rows.append(((lightning.MisconfigurationException,), 2, message_line))
+    return rows + data_errors()
+
+
+def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
+    path = next((v for k in ("resume", "checkpoint") if isinstance(v := getattr(args, k, None), str)),
+                "the checkpoint")  # fmt: skip
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    detail = next((x.strip() for x in lines if "Unsupported" in x), lines[0].strip())
+    return f"error: {path}: not a checkpoint this command reads; refused to unpickle it ({detail})"
+
+
+def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
+    """Run a command; an expected error (``expected_errors``) ends with one line naming the
+    file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
+    from tdmpc2_data.cli import one_line_error
 
     try:
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
         body()
-    except (ValueError, KeyError, FileNotFoundError, HubError,
-            SimulatorUnavailableError) as exc:  # fmt: skip
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun with --resume to continue.", file=sys.stderr)
-        return 130
+    except BaseException as exc:
+        found = one_line_error(exc, args, expected_errors())
+        if found is None:
+            raise
+        print(f"{prog}: {found[1]}", file=sys.stderr)
+        return found[0]
     return 0
 
 
 def _device(name: str) -> str:
+    """``--device``: auto (cuda when available), or a device this torch build can use."""
     import torch
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: not a device name (cpu, cuda, cuda:1 ...).") from None
+    if device.type == "cuda":
+        build = "a CPU-only build" if torch.version.cuda is None else "no CUDA GPU visible"
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(
+                f"--device {name}: not available (torch {torch.__version__}: "
+                f"{build if count == 0 else f'{count} GPU(s)'}); use --device cpu or auto."
+            )
+    return name
 
 
 def pretrain_parser() -> argparse.ArgumentParser:
@@ -352,6 +435,11 @@ def _load(
     return agent.to(device)
 
 
+def _online_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config`` fields with ``--batch-size`` (when given) over them."""
+    return {**args.config, **({} if args.batch_size is None else {"batch_size": args.batch_size})}
+
+
 def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
     from tdmpc2_model.online import train
 
@@ -418,19 +506,19 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             if args.push_to_hub:
                 _push(args, final, None)
 
-    return _run("tdmpc2-pretrain", body)
+    return _run("tdmpc2-pretrain", body, args)
 
 
 def finetune_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(finetune_parser(), argv, required=["task", "checkpoint"])
 
     def body() -> None:
-        config = dict(args.config, **({"batch_size": args.batch_size} if args.batch_size else {}))
+        config = _online_config(args)
         agent = _load(args.checkpoint, args.task, config, _device(args.device), args.revision)
         data = f"{args.checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
         _online(args, agent, data)
 
-    return _run("tdmpc2-finetune", body)
+    return _run("tdmpc2-finetune", body, args)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -442,12 +530,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         from tdmpc2_model.agent import TDMPC2
         from tdmpc2_model.config import TDMPC2Config
 
-        config = dict(args.config, **({"batch_size": args.batch_size} if args.batch_size else {}))
+        config = _online_config(args)
+        for key, flag in (("size", "--size"), ("tasks", "--task")):
+            if key in config:
+                raise ValueError(f"--config {key}=...: set it with {flag}.")
         torch.manual_seed(args.seed)
         agent = TDMPC2(TDMPC2Config(size=args.size, tasks=args.task, **config))
         _online(args, agent.to(_device(args.device)), f"online RL on {args.task} (tdmpc2-train)")
 
-    return _run("tdmpc2-train", body)
+    return _run("tdmpc2-train", body, args)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
@@ -461,19 +552,23 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         import torch
 
+        from tdmpc2_data.atomic import write_text_atomic
         from tdmpc2_model.evaluation import evaluate
+        from tdmpc2_model.taskset_eval import check_file_writable
 
         if args.tasks is not None:
             return _eval_tasks(args)
+        if args.json:  # before the download and the evaluation, not after them
+            check_file_writable(Path(args.json), "--json")
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)
         print(result.table())
         if args.json:
             summary = {**result.summary(), "checkpoint": args.checkpoint, "rows": result.episodes}
-            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(Path(args.json), json.dumps(summary, indent=2) + "\n")
 
-    return _run("tdmpc2-eval", body)
+    return _run("tdmpc2-eval", body, args)
 
 
 def _eval_tasks(args: argparse.Namespace) -> None:

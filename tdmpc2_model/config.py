@@ -4,6 +4,9 @@ fields derived from the task list (padded dims, action masks, discounts), comput
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -326,6 +329,21 @@ class TDMPC2Config:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     @classmethod
+    def check_fields(cls, values: dict[str, Any], source: str = "--config") -> None:
+        """Refuse unknown fields and values of the wrong type (or NaN/Inf floats) naming the
+        field: the dataclass would take them and fail much later, deep inside training."""
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown TDMPC2Config field(s) {unknown}; known: {sorted(names)}."
+            )
+        for key, value in values.items():
+            if not _has_type(value, hints[key]):
+                raise ValueError(f"{source} {key}={value!r}: expected {_type_name(hints[key])}.")
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TDMPC2Config:
         """Inverse of ``to_dict``; unknown keys are an error (they would be silently ignored),
         except ``RETIRED_FIELDS`` of older saved configs, which are dropped."""
@@ -335,3 +353,30 @@ class TDMPC2Config:
         if unknown:
             raise ValueError(f"Unknown TDMPC2Config field(s) {unknown}; known: {sorted(names)}.")
         return cls(**data)
+
+
+def _has_type(value: Any, tp: Any) -> bool:
+    """``value`` fits the annotation ``tp`` (bool is not an int here; an int is a float)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok and math.isfinite(value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is float:
+        return "a finite number"
+    return str(tp) if typing.get_origin(tp) else f"{'an' if tp is int else 'a'} {tp.__name__}"

@@ -28,7 +28,7 @@ def two_hot(x: torch.Tensor, num_bins: int, vmin: float, vmax: float) -> torch.T
     range [vmin, vmax]; returns [..., num_bins]."""
     bin_size = (vmax - vmin) / (num_bins - 1)
     pos = (torch.clamp(symlog(x), vmin, vmax) - vmin) / bin_size
-    idx = torch.floor(pos)
+    idx = torch.nan_to_num(torch.floor(pos), nan=0.0)  # NaN stays in offset: a NaN loss
     offset = (pos - idx).unsqueeze(-1)
     idx = idx.long().unsqueeze(-1)
     out = torch.zeros(*x.shape, num_bins, device=x.device, dtype=x.dtype)

@@ -4,7 +4,9 @@ A saved model is a directory (or Hub model repo) with
 
 - ``model.safetensors``: every tensor of the world model (online and target Q ensemble,
   action masks, task embedding) plus the running Q scale; tensors that share memory are
-  stored once (the others are listed in the file's metadata as aliases);
+  stored once (the others are listed in the file's metadata as aliases); the metadata also
+  holds ``tensors_sha256``, checked on load (files without it, written before, still load);
+  weights holding NaN/Inf are refused whatever their source;
 - ``config.json``: ``TDMPC2Config.to_dict()`` plus ``format_version`` and provenance;
 - ``README.md``: a model card (size, parameters, tasks, training data, usage, citation).
 
@@ -27,6 +29,7 @@ the error messages come from ``tdmpc2_data.hub_api``, shared with the dataset Hu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -60,6 +63,7 @@ __all__ = ["HubMixin", "ModelHubError", "load_pretrained_dir", "model_card", "re
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+SHA256_KEY = "tensors_sha256"  # safetensors metadata: ``tensors_sha256`` of the stored tensors
 SCALE_KEY = "running_scale"  # the agent's RunningScale value, next to the world model
 SEEDS = (1, 2, 3)
 #: fields that change tensor shapes: a checkpoint fixes them, ``**overrides`` may not
@@ -107,6 +111,31 @@ def _dedupe(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
         storages.add(ptr)
         kept[name] = t.clone() if shared or not t.is_contiguous() else t
     return kept, aliases
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of tensors in name order (each name, dtype, shape and bytes): recorded by
+    ``save_pretrained`` in the safetensors metadata and checked on load, so flipped bytes in
+    a weights file are an error instead of a model that acts differently."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer, not a copy
+    return digest.hexdigest()
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN/Inf weights (a diverged or damaged checkpoint) naming the tensor."""
+    for name, t in sorted(tensors.items()):
+        if not t.is_floating_point() or bool(torch.isfinite(t.sum())):
+            continue  # a finite sum has no NaN/Inf term (both propagate): one cheap pass
+        if not bool(torch.isfinite(t).all()):  # not just a sum too large for the dtype
+            bad = int((~torch.isfinite(t)).sum())
+            raise ModelHubError(
+                f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN/Inf); the "
+                "checkpoint is damaged or its training diverged."
+            )
 
 
 def _state(agent: HubMixin) -> dict[str, torch.Tensor]:
@@ -229,9 +258,16 @@ def load_pretrained_dir(path: str | os.PathLike) -> tuple[TDMPC2Config, dict, di
     try:
         with safe_open(weights_path, framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+            metadata = f.metadata() or {}
+            aliases = json.loads(metadata.get("aliases", "{}"))
     except Exception as exc:  # safetensors raises its own error types
         raise ModelHubError(f"{weights_path}: not a readable safetensors file ({exc}).") from None
+    expected = metadata.get(SHA256_KEY)  # absent in files written before it was recorded
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise ModelHubError(
+            f"{weights_path}: the weights do not match the sha256 recorded when they were "
+            "saved; the file is damaged (download or copy it again)."
+        )
     for name, target in aliases.items():
         tensors[name] = tensors[target]
     return cfg, tensors, provenance
@@ -251,6 +287,7 @@ def _apply_overrides(cfg: TDMPC2Config, overrides: dict[str, Any], source: str) 
 
 
 def _build(cls: type[HubMixin], cfg: TDMPC2Config, tensors: dict, source: str) -> HubMixin:
+    check_finite(tensors, source)
     agent = cls(cfg)
     scale = tensors.pop(SCALE_KEY, None)
     try:
@@ -422,7 +459,8 @@ class HubMixin:
         if training_data is not None:
             provenance["training_data"] = training_data
         tensors, aliases = _dedupe(_state(self))
-        metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
+        metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases),
+                    SHA256_KEY: tensors_sha256(tensors)}  # fmt: skip
         config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
                   **self.cfg.to_dict(), "provenance": provenance}  # fmt: skip
         write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))

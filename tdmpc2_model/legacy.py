@@ -8,7 +8,9 @@ inferred from tensor shapes; see shared/fixtures/legacy/README.md for both Q lay
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,18 +28,29 @@ class LegacyCheckpointError(ValueError):
     """A file that is not a readable TD-MPC2 checkpoint."""
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The raw state dict of a legacy ``.pt`` file, loaded without running pickled code."""
-    path = Path(path)
+def load_weights_only(
+    path: Path, what: str, error: type[Exception] = ValueError, **kwargs: Any
+) -> Any:
+    """``torch.load(weights_only=True)`` of a file the user named: one that is no torch
+    archive, or whose pickle is refused (code, foreign classes), raises ``error`` naming the
+    file and the refusal (torch's own message is a paragraph about a default it changed)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the error says enough
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, weights_only=True, **kwargs)
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise LegacyCheckpointError(
-            f"{path}: cannot be read as a TD-MPC2 checkpoint with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})."
-        ) from exc
+        lines = str(exc).splitlines() or [""]
+        detail = next((x.strip() for x in lines if "Unsupported" in x), lines[0].strip())
+        raise error(f"{path}: not {what}; torch.load(weights_only=True) refused it "
+                    f"({type(exc).__name__}: {detail}).") from None  # fmt: skip
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The raw state dict of a legacy ``.pt`` file, loaded without running pickled code."""
+    path = Path(path)
+    obj = load_weights_only(path, "a TD-MPC2 checkpoint", LegacyCheckpointError, map_location="cpu")
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise LegacyCheckpointError(

@@ -17,6 +17,7 @@ metrics CSV (``OUT/logs``).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
-from tdmpc2_model.update import update_step
+from tdmpc2_model.update import LOSS_TERMS, nonfinite_loss_error, update_step
 
 LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -69,6 +70,11 @@ class TDMPC2Module(L.LightningModule):
         self.agent.model.train()  # the agent acts in eval mode; training needs the Q dropout
         self.automatic_optimization = False
         self.sharded = False
+        # first update (1-based, -1: none yet) with a NaN/Inf loss and which terms, kept on
+        # the device so that the check costs no sync per step (`NonFiniteLossCheck` reads it)
+        self.register_buffer("_bad_update", torch.tensor(-1), persistent=False)
+        self.register_buffer("_bad_terms", torch.zeros(len(LOSS_TERMS), dtype=torch.bool),
+                             persistent=False)  # fmt: skip
 
     @classmethod
     def from_agent(cls, agent: TDMPC2, training_data: str | None = None) -> TDMPC2Module:
@@ -109,11 +115,25 @@ class TDMPC2Module(L.LightningModule):
         model_opt, pi_opt = self.optimizers()
         if self.sharded:
             torch.distributed.broadcast(self.agent.scale.value, src=0)
+        update = self.global_step + 1  # the model optimizer's step counts it, inside update_step
         info = update_step(self.agent, batch, (model_opt, pi_opt.optimizer), self.manual_backward)
+        bad = ~torch.isfinite(
+            torch.stack([info[k].detach().float().reshape(()) for k in LOSS_TERMS])
+        )
+        new = bad.any() & (self._bad_update < 0)
+        self._bad_update = torch.where(new, update, self._bad_update)
+        self._bad_terms = torch.where(new, bad, self._bad_terms)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in info.items()})
         total = info["total_loss"].detach()
         self.log("loss", total, prog_bar=True, logger=False)
         return total
+
+    def check_losses(self) -> None:
+        """Raise `NonFiniteLossError` naming the first update with a NaN/Inf loss, if any."""
+        update = int(self._bad_update)
+        if update > 0:
+            terms = [k for k, b in zip(LOSS_TERMS, self._bad_terms.tolist(), strict=True) if b]
+            raise nonfinite_loss_error(update, terms)
 
     def export_agent(self) -> TDMPC2 | None:
         """A plain `TDMPC2` with the trained weights (and running Q scale). Under FSDP this
@@ -129,6 +149,19 @@ class TDMPC2Module(L.LightningModule):
         agent = TDMPC2(self.cfg)
         agent.load_state_dict(state)
         return agent
+
+
+class NonFiniteLossCheck(Callback):
+    """Stop pretraining on a NaN/Inf loss: checks every ``every`` updates (a divisor of the
+    checkpoint interval, so no checkpoint is written after one; Lightning runs checkpoint
+    callbacks last) and at the last update."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if trainer.global_step % self.every == 0 or trainer.global_step >= trainer.max_steps:
+            pl_module.check_losses()
 
 
 class TaskSetEvaluation(Callback):
@@ -298,6 +331,17 @@ def pretrain(
     if max_steps < 1:
         raise ValueError(f"Got max_steps={max_steps}; must be >= 1.")
     out, config, loggers = Path(out), dict(config or {}), parse_loggers(loggers)
+    clash = sorted({"size", "tasks", "obs_dim", "action_dim", "batch_size"} & set(config))
+    if clash:
+        raise ValueError(
+            f"--config {', '.join(clash)}: set by pretraining itself (--size, --batch-size; the "
+            "task table and widths are the data's)."
+        )
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"--accelerator {accelerator}: no CUDA GPU here (torch {torch.__version__}"
+            f"{', a CPU-only build' if torch.version.cuda is None else ''}); use cpu or auto."
+        )
     L.seed_everything(seed, workers=True, verbose=False)
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
@@ -332,6 +376,10 @@ def pretrain(
         ckpt_path = str(checkpoints / "last.ckpt") if (checkpoints / "last.ckpt").exists() else None
     elif resume is not None and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
+    if ckpt_path is not None:  # a hostile or foreign file: one line before the Trainer starts
+        from tdmpc2_model.checkpoint import read_lightning_checkpoint
+
+        read_lightning_checkpoint(Path(ckpt_path), mmap=True)
     if progress:
         callbacks.append(UpdatesBar())
     with quiet_lightning():
@@ -347,6 +395,7 @@ def pretrain(
             logger=lightning_loggers(loggers, out),
             log_every_n_steps=log_every,
             callbacks=[
+                NonFiniteLossCheck(math.gcd(log_every, checkpoint_every)),
                 ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
                 *callbacks,
             ],  # fmt: skip

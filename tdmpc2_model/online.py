@@ -2,8 +2,9 @@
 evaluate. Used by `tdmpc2-train`, `tdmpc2-finetune` and `tdmpc2-eval`.
 
 The loop follows the paper's agents: ``seed_steps`` = max(1000, 5 x episode length) steps of
-uniform random actions, then as many updates as seed steps at once, then one update per
-environment step, with MPPI acting in training mode (planned action + noise). Finished episodes
+uniform random actions, then as many updates as seed steps at once (as soon as an episode is
+in the replay buffer: a seed phase shorter than an episode pays at its end), then one update
+per environment step, with MPPI acting in training mode (planned action + noise). Finished episodes
 go into an in-RAM replay buffer and, flushed one episode at a time, into a shard dataset
 (``OUT/buffer``), so the data outlives the run and can join a pretraining set.
 
@@ -19,7 +20,10 @@ Run directory ``OUT``::
 Resuming (``resume=True``) loads the newest checkpoint (or keeps the given agent if none was
 written yet), refills the replay buffer from ``OUT/buffer`` and continues at the number of
 environment steps stored there: episodes finished after the checkpoint are kept, updates
-made after it are redone from the checkpoint's weights.
+made after it are redone from the checkpoint's weights (``trainer_state.pt`` holds the number
+of updates made, so none owed is skipped). Resumed from a checkpoint at the buffer's last
+episode, the run continues exactly: the checkpoint also holds the random streams (torch, the
+replay sampler, the seed-phase actions) and every episode resets with seed ``seed + episode``.
 
 Finetuning a multitask model works on any task of its task table (the embedding row, action
 mask and padded widths exist). The paper's few-shot setting (pretrain on 70 of the mt80
@@ -66,6 +70,7 @@ from tdmpc2_model.evaluation import (
 )
 from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
 from tdmpc2_model.replay import ReplayBuffer
+from tdmpc2_model.update import check_losses
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
 
@@ -125,8 +130,9 @@ def train(
         raise OnlineError(f"Got eval_every={eval_every}, eval_episodes={eval_episodes}; need >= 0.")
     run = _open_run(out, spec, agent, seed, seed_steps, resume)
     seed, seed_steps = run["seed"], run["seed_steps"]
+    state = None
     if resume:
-        agent = resume_latest(out, agent)
+        agent, state = resume_latest(out, agent)
         check_task(agent, spec.name)
     cfg, length = agent.cfg, spec.episode_length
     task_id = cfg.task_id(spec.name) if cfg.multitask else 0
@@ -149,11 +155,17 @@ def train(
         tqdm.write(
             f"resuming {out} at step {step} ({episode} episodes in {BUFFER_DIR}/); {weights}"
         )
-    torch.manual_seed(seed + step)
+    # Updates still owed: the schedule's count at this step less those the weights hold
+    # (a checkpoint taken inside a seed phase shorter than an episode still owes them all).
+    made = 0 if state is None else state.get("updates", updates_due(state["step"], seed_steps))
+    owed, losses, evaluation = updates_due(step, seed_steps) - made, [], None
     random_actions = np.random.default_rng([seed, step])
+    if state is not None and state["step"] == step and "rng" in state:
+        _set_random_state(state["rng"], agent, buffer, random_actions)  # continue exactly
+    else:
+        torch.manual_seed(seed + step)
     env = make_env(spec.name, seed=seed + episode)
     planner = planner_actor(agent, spec, eval_mode=False)
-    owed, losses, evaluation = 0, [], None
     next_eval = (step // eval_every + 1) * eval_every if eval_every and eval_episodes else None
     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
     bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {spec.name}", unit="step",
@@ -164,28 +176,42 @@ def train(
             return random_actions.uniform(-1, 1, spec.action_dim).astype(np.float32)
         return planner(obs, t0)
 
+    def pay() -> None:
+        nonlocal owed, made
+        while owed and buffer.episodes:
+            info = agent.update(buffer.sample(cfg.batch_size, cfg.horizon))
+            check_losses(info, made + 1)  # stop before a checkpoint holds NaN weights
+            losses.append(info)
+            owed, made = owed - 1, made + 1
+
     def on_step() -> None:
         nonlocal step, owed
         step += 1
         bar.update()
         if step >= seed_steps:  # the seeding phase ends with one update per seed step
             owed += seed_steps if step == seed_steps else 1
-        while owed and buffer.episodes:
-            losses.append(agent.update(buffer.sample(cfg.batch_size, cfg.horizon)))
-            owed -= 1
+        pay()
+
+    def checkpoint() -> None:
+        loop = {"updates": made, "rng": _random_state(agent, buffer, random_actions)}
+        save_checkpoint(out, agent, step, training_data, keep_checkpoints, loop)
 
     start = time.perf_counter()
     try:
         with writer, MetricsLog(out, loggers) as metrics:
+            pay()  # what a resumed run owes for episodes finished after its checkpoint
             if next_eval is not None and step == 0:  # the starting point (zero-shot score)
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
             while step < steps:
-                ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, on_step=on_step)
+                # each episode resets with its own seed: a resumed run meets the same starts
+                ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, seed=seed + episode,
+                             on_step=on_step)  # fmt: skip
                 buffer.add(ep["obs"], ep["action"], ep["reward"])
                 writer.add_episode(spec.name, ep["obs"], ep["action"], ep["reward"],
                                    ep.get("success"), source=0, source_index=episode)  # fmt: skip
                 writer.flush()
                 episode += 1
+                pay()  # what the seed phase owes once the first episode is in the buffer
                 metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))
                 losses.clear()
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
@@ -193,17 +219,43 @@ def train(
                     evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
                     next_eval = (step // eval_every + 1) * eval_every
                 if step >= next_checkpoint:
-                    save_checkpoint(out, agent, step, training_data, keep_checkpoints)
+                    checkpoint()
                     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
+            checkpoint()  # before the final evaluation, whose sampling a resumed run won't redo
             if eval_episodes:
                 evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
     finally:
         bar.close()
         env.close()
     compact(out / BUFFER_DIR)
-    save_checkpoint(out, agent, step, training_data, keep_checkpoints)
     final = save_atomically(agent, out / FINAL_DIR, training_data)
     return TrainResult(agent, step, episode, out, final, evaluation)
+
+
+def updates_due(step: int, seed_steps: int) -> int:
+    """Updates the schedule has made by environment step ``step``: none during the seed
+    phase, then one per step so far (the seed steps' updates at once)."""
+    return step if step >= seed_steps else 0
+
+
+def _random_state(agent: TDMPC2, buffer: ReplayBuffer, actions: np.random.Generator) -> dict:
+    """The loop's random streams (torch's, the replay sampler's, the seed phase's actions),
+    stored with a checkpoint so that a resumed run draws what an uninterrupted one would."""
+    state = {"torch": torch.get_rng_state(), "replay": buffer.generator.get_state(),
+             "actions": json.dumps(actions.bit_generator.state)}  # fmt: skip
+    if agent.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(agent.device)
+    return state
+
+
+def _set_random_state(
+    state: dict, agent: TDMPC2, buffer: ReplayBuffer, actions: np.random.Generator
+) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    buffer.generator.set_state(state["replay"].cpu())
+    actions.bit_generator.state = json.loads(state["actions"])
+    if agent.device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), agent.device)
 
 
 def _train_row(

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image = plots.plot_losses(args.run, args.out, args.svg)
         print(f"wrote {image} and {image.with_suffix('.csv')}")
 
-    return _run("tdmpc2-plot", body)
+    return _run("tdmpc2-plot", body, args)
 
 
 if __name__ == "__main__":

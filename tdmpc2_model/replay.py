@@ -40,7 +40,7 @@ class ReplayBuffer:
         self.task, self.action_mask = task, action_mask
         self.episodes = 0  # stored (<= max_episodes)
         self.added = 0  # ever added
-        self._gen = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)  # state saved by checkpoints
 
     @property
     def num_transitions(self) -> int:
@@ -67,8 +67,8 @@ class ReplayBuffer:
             raise RuntimeError("The replay buffer is empty; finish an episode first.")
         if horizon > self.length:
             raise ValueError(f"horizon={horizon} is longer than the episodes ({self.length}).")
-        ep = torch.randint(self.episodes, (batch_size, 1), generator=self._gen)
-        t = torch.randint(self.length - horizon + 1, (batch_size, 1), generator=self._gen)
+        ep = torch.randint(self.episodes, (batch_size, 1), generator=self.generator)
+        t = torch.randint(self.length - horizon + 1, (batch_size, 1), generator=self.generator)
         t = t + torch.arange(horizon + 1)
         ep, t = ep.to(self.device), t.to(self.device)
         return Batch.of_task(

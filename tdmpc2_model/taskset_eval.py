@@ -129,6 +129,19 @@ def check_writable(out: Path) -> None:
         raise OnlineError(f"--out {out}: cannot write the results there ({exc}).") from None
 
 
+def check_file_writable(path: Path, flag: str) -> None:
+    """Fail before the evaluation if the results file ``path`` cannot be written (a probe
+    file next to it: permissions, a read-only disk, a missing or non-directory parent)."""
+    if path.is_dir():
+        raise OnlineError(f"{flag} {path}: is a directory; expected a file to write.")
+    probe = path.with_name(f".{path.name}.write-test")
+    try:
+        write_text_atomic(probe, "")
+        probe.unlink()
+    except OSError as exc:
+        raise OnlineError(f"{flag} {path}: cannot write there ({exc.strerror or exc}).") from None
+
+
 def _kept(path: Path, episodes: int, seed: int) -> dict[str, Any] | None:
     """A task's stored result if it was made with the same episodes and seed."""
     try:

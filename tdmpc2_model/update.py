@@ -11,7 +11,8 @@ wrapped model optimizer counts the update) and how a loss is backpropagated
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,6 +24,31 @@ from tdmpc2_model.world_model import WorldModel
 
 if TYPE_CHECKING:
     from tdmpc2_model.agent import TDMPC2
+
+
+#: the loss terms of an update, checked for NaN/Inf by both training loops
+LOSS_TERMS = ("consistency_loss", "reward_loss", "value_loss", "pi_loss")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loop met a NaN/Inf loss; it stops before saving the weights it made."""
+
+
+def nonfinite_loss_error(update: int, terms: list[str]) -> NonFiniteLossError:
+    """The error for update number ``update`` (1-based) whose ``terms`` are NaN/Inf."""
+    return NonFiniteLossError(
+        f"update {update}: non-finite {', '.join(terms)}; training stopped before saving "
+        "weights from it (the data or the weights hold NaN/Inf, or the learning rate is too "
+        "high)."
+    )
+
+
+def check_losses(info: Mapping[str, Any], update: int) -> None:
+    """Raise `NonFiniteLossError` when a loss term of update ``update`` is NaN/Inf (one sync:
+    the online loop reads its losses as floats anyway)."""
+    bad = [k for k in LOSS_TERMS if not math.isfinite(float(info[k]))]
+    if bad:
+        raise nonfinite_loss_error(update, bad)
 
 
 def check_batch(

@@ -254,6 +254,26 @@ def test_tasks_filter_keeps_ids_and_reruns_skip_or_complete(tmp_path, capsys):
     assert "already converted, skipped" in capsys.readouterr().out
 
 
+def test_episodes_outside_the_task_set_are_refused_or_dropped_only_when_asked(tmp_path, capsys):
+    """The tiny mt80 chunk into mt30: its 2 mw-door-open episodes are not in mt30. The
+    conversion is one line naming them and writes nothing; --drop-other-tasks converts the
+    rest and says how many were left out."""
+    src, dst = FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "ds"
+    assert cli(["convert", str(src), str(dst), "--task-set", "mt30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "mt80_chunk_tiny.pt: 2 episodes of mw-door-open (2) not in --task-set mt30" in err
+    assert "--drop-other-tasks" in err and not dst.exists()
+    assert cli(["convert", str(src), str(dst), "--task-set", "mt30", "--drop-other-tasks"]) == 0
+    assert "4 episodes" in (out := capsys.readouterr().out)
+    assert "left out 2 episodes of mw-door-open (2) (not in mt30)" in out
+    ds = open_dataset(dst)
+    assert ds.tasks == TASK_SETS["mt30"] and ds.task_counts() == {1: 2, 26: 2}
+    assert cli(["convert", str(src), str(tmp_path / "x"), "--from", "npz", "--tasks",
+                "walker-walk", "--drop-other-tasks"]) == 2  # fmt: skip
+    assert "--drop-other-tasks applies to --from legacy-pt" in capsys.readouterr().err
+
+
 def test_failed_conversion_leaves_nothing_and_a_killed_one_is_redone(tmp_path, monkeypatch):
     src, dst = FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "ds"
     calls = []

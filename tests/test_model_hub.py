@@ -4,6 +4,7 @@ to the published legacy layout and reproduce the original's outputs, the cache s
 offline, and bad inputs fail with errors that name the file or repo."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -145,6 +146,34 @@ def test_bad_inputs_fail_naming_the_path(tmp_path):
         TDMPC2.from_pretrained("no-such-task-or-alias")
     with pytest.raises(ValueError, match="revisions apply to Hub repos"):
         TDMPC2.from_pretrained(broken, revision="v1")
+
+
+def test_damaged_or_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path):
+    """64 flipped bytes in the weights fail the recorded sha256; a NaN weight in a file
+    without one (written before it was recorded) is refused naming the tensor; such an old
+    file with finite weights still loads."""
+    from safetensors.torch import load_file, save_file
+
+    root = noisy_agent("walker-walk").save_pretrained(tmp_path / "model")
+    with safe_open(root / WEIGHTS, framework="pt") as f:
+        metadata = f.metadata()
+    assert len(metadata["tensors_sha256"]) == 64
+    data = bytearray((root / WEIGHTS).read_bytes())
+    data[-200:-136] = bytes(b ^ 0xFF for b in data[-200:-136])  # inside the tensor data
+    (root / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(ModelHubError, match=r"model/model\.safetensors: .*sha256.*damaged"):
+        TDMPC2.from_pretrained(root)
+
+    old = noisy_agent("walker-walk").save_pretrained(tmp_path / "old")
+    tensors = load_file(old / WEIGHTS)
+    legacy_meta = {k: v for k, v in metadata.items() if k != "tensors_sha256"}
+    save_file(tensors, old / WEIGHTS, metadata=legacy_meta)
+    assert_identical(TDMPC2.from_pretrained(old), noisy_agent("walker-walk"))
+    name = sorted(k for k in tensors if k.endswith("weight"))[0]
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, old / WEIGHTS, metadata=legacy_meta)
+    with pytest.raises(ModelHubError, match=rf"old: tensor '{re.escape(name)}' holds 1 non-fin"):
+        TDMPC2.from_pretrained(old)
 
 
 def test_alias_names():

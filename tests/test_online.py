@@ -204,8 +204,9 @@ def test_recipe_values_are_defaults_that_flags_override(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: mw-reach\nsize: 1M\nsteps: 50\nconfig: {num_samples: 100}\n")
     out = ["--out", str(tmp_path / "o")]
-    assert train_main(["--recipe", str(recipe), "--steps", "0", *out]) == 2
-    assert "Got steps=0" in capsys.readouterr().err  # the flag beat the recipe
+    with pytest.raises(SystemExit, match="2"):  # refused by the parser, up front
+        train_main(["--recipe", str(recipe), "--steps", "0", *out])
+    assert "--steps 0: must be >= 1" in capsys.readouterr().err  # the flag beat the recipe
     assert train_main(["--recipe", str(recipe), "--config", "num_elites=999", *out]) == 2
     assert "num_elites=999; must be <= num_samples=100" in capsys.readouterr().err
     recipe.write_text("task: mw-reach\nstepz: 10\n")
@@ -232,6 +233,83 @@ def test_every_recipe_parses_with_its_command(recipe):
     assert args.out.startswith("runs/")
     if command == "pretrain":
         TDMPC2Config(size=args.size, tasks=args.data, **args.config)  # a valid model
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_resume_after_a_checkpoint_inside_a_short_seed_phase_equals_an_uninterrupted_run(
+    tmp_path,
+):
+    """Seed phase (50 steps) shorter than an episode (100): the 50 seed updates are owed at
+    the first checkpoint; a run stopped there and resumed makes them, and ends with the
+    weights of the run that was never stopped."""
+    common = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+              "--checkpoint-every", "100", "--keep-checkpoints", "0", *SMALL]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main([*common, "--steps", "200", "--out", str(whole)]) == 0
+    assert train_main([*common, "--steps", "100", "--out", str(parts)]) == 0  # then stopped
+    state = torch.load(parts / "checkpoints/step-000000100/trainer_state.pt", weights_only=True)
+    assert state["updates"] == 100  # the 50 seed updates and one per step since
+    assert train_main([*common, "--steps", "200", "--out", str(parts), "--resume"]) == 0
+    counts = [sum(r["updates"] for r in read_metrics(out) if r["kind"] == "train")
+              for out in (whole, parts)]  # fmt: skip
+    assert counts == [200, 200]
+    a, b = _weights(whole / "final"), _weights(parts / "final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_path, capsys):
+    """A NaN in the reward head: the first update's reward loss is NaN; the run stops there
+    (no checkpoint of NaN weights), and the CLI says so in one line."""
+    from tdmpc2_model.online import train
+    from tdmpc2_model.update import NonFiniteLossError
+
+    agent = TDMPC2(TDMPC2Config(size="1M", tasks=TASK, batch_size=32, num_samples=32,
+                                num_elites=4, num_pi_trajs=4, iterations=1))  # fmt: skip
+    with torch.no_grad():
+        agent.model._reward[2].weight[0, 0] = float("nan")
+    out = tmp_path / "run"
+    with pytest.raises(
+        NonFiniteLossError, match=r"^update 1: non-finite reward_loss, pi_loss; training"
+    ):
+        train(agent, TASK, out, steps=200, seed_steps=50, eval_episodes=0, progress=False)
+    assert latest_checkpoint(out) is None and not (out / "final").exists()
+    assert open_dataset(out / "buffer").num_episodes == 1  # the data is kept
+
+
+def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_path):
+    """`tdmpc2-train` killed (SIGKILL) as soon as its step-100 checkpoint appears, inside a
+    seed phase (50 steps) shorter than an episode; the rerun with --resume ends with as many
+    updates as steps, as the uninterrupted run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+            "--checkpoint-every", "100", "--steps", "300", "--out", str(out), *SMALL]  # fmt: skip
+    code = "import sys; from tdmpc2_model.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000000100").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(out).name == "step-000000100"
+    assert train_main([*argv, "--steps", "200", "--resume"]) == 0
+    state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 200 and state["updates"] == 200
 
 
 def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_path, capsys):

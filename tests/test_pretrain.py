@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,26 @@ def test_quickstart_runs_every_stage(tmp_path):
                                           "eval finetuned"]  # fmt: skip
     assert "mw-door-open: mean return" in table(rows)
     assert TDMPC2.from_pretrained(tmp_path / "qs" / "finetune" / "final").cfg.num_tasks == 4
+
+
+def test_a_nan_weight_stops_pretraining_naming_the_update_and_the_loss(dataset, tmp_path, capsys):
+    """A NaN put into the reward head of a real run's Lightning checkpoint: the resumed run
+    stops at its first update with one line naming it and the loss, and writes no checkpoint
+    or model from the NaN weights."""
+    out = tmp_path / "run"
+    assert pretrain_main(pretrain_args(dataset, out, 2)) == 0
+    last = out / "lightning" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["state_dict"]["agent.model._reward.2.weight"][0, 0] = float("nan")
+    torch.save(ckpt, last)
+    shutil.rmtree(out / "final")
+    before = sorted(p.name for p in (out / "lightning").iterdir())
+    argv = pretrain_args(dataset, out, 10, "--resume", "auto")
+    assert pretrain_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "tdmpc2-pretrain: error: update 3: non-finite reward_loss, pi_loss;"
+    ), err
+    assert "Traceback" not in "\n".join(err)
+    assert sorted(p.name for p in (out / "lightning").iterdir()) == before
+    assert global_step(out) == 2 and not (out / "final").exists()

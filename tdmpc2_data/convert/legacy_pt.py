@@ -45,14 +45,16 @@ class ChunkResult:
     input_bytes: int = 0
     seconds: float = 0.0
     skipped: bool = False
+    left_out: str = ""  # "N episodes of TASKS" outside the task set (``drop_other_tasks``)
 
     def __str__(self) -> str:
         if self.skipped:
             return f"{self.path}: already converted, skipped"
         rate = self.input_bytes / max(self.seconds, 1e-9) / 1e6
+        dropped = f"; left out {self.left_out} (not in {self.task_set})" if self.left_out else ""
         return (
             f"{self.path}: {self.episodes} episodes, {self.transitions} transitions "
-            f"({self.task_set}) in {self.seconds:.1f} s, {rate:.0f} MB/s"
+            f"({self.task_set}) in {self.seconds:.1f} s, {rate:.0f} MB/s{dropped}"
         )
 
 
@@ -63,10 +65,19 @@ def convert(
     tasks: str | Sequence[str] | None = None,
     task_set: str | None = None,
     progress: bool = False,
+    drop_other_tasks: bool = False,
 ) -> list[ChunkResult]:
     """Convert legacy chunks into the shard dataset ``dst``, one chunk at a time."""
     return [
-        convert_chunk(p, dst, tasks=tasks, task_set=task_set, progress=progress) for p in sources
+        convert_chunk(
+            p,
+            dst,
+            tasks=tasks,
+            task_set=task_set,
+            progress=progress,
+            drop_other_tasks=drop_other_tasks,
+        )  # fmt: skip
+        for p in sources
     ]
 
 
@@ -78,11 +89,14 @@ def convert_chunk(
     task_set: str | None = None,
     progress: bool = False,
     episodes_per_shard: int | None = None,
+    drop_other_tasks: bool = False,
 ) -> ChunkResult:
     """Convert one chunk into ``dst`` (created with the chunk's task set as its task table).
 
     ``task_set``: "mt80" or "mt30" (default: inferred, 101 steps x 39 dims -> mt80,
     501 x 24 -> mt30). ``tasks``: keep only these tasks (ids stay the task set's).
+    Episodes of tasks outside ``task_set`` (an mt80 chunk into mt30) are refused before
+    anything is written, or, with ``drop_other_tasks``, left out and counted in the result.
     """
     path = Path(path)
     start = time.perf_counter()
@@ -99,6 +113,13 @@ def convert_chunk(
         if unknown:
             raise ValueError(f"--tasks {sorted(unknown)} are not in task set {task_set}.")
         result = ChunkResult(str(path), task_set)
+        result.left_out = _outside_table(task[:, 0], (steps, obs.shape[2]), task_set)
+        if result.left_out and not drop_other_tasks:
+            raise ValueError(
+                f"{path}: {result.left_out} not in --task-set {task_set}; pass "
+                "--drop-other-tasks to convert without them, or a task set that holds them "
+                "(nothing was written)."
+            )
         with ShardWriter(
             dst, tasks=table, name=task_set, episodes_per_shard=episodes_per_shard
         ) as writer:
@@ -178,6 +199,22 @@ def _infer_task_set(path: Path, steps: int, width: int) -> str:
             f"{path}: episodes of {steps} steps with {width}-dim obs match neither mt80 "
             "(101 x 39) nor mt30 (501 x 24); pass --task-set."
         ) from None
+
+
+def _outside_table(first_task: np.ndarray, layout: tuple[int, int], task_set: str) -> str:
+    """ "N episodes of NAME (n), ..." for the chunk's episodes whose task id is outside
+    ``task_set``, named by the set of the chunk's ``layout`` (T+1, obs width) when it is a
+    published one; "" when there are none."""
+    ids, counts = np.unique(np.asarray(first_task), return_counts=True)
+    size = len(TASK_SETS[task_set])
+    outside = [(int(i), int(n)) for i, n in zip(ids, counts, strict=True) if not 0 <= i < size]
+    if not outside:
+        return ""
+    names = TASK_SETS.get(KNOWN_LAYOUTS.get(layout, ""), [])
+    parts = ", ".join(
+        f"{names[i] if 0 <= i < len(names) else f'task id {i}'} ({n})" for i, n in outside
+    )
+    return f"{sum(n for _, n in outside)} episodes of {parts}"
 
 
 def converted_chunks(sources: list[dict[str, Any]], table: list[str]) -> dict[tuple[str, int], set]:
