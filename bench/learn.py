@@ -36,8 +36,12 @@ def launch(task: str, episodes: int, runs: Path, core: int, eval_every: int) -> 
     log = open(runs / f"{task}.log", "w")
     cores = os.sched_getaffinity(0)
     pin = {sorted(cores)[core % len(cores)]}
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: os.sched_setaffinity(0, pin))  # fmt: skip
+
+    def start() -> None:  # one core; Ctrl-C as a user's (a background shell ignores SIGINT)
+        os.sched_setaffinity(0, pin)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=start)
 
 
 def run(runs: Path, minutes: float, eval_every: int) -> list[float]:
