@@ -349,6 +349,7 @@ def plot_losses(run: str | os.PathLike, out: str | os.PathLike, svg: bool = Fals
         ax.tick_params(labelsize=7)
         if (y > 0).all():
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(plt.NullFormatter())  # major decades only
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
