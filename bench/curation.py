@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from loader import ROW_BYTES, B, H, T, build, timed  # bench/loader.py
+from loader import ROW_BYTES, B, H, T, build, dataset_flags, timed  # bench/loader.py
 
 from tdmpc2_data import WindowSampler, open_dataset
 from tdmpc2_data.curate import select, stats
@@ -47,10 +47,7 @@ def rate(data, cache: int, seconds: float) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--transitions", type=int, default=10_000_000)
-    p.add_argument("--seconds", type=float, default=8.0)
-    default_data = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    p.add_argument("--data", default=str(default_data / "tdmpc2-toolkit" / "bench-loader-mt80"))
+    dataset_flags(p, seconds=8.0)
     p.add_argument("--views", default=",".join(VIEWS), help="comma list of the views to sample")
     args = p.parse_args()
     build(Path(args.data), args.transitions)

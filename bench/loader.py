@@ -178,12 +178,17 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def dataset_flags(p: argparse.ArgumentParser, seconds: float) -> None:
+    """The bench dataset's size and location (built once, reused), and the sampling time."""
     p.add_argument("--transitions", type=int, default=10_000_000)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=seconds)
     default_data = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     p.add_argument("--data", default=str(default_data / "tdmpc2-toolkit" / "bench-loader-mt80"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    dataset_flags(p, seconds=10.0)
     p.add_argument("--run", choices=["torchrl", "torchrl-cached", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--cache-bytes", type=int, default=4 << 30, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
@@ -119,7 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CLIError(f"--{dest.replace('_', '-')}: only for --to {fmt}")
             options[keyword] = value
     result = export(
-        args.data,
+        opened(args.data, args.select),
         args.out,
         args.to,
         tasks=args.tasks,
@@ -160,12 +161,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from tdmpc2_data.curate import format_stats, parse_selection, plot_returns, stats
-    from tdmpc2_data.reader import open_dataset
+    from tdmpc2_data.curate import format_stats, plot_returns, stats
 
-    data = open_dataset(args.dataset)
-    if args.select:
-        data = data.select(**parse_selection(args.select))
+    data = opened(args.dataset, args.select)
     result = stats(data)
     print(json.dumps(result, indent=1) if args.json else format_stats(result))
     if args.plot:
@@ -181,7 +179,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise CLIError("A B ... OUT: give one or more shard datasets, then the destination")
-    args.source_format, args.index_convention = "shards", None
+    args.source_format, args.index_convention, args.drop_other_tasks = "shards", None, False
     return cmd_convert(args)
 
 
@@ -201,6 +199,24 @@ def cmd_push(args: argparse.Namespace) -> int:
     commit = push(args.dir, args.repo_id, args.card, args.private, args.revision, args.tag)
     print(f"pushed {args.dir} to {args.repo_id} at commit {commit}")
     return 0
+
+
+def _select_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--select",
+        metavar="FILTERS",
+        help="only these episodes: tasks=..,sources=..,last_fraction_of_source=..,"
+        "min_return=..,top_fraction=.. (comma separated)",
+    )
+
+
+def opened(location: str, select: str | None) -> Any:
+    """The dataset at ``location``, or its view chosen by ``--select``."""
+    from tdmpc2_data.curate import parse_selection
+    from tdmpc2_data.reader import open_dataset
+
+    data = open_dataset(location)
+    return data.select(**parse_selection(select)) if select else data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is not empty (default: refuse)"
     )
+    _select_flag(p)
     p.add_argument("--repo-id", help="lerobot: the dataset's repo id (default tdmpc2/DATASET_NAME)")
     p.add_argument(
         "--fps",
@@ -335,12 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DIR|URL")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--plot", metavar="DIR", help="write DIR/returns.png, a histogram per task")
-    p.add_argument(
-        "--select",
-        metavar="FILTERS",
-        help="only these episodes: tasks=..,sources=..,last_fraction_of_source=..,"
-        "min_return=..,top_fraction=.. (comma separated)",
-    )
+    _select_flag(p)
 
     p = add(
         "merge",

@@ -99,6 +99,12 @@ def _push(args: argparse.Namespace, final: Path, evaluation: dict[str, Any] | No
     print(f"pushed {final} to {args.push_to_hub} (commit {commit[:12]})")
 
 
+def _steps_flag(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--steps", type=int, default=default,
+                   help="environment steps to reach, counted from the start of the run (one "
+                        "update per step after the seed phase)")  # fmt: skip
+
+
 def _online_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the online commands (train, finetune)."""
     _logger_flag(p)
@@ -367,9 +373,7 @@ def finetune_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", action=_Once, help="the task to finetune on (one)")
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    p.add_argument("--steps", type=int, default=20_000,
-                   help="environment steps to reach, counted from the start of the run (one "
-                        "update per step after the seed phase)")  # fmt: skip
+    _steps_flag(p, default=20_000)
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--seed", type=int, default=0)
     _online_flags(p)
@@ -386,9 +390,7 @@ def train_parser() -> argparse.ArgumentParser:
         "  tdmpc2-train --task mw-reach --steps 1000 --out runs/reach --resume",
     )
     p.add_argument("--task", action=_Once, help="the task to train on (one)")
-    p.add_argument("--steps", type=int, default=1_000_000,
-                   help="environment steps to reach, counted from the start of the run (one "
-                        "update per step after the seed phase)")  # fmt: skip
+    _steps_flag(p, default=1_000_000)
     p.add_argument("--size", type=_size, default="5M")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--seed", type=int, default=0)

@@ -164,6 +164,22 @@ def test_minari_export_of_some_tasks(shards, tmp_path, minari_path):
     _assert_same(_read(back), {t: written[t] for t in ("cartpole-balance", "mw-reach")})
 
 
+def test_a_selected_view_exports_only_its_episodes(shards, tmp_path, minari_path, capsys):
+    from tdmpc2_data.cli import main as data_main
+
+    root, written = shards
+    best = {t: max(eps, key=lambda ep: ep[2].sum()) for t, eps in written.items()}
+    out = tmp_path / "best"
+    argv = ["export", str(root), str(out), "--to", "minari", "--select", "top_fraction=0.3"]
+    assert data_main(argv) == 0, capsys.readouterr().err
+    back = tmp_path / "back"
+    convert(sorted((out / "tdmpc2").glob("*/shards-v0")), back, "minari")
+    _assert_same(_read(back), {t: [ep] for t, ep in best.items()})  # 1 of 3 per task
+    view = open_dataset(root).select(tasks="walker-walk", top_fraction=0.3)
+    result = export(view, tmp_path / "one", "minari", tasks="walker-walk")
+    assert result.episodes == 1 and result.tasks == ["walker-walk"]
+
+
 # ---------------------------------------------------------------- OUT handling (any format)
 def test_out_refused_when_not_empty_and_replaced_with_overwrite(shards, tmp_path, capsys):
     root, written = shards

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from tdmpc2_data.atomic import write_dir_atomic
 from tdmpc2_data.convert.episodes import Episode
 from tdmpc2_data.convert.from_shards import read_episodes
+from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, open_dataset
 from tdmpc2_data.tasks import resolve_tasks
 
@@ -153,7 +154,7 @@ class ExportResult:
 
 
 def export(
-    data: str | os.PathLike | Dataset,
+    data: str | os.PathLike | Dataset | DatasetView,
     out: str | os.PathLike,
     to: str,
     *,
@@ -165,13 +166,18 @@ def export(
 ) -> ExportResult:
     """Write the selected episodes of the shard dataset ``data`` to ``out`` in format ``to``.
 
-    ``tasks`` / ``episodes``: see `select_episodes`. ``overwrite``: replace a non-empty
+    ``data`` may be a view (``ds.select(...)``): only its episodes are exported (further
+    narrowed by ``tasks`` / ``episodes``, see `select_episodes`). ``overwrite``: replace a non-empty
     ``out``. ``options`` go to the format's ``write`` (e.g. ``repo_id``, ``fps`` for LeRobot,
     ``name`` for Minari).
     """
     if to not in EXPORTERS:
         raise ValueError(f"--to {to!r}: no exporter for it (available: {', '.join(EXPORTERS)}).")
-    ds = data if isinstance(data, Dataset) else open_dataset(data)
+    if isinstance(data, DatasetView):
+        ds, picked = data.dataset, set(data.rows())
+        episodes = picked if episodes is None else [e for e in episodes if tuple(e) in picked]
+    else:
+        ds = data if isinstance(data, Dataset) else open_dataset(data)
     out = Path(out).resolve()
     _check_out(ds, out, overwrite)
     selection = select_episodes(ds, tasks, episodes)
