@@ -16,7 +16,7 @@ import torch
 
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.hub import SCALE_KEY
+from tdmpc2_model.hub import SCALE_KEY, run_overrides
 from tdmpc2_model.legacy import load_weights_only
 
 CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
@@ -83,7 +83,8 @@ def resume_latest(out: Path, agent: TDMPC2) -> tuple[TDMPC2, dict[str, Any] | No
     path = latest_checkpoint(out)
     if path is None:
         return agent, None
-    loaded = TDMPC2.from_pretrained(path).to(agent.device)
+    # the checkpoint holds the model's defaults; this run's overrides apply again
+    loaded = TDMPC2.from_pretrained(path, **run_overrides(agent)).to(agent.device)
     state = load_weights_only(
         path / STATE_FILE, "an online trainer state", map_location=agent.device
     )

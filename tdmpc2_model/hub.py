@@ -286,9 +286,25 @@ def _apply_overrides(cfg: TDMPC2Config, overrides: dict[str, Any], source: str) 
     return TDMPC2Config.from_dict({**cfg.to_dict(), **overrides})
 
 
-def _build(cls: type[HubMixin], cfg: TDMPC2Config, tensors: dict, source: str) -> HubMixin:
+def run_overrides(agent: HubMixin) -> dict[str, Any]:
+    """The settings this run changed from the loaded checkpoint's (``from_pretrained``
+    overrides such as ``num_samples``); {} for a model made here or loaded as saved."""
+    defaults = getattr(agent, "model_defaults", None)
+    if defaults is None:
+        return {}
+    saved, now = defaults.to_dict(), agent.cfg.to_dict()
+    return {k: v for k, v in now.items() if saved.get(k) != v}
+
+
+def _build(
+    cls: type[HubMixin], cfg: TDMPC2Config, tensors: dict, source: str, overrides: dict[str, Any]
+) -> HubMixin:
+    """The agent of ``cfg`` with ``overrides`` applied for this run; the checkpoint's own
+    ``cfg`` stays its ``model_defaults``, what `save_pretrained` writes (a finetuning run's
+    planner settings are the run's, not the finetuned model's)."""
     check_finite(tensors, source)
-    agent = cls(cfg)
+    agent = cls(_apply_overrides(cfg, overrides, source))
+    agent.model_defaults = cfg if overrides else None
     scale = tensors.pop(SCALE_KEY, None)
     try:
         agent.model.load_state_dict(tensors)
@@ -314,7 +330,7 @@ def _load_local(
     if path.is_dir():
         cfg, tensors, provenance = load_pretrained_dir(path)
         _check_tasks(cfg, task, source)
-        agent = _build(cls, _apply_overrides(cfg, overrides, source), tensors, source)
+        agent = _build(cls, cfg, tensors, source, overrides)
         agent.hub_provenance = provenance
         return agent
     if path.suffix == ".safetensors" or path.name == CONFIG:
@@ -324,11 +340,11 @@ def _load_local(
 
         cfg, tensors, training = read_lightning_checkpoint(path)
         _check_tasks(cfg, task, source)
-        agent = _build(cls, _apply_overrides(cfg, overrides, source), tensors, source)
+        agent = _build(cls, cfg, tensors, source, overrides)
         agent.hub_provenance = {"source": source, "training_data": training}
         return agent
     cfg, state = load_legacy(path, task)
-    return _build(cls, _apply_overrides(cfg, overrides, source), state, source)
+    return _build(cls, cfg, state, source, overrides)
 
 
 # -------------------------------------------------------------------------- aliases
@@ -458,11 +474,16 @@ class HubMixin:
         provenance = dict(getattr(self, "hub_provenance", None) or {})
         if training_data is not None:
             provenance["training_data"] = training_data
+        defaults = getattr(self, "model_defaults", None) or self.cfg
+        provenance.pop("run_settings", None)  # a loaded model's, not this run's
+        run_settings = run_overrides(self)
+        if run_settings:  # recorded as what the run used, not as the model's defaults
+            provenance["run_settings"] = run_settings
         tensors, aliases = _dedupe(_state(self))
         metadata = {"format_version": str(FORMAT_VERSION), "aliases": json.dumps(aliases),
                     SHA256_KEY: tensors_sha256(tensors)}  # fmt: skip
         config = {"format_version": FORMAT_VERSION, "library_name": "tdmpc2-toolkit",
-                  **self.cfg.to_dict(), "provenance": provenance}  # fmt: skip
+                  **defaults.to_dict(), "provenance": provenance}  # fmt: skip
         write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
         write_atomic(root / CONFIG,
                       lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))  # fmt: skip

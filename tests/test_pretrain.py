@@ -21,6 +21,7 @@ from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import collect
 from tdmpc2_data.loader import WindowSampler
 from tdmpc2_model import TDMPC2, TDMPC2Config
+from tdmpc2_model.checkpoint import latest_checkpoint
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main
 from tdmpc2_model.lightning import TDMPC2Module
 
@@ -201,6 +202,18 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
     assert agent.cfg.task_names == TABLE  # the table is kept
     ds = open_dataset(out / "buffer")
     assert ds.tasks == TABLE and ds.task_counts() == {2: 2}  # rollouts in the model's table
+    # the run's planner settings (SMALL) are recorded, not saved as the model's defaults
+    base = TDMPC2.from_pretrained(pretrained / "final")
+    assert (agent.cfg.num_samples, agent.cfg.batch_size) == (base.cfg.num_samples, 32) != (32, 32)
+    saved = json.loads((out / "final" / "config.json").read_text())
+    assert saved["provenance"]["run_settings"] == {"num_samples": 32, "num_elites": 4,
+                                                   "num_pi_trajs": 4, "iterations": 1}  # fmt: skip
+    argv_resume = [*argv[: argv.index("--steps") + 1], "250", *argv[argv.index("--steps") + 2 :],
+                   "--resume"]  # fmt: skip
+    assert finetune_main(argv_resume) == 0  # the resumed run uses its own settings again
+    step = json.loads((latest_checkpoint(out) / "config.json").read_text())
+    assert step["num_samples"] == base.cfg.num_samples
+    assert step["provenance"]["run_settings"]["num_samples"] == 32
     argv[1], argv[argv.index("--out") + 1] = "walker-walk", str(tmp_path / "x")
     assert finetune_main(argv) == 2
     assert "not in this model's task table" in capsys.readouterr().err
