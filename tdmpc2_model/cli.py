@@ -35,7 +35,9 @@ class _Once(argparse.Action):
     to evaluate b alone), pointing at the flag that takes several."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
-        if getattr(namespace, self.dest, None) is not None:
+        if getattr(namespace, self.dest, None) != parser.get_default(
+            self.dest
+        ):  # a recipe's is not
             several = " (for several, use --tasks a,b)" if self.dest == "task" else ""
             parser.error(f"{option_string} given twice{several}")
         setattr(namespace, self.dest, values)
@@ -49,6 +51,9 @@ def _parser(prog: str, description: str, examples: str) -> argparse.ArgumentPars
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_version_flag(p)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved settings (recipe + flags), versions and command "
+                        "line as recorded in OUT/run_config.json, and exit")  # fmt: skip
     p.add_argument(
         "--recipe",
         help="YAML recipe: a file or a packaged recipe's name (e.g. quickstart, "
@@ -234,6 +239,12 @@ def _parse(
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     _check_minimums(parser, args)
+    from tdmpc2_model.run_record import command_record, print_record
+
+    args.record = command_record(parser.prog, argv, vars(args))
+    if args.print_config:
+        print_record(args.record)
+        parser.exit(0)
     return args
 
 
@@ -460,6 +471,7 @@ def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
         resume=args.resume,
         training_data=training_data,
         loggers=args.logger,
+        record=args.record,
     )
     print(f"{result.steps} steps, {result.episodes} episodes; model in {result.final}")
     if result.evaluation is not None:
@@ -502,6 +514,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
             eval_episodes=args.eval_episodes,
             select=args.select,
             loggers=args.logger,
+            record=args.record,
         )
         if final is not None:  # rank 0
             print(f"model in {final}")

@@ -307,6 +307,7 @@ def pretrain(
     eval_episodes: int = 10,
     loggers: str | Sequence[str] = "csv",
     select: str | dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Path | None:
     """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
     ``mt30``); the model's task table and widths are the data's. ``config``: further
@@ -317,11 +318,13 @@ def pretrain(
     ``eval_episodes`` each (`TaskSetEvaluation`). ``loggers``: "csv" and/or "tensorboard"
     (``loggers.py``). ``select``: train on a view of each dataset
     (``tdmpc2_data.curate.select`` filters, as a dict or ``"tasks=mt30,top_fraction=0.5"``),
-    recorded in the run's hyperparameters (``selection``). Returns ``OUT/final`` on rank 0 (which
+    recorded in the run's hyperparameters (``selection``). ``record``: the command's entry for
+    ``OUT/run_config.json`` (``run_record.py``). Returns ``OUT/final`` on rank 0 (which
     writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
     from tdmpc2_model.checkpoint import save_atomically
     from tdmpc2_model.loggers import lightning_loggers, parse_loggers
+    from tdmpc2_model.run_record import append_record
 
     if precision not in PRECISIONS:
         raise ValueError(
@@ -404,6 +407,8 @@ def pretrain(
             use_distributed_sampler=False,  # the sampler splits shards by rank itself
             num_sanity_val_steps=0,
         )
+        if trainer.is_global_zero:
+            append_record(out, record, device=f"{trainer.num_devices} {_device_kind(trainer)}")
         if progress and trainer.is_global_zero:
             print(f"pretraining a {cfg.size} model ({module.agent.model.total_params:,} params) "
                   f"on {len(cfg.task_names)} tasks for {max_steps} updates of {batch_size} "

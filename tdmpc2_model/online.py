@@ -70,6 +70,7 @@ from tdmpc2_model.evaluation import (
 )
 from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
 from tdmpc2_model.replay import ReplayBuffer
+from tdmpc2_model.run_record import append_record
 from tdmpc2_model.update import check_losses
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
@@ -109,6 +110,7 @@ def train(
     training_data: str | None = None,
     progress: bool = True,
     loggers: str | Sequence[str] = "csv",
+    record: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
     docstring for the loop, the run directory ``out`` and resuming).
@@ -117,7 +119,8 @@ def train(
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
     ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
-    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). Returns the trained agent (eval mode) and where its files are.
+    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). ``record``: the
+    command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
     out, loggers = Path(out), parse_loggers(loggers)
@@ -130,6 +133,7 @@ def train(
         raise OnlineError(f"Got eval_every={eval_every}, eval_episodes={eval_episodes}; need >= 0.")
     run = _open_run(out, spec, agent, seed, seed_steps, resume)
     seed, seed_steps = run["seed"], run["seed_steps"]
+    append_record(out, record, device=str(agent.device), seed=seed, seed_steps=seed_steps)
     state = None
     if resume:
         agent, state = resume_latest(out, agent)

@@ -45,6 +45,11 @@ def test_the_run_logs_to_tensorboard_and_plots(run, tmp_path):
 
     from tdmpc2_model.plot_cli import main as plot_main
 
+    first = json.loads((run / "run_config.json").read_text())["runs"][0]
+    assert first["command"] == "tdmpc2-train" and first["settings"]["task"] == TASK
+    assert first["settings"]["config"]["num_samples"] == 32 and "--logger" in first["argv"]
+    assert first["device"] == "cpu" and first["seed_steps"] == 100 and first["torch_threads"] >= 1
+    assert first["versions"]["torch"] == torch.__version__
     rows = read_metrics(run)
     board = tensorboard_scalars(run / "logs")
     train = [r for r in rows if r["kind"] == "train"]
@@ -152,6 +157,20 @@ def test_a_single_task_flag_given_twice_is_refused(main, capsys):
               "--task", "mw-reach", "--task", "mw-push"])  # fmt: skip
     assert exc.value.code == 2
     assert "--task given twice (for several, use --tasks a,b)" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_resolved_settings_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "never"
+    argv = ["--recipe", "train-walker-walk", "--task", TASK, "--out", str(out), "--print-config", *SMALL]
+    with pytest.raises(SystemExit) as exc:
+        train_main(argv)
+    assert exc.value.code == 0 and not out.exists()
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["command"] == "tdmpc2-train" and shown["argv"] == argv
+    assert shown["settings"]["out"] == str(out) and shown["settings"]["config"]["iterations"] == 1
+    assert shown["settings"]["seed"] == 0 and shown["versions"]["mujoco"]
 
 
 def test_task_checks_name_the_problem():

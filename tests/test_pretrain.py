@@ -119,6 +119,9 @@ def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrain
     for noise in ("Epoch", "v_num", "Tip:", "LeafSpec", "exists and is not empty", "GPU available",
                   "Trainable params"):  # fmt: skip
         assert noise not in said, noise
+    runs = json.loads((run / "run_config.json").read_text())["runs"]
+    assert runs[-1]["command"] == "tdmpc2-pretrain" and "--resume" in runs[-1]["argv"]
+    assert runs[-1]["device"] == "1 cpu" and runs[-1]["settings"]["max_steps"] == steps
     assert f"pushed {run / 'final'} to {repo}" in said  # and it is that model:
     assert TDMPC2.from_pretrained(repo).cfg.task_names == TABLE
 
