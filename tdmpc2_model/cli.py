@@ -91,15 +91,15 @@ def _check_repo_id(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace, final: Path, evaluation: dict[str, Any] | None) -> None:
-    """Upload the run's final model with the run's settings (and evaluation) in its card."""
-    from tdmpc2_data.versions import package_versions
+    """Upload the run's final model with the run's settings (its run record: resolved flags,
+    versions) and final evaluation in its card."""
     from tdmpc2_model.agent import TDMPC2
 
     agent = TDMPC2.from_pretrained(final)
-    settings = {k: v for k, v in vars(args).items() if k != "push_to_hub" and v is not None}
-    settings = json.loads(json.dumps(settings, default=str))  # paths as text
+    settings = {k: v for k, v in args.record["settings"].items()
+                if k != "push_to_hub" and v is not None}  # fmt: skip
     agent.hub_provenance = {**(agent.hub_provenance or {}), "run": settings,
-                            "versions": package_versions(), "evaluation": evaluation}  # fmt: skip
+                            "versions": args.record["versions"], "evaluation": evaluation}  # fmt: skip
     commit = agent.push_to_hub(args.push_to_hub)
     print(f"pushed {final} to {args.push_to_hub} (commit {commit[:12]})")
 

@@ -310,3 +310,38 @@ def test_a_nan_weight_stops_pretraining_naming_the_update_and_the_loss(dataset, 
     assert "Traceback" not in "\n".join(err)
     assert sorted(p.name for p in (out / "lightning").iterdir()) == before
     assert global_step(out) == 2 and not (out / "final").exists()
+
+
+def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_path):
+    """`tdmpc2-pretrain` killed (SIGKILL) once its first Lightning checkpoint exists: the
+    rerun with --resume continues from it to --max-steps, keeps the logs of both parts, and
+    writes the final model; a killed run never leaves a half checkpoint to resume from."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = pretrain_args(dataset, out, 30, "--checkpoint-every", "10")
+    code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (out / "lightning" / "last.ckpt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+    time.sleep(0.5)  # somewhere in the next updates
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists()
+    killed_at = global_step(out)
+    assert 10 <= killed_at < 30
+    assert pretrain_main(pretrain_args(dataset, out, 30, "--checkpoint-every", "10",
+                                       "--resume")) == 0  # fmt: skip
+    assert global_step(out) == 30
+    assert TDMPC2.from_pretrained(out / "final").cfg.task_names == TABLE
+    logged = sorted({int(r["step"]) for log in (out / "logs").glob("version_*/metrics.csv")
+                     for r in csv.DictReader(open(log)) if r.get("train/total_loss")})  # fmt: skip
+    assert logged[-1] >= 25 and any(s <= killed_at for s in logged)
+    runs = json.loads((out / "run_config.json").read_text())["runs"]
+    assert [("--resume" in r["argv"]) for r in runs] == [False, True]
