@@ -163,7 +163,16 @@ def test_print_config_shows_the_resolved_settings_and_runs_nothing(tmp_path, cap
     import yaml
 
     out = tmp_path / "never"
-    argv = ["--recipe", "train-walker-walk", "--task", TASK, "--out", str(out), "--print-config", *SMALL]
+    argv = [
+        "--recipe",
+        "train-walker-walk",
+        "--task",
+        TASK,
+        "--out",
+        str(out),
+        "--print-config",
+        *SMALL,
+    ]
     with pytest.raises(SystemExit) as exc:
         train_main(argv)
     assert exc.value.code == 0 and not out.exists()
@@ -305,26 +314,12 @@ def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_pat
     """`tdmpc2-train` killed (SIGKILL) as soon as its step-100 checkpoint appears, inside a
     seed phase (50 steps) shorter than an episode; the rerun with --resume ends with as many
     updates as steps, as the uninterrupted run does."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from killing import kill_when
 
     out = tmp_path / "run"
     argv = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
             "--checkpoint-every", "100", "--steps", "300", "--out", str(out), *SMALL]  # fmt: skip
-    code = "import sys; from tdmpc2_model.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoints" / "step-000000100").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("train_main", argv, out / "checkpoints" / "step-000000100")
     assert latest_checkpoint(out).name == "step-000000100"
     assert train_main([*argv, "--steps", "200", "--resume"]) == 0
     state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)

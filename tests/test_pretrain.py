@@ -316,23 +316,11 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
     """`tdmpc2-pretrain` killed (SIGKILL) once its first Lightning checkpoint exists: the
     rerun with --resume continues from it to --max-steps, keeps the logs of both parts, and
     writes the final model; a killed run never leaves a half checkpoint to resume from."""
-    import signal
-    import time
+    from killing import kill_when
 
     out = tmp_path / "run"
     argv = pretrain_args(dataset, out, 30, "--checkpoint-every", "10")
-    code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (out / "lightning" / "last.ckpt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.02)
-    time.sleep(0.5)  # somewhere in the next updates
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when("pretrain_main", argv, out / "lightning" / "last.ckpt", after_s=0.5)
     assert not (out / "final").exists()
     killed_at = global_step(out)
     assert 10 <= killed_at < 30
