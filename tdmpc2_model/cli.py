@@ -569,12 +569,14 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
         from tdmpc2_data.atomic import write_text_atomic
         from tdmpc2_model.evaluation import evaluate
-        from tdmpc2_model.taskset_eval import check_file_writable
+        from tdmpc2_model.taskset_eval import check_dir_writable, check_file_writable
 
         if args.tasks is not None:
             return _eval_tasks(args)
         if args.json:  # before the download and the evaluation, not after them
             check_file_writable(Path(args.json), "--json")
+        if args.video:
+            check_dir_writable(Path(args.video), "--video", "videos")
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)

@@ -381,8 +381,10 @@ def pretrain(
         raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
     if ckpt_path is not None:  # a hostile or foreign file: one line before the Trainer starts
         from tdmpc2_model.checkpoint import read_lightning_checkpoint
+        from tdmpc2_model.hub import check_finite
 
-        read_lightning_checkpoint(Path(ckpt_path), mmap=True)
+        _, tensors, _ = read_lightning_checkpoint(Path(ckpt_path), mmap=True)
+        check_finite(tensors, ckpt_path)  # a NaN weight: refused here, not at the first update
     if progress:
         callbacks.append(UpdatesBar())
     with quiet_lightning():

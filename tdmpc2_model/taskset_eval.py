@@ -118,15 +118,22 @@ def _worker_task(task: str, episodes: int, seed: int) -> dict[str, Any]:
     return _score_task(_WORKER_AGENT, task, episodes, seed)
 
 
-def check_writable(out: Path) -> None:
-    """Fail before hours of evaluation if ``out`` cannot hold the results."""
+def check_dir_writable(path: Path, flag: str, what: str = "the results") -> None:
+    """Fail before hours of evaluation if the directory ``path`` (made if missing) cannot
+    hold ``what``."""
     try:
-        (out / "tasks").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
         write_text_atomic(probe, "")
         probe.unlink()
     except OSError as exc:
-        raise OnlineError(f"--out {out}: cannot write the results there ({exc}).") from None
+        raise OnlineError(f"{flag} {path}: cannot write {what} there ({exc}).") from None
+
+
+def check_writable(out: Path) -> None:
+    """``check_dir_writable`` for a task-set evaluation's ``--out`` (and its tasks/ folder)."""
+    check_dir_writable(out, "--out")
+    (out / "tasks").mkdir(exist_ok=True)
 
 
 def check_file_writable(path: Path, flag: str) -> None:

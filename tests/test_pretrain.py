@@ -333,3 +333,17 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
     assert logged[-1] >= 25 and any(s <= killed_at for s in logged)
     runs = json.loads((out / "run_config.json").read_text())["runs"]
     assert [("--resume" in r["argv"]) for r in runs] == [False, True]
+
+
+def test_resume_from_a_checkpoint_with_nan_weights_is_refused_up_front(pretrained, dataset,
+                                                                       tmp_path, capsys):  # fmt: skip
+    ckpt = torch.load(pretrained / "lightning" / "last.ckpt", weights_only=False)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("_reward.0.weight"))
+    ckpt["state_dict"][name][0, 0] = float("nan")
+    bad = tmp_path / "nan.ckpt"
+    torch.save(ckpt, bad)
+    out = tmp_path / "run"
+    assert pretrain_main(pretrain_args(dataset, out, 40, "--resume", str(bad))) == 2
+    said = capsys.readouterr().err
+    assert f"{bad}: tensor" in said and "holds 1 non-finite value(s)" in said
+    assert "Traceback" not in said and not (out / "lightning").exists()
