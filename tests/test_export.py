@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_content import real_width_episodes, write_random
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.cli import main
@@ -21,48 +22,8 @@ from tdmpc2_data.convert import convert
 from tdmpc2_data.export import export, select_episodes
 from tdmpc2_data.format import verify_dataset
 from tdmpc2_data.tasks import get_task
-from tdmpc2_data.writer import ShardWriter
 
 TASKS = ["cartpole-balance", "walker-walk", "mw-reach"]  # obs 5/24/39, action 1/6/4
-
-
-def _write(root: Path, tasks=TASKS, episodes: int = 3, length: int = 12, seed: int = 0):
-    """A shard dataset of random episodes with success flags, several shards per task;
-    returns {task: [(obs, action, reward, success)]} in writing order at real widths."""
-    rng = np.random.default_rng(seed)
-    written = {t: [] for t in tasks}
-    with ShardWriter(root, tasks=tasks, episodes_per_shard=2) as w:
-        for task in tasks:
-            spec = get_task(task)
-            for _ in range(episodes):
-                ep = (
-                    rng.normal(size=(length + 1, spec.obs_dim)).astype(np.float32),
-                    rng.uniform(-1, 1, (length, spec.action_dim)).astype(np.float32),
-                    rng.normal(size=length).astype(np.float32),
-                    rng.uniform(size=length) > 0.5,
-                )
-                w.add_episode(task, *ep)
-                written[task].append(ep)
-    return written
-
-
-def _read(root: Path) -> dict[str, list[tuple]]:
-    """{task: [(obs, action, reward, success)]} of a shard dataset at the tasks' real widths
-    (the padding checked to be zero)."""
-    ds = open_dataset(root)
-    out: dict[str, list[tuple]] = {}
-    for i in range(len(ds.shards)):
-        fields = ("obs", "action", "reward", "task", "success")
-        data = ds.read_shard(i, fields if ds.has_field(i, "success") else fields[:-1])
-        for e, tid in enumerate(data["task"]):
-            info = ds.task_info[int(tid)]
-            d, a = info["obs_dim"], info["action_dim"]
-            assert not data["obs"][e][:, d:].any() and not data["action"][e][:, a:].any()
-            success = data["success"][e] if "success" in data else None
-            out.setdefault(info["name"], []).append(
-                (data["obs"][e][:, :d], data["action"][e][:, :a], data["reward"][e], success)
-            )
-    return out
 
 
 def _assert_same(got: dict[str, list[tuple]], expected: dict[str, list[tuple]], success=True):
@@ -80,7 +41,9 @@ def _assert_same(got: dict[str, list[tuple]], expected: dict[str, list[tuple]], 
 
 @pytest.fixture
 def shards(tmp_path):
-    return tmp_path / "shards", _write(tmp_path / "shards")
+    return tmp_path / "shards", write_random(
+        tmp_path / "shards", TASKS, 3, length=12, episodes_per_shard=2
+    )
 
 
 # ---------------------------------------------------------------- selection
@@ -142,10 +105,10 @@ def test_minari_round_trip(shards, tmp_path, minari_path, monkeypatch):
     back = tmp_path / "back"
     ids = [f"tdmpc2/{t}/demo-v0" for t in TASKS]
     convert(ids, back, "minari")
-    _assert_same(_read(back), written)
+    _assert_same(real_width_episodes(back), written)
     assert open_dataset(back).tasks == TASKS
     convert([out / "tdmpc2" / "walker-walk" / "demo-v0"], tmp_path / "by-path", "minari")
-    _assert_same(_read(tmp_path / "by-path"), {"walker-walk": written["walker-walk"]})
+    _assert_same(real_width_episodes(tmp_path / "by-path"), {"walker-walk": written["walker-walk"]})
     assert verify_dataset(back).ok
 
 
@@ -161,7 +124,9 @@ def test_minari_export_of_some_tasks(shards, tmp_path, minari_path):
     convert(
         [out / "tdmpc2" / t / "shards-v0" for t in ("cartpole-balance", "mw-reach")], back, "minari"
     )
-    _assert_same(_read(back), {t: written[t] for t in ("cartpole-balance", "mw-reach")})
+    _assert_same(
+        real_width_episodes(back), {t: written[t] for t in ("cartpole-balance", "mw-reach")}
+    )
 
 
 def test_a_selected_view_exports_only_its_episodes(shards, tmp_path, minari_path, capsys):
@@ -174,7 +139,7 @@ def test_a_selected_view_exports_only_its_episodes(shards, tmp_path, minari_path
     assert data_main(argv) == 0, capsys.readouterr().err
     back = tmp_path / "back"
     convert(sorted((out / "tdmpc2").glob("*/shards-v0")), back, "minari")
-    _assert_same(_read(back), {t: [ep] for t, ep in best.items()})  # 1 of 3 per task
+    _assert_same(real_width_episodes(back), {t: [ep] for t, ep in best.items()})  # 1 of 3 per task
     view = open_dataset(root).select(tasks="walker-walk", top_fraction=0.3)
     result = export(view, tmp_path / "one", "minari", tasks="walker-walk")
     assert result.episodes == 1 and result.tasks == ["walker-walk"]
@@ -203,7 +168,7 @@ def test_out_refused_when_not_empty_and_replaced_with_overwrite(shards, tmp_path
     assert main(["export", str(root), str(tmp_path / "empty"), "--to", "minari"]) == 0
     assert main(["export", str(root), str(tmp_path), "--to", "minari", "--overwrite"]) == 2
     assert "is (or holds) the dataset being exported" in capsys.readouterr().err
-    assert _read(root).keys() == written.keys()
+    assert real_width_episodes(root).keys() == written.keys()
 
 
 def test_a_failure_midway_leaves_out_as_it_was(shards, tmp_path, capsys):
@@ -296,14 +261,14 @@ def test_lerobot_round_trip_multitask(shards, tmp_path, capsys):
     # Back into shards: the same episodes, tasks and widths.
     back = tmp_path / "back"
     assert main(["convert", str(out), str(back), "--from", "lerobot"]) == 0
-    _assert_same(_read(back), written)
+    _assert_same(real_width_episodes(back), written)
     ds = open_dataset(back)
     assert ds.tasks == TASKS and (ds.obs_dim, ds.action_dim) == (39, 6)
     assert verify_dataset(back).ok
     # --tasks keeps a subset; a rerun skips what was converted.
     sub = tmp_path / "sub"
     convert([out], sub, "lerobot", tasks="walker-walk")
-    _assert_same(_read(sub), {"walker-walk": written["walker-walk"]})
+    _assert_same(real_width_episodes(sub), {"walker-walk": written["walker-walk"]})
     assert all(r.skipped for r in convert([out], sub, "lerobot", tasks="walker-walk"))
 
 
@@ -323,7 +288,7 @@ def test_lerobot_export_of_one_task_is_unpadded_and_selects_episodes(shards, tmp
     assert lr.fps == 50 and float(lr[1]["timestamp"]) == pytest.approx(1 / 50)
     back = tmp_path / "back"
     convert([out], back, "lerobot")
-    _assert_same(_read(back), {"cartpole-balance": written["cartpole-balance"][1:]})
+    _assert_same(real_width_episodes(back), {"cartpole-balance": written["cartpole-balance"][1:]})
 
 
 def _record(root: Path, task: str, obs_dim: int, action_dim: int, seed: int) -> list[tuple]:
@@ -372,7 +337,7 @@ def test_lerobot_dataset_recorded_elsewhere_converts_with_tasks(tmp_path, capsys
         main(["convert", str(src), str(out), "--from", "lerobot", "--tasks", "pendulum-swingup"])
         == 0
     )
-    _assert_same(_read(out), {"pendulum-swingup": episodes}, success=False)
+    _assert_same(real_width_episodes(out), {"pendulum-swingup": episodes}, success=False)
     assert main(["convert", str(tmp_path), str(tmp_path / "x"), "--from", "lerobot"]) == 2
     assert "not a LeRobotDataset directory (no meta/info.json)" in capsys.readouterr().err
 

@@ -2,62 +2,20 @@
 
 import numpy as np
 import pytest
+from dataset_content import real_width_episodes, write_random
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.cli import main
 from tdmpc2_data.format import verify_dataset
 from tdmpc2_data.schema import DatasetError
-from tdmpc2_data.tasks import TASK_SETS, get_task
-from tdmpc2_data.writer import ShardWriter
-
-
-def _write(root, tasks, episodes, seed, success=False, length=20):
-    """A dataset of random episodes; returns {task: [(obs, action, reward, success)]}."""
-    rng = np.random.default_rng(seed)
-    written = {t: [] for t in tasks}
-    with ShardWriter(root, tasks=tasks) as w:
-        for task in tasks:
-            spec = get_task(task)
-            for _ in range(episodes):
-                ep = (
-                    rng.normal(size=(length + 1, spec.obs_dim)).astype(np.float32),
-                    rng.uniform(-1, 1, (length, spec.action_dim)).astype(np.float32),
-                    rng.uniform(0, 1, length).astype(np.float32),
-                    rng.uniform(size=length) > 0.5 if success else None,
-                )
-                w.add_episode(task, *ep)
-                written[task].append(ep)
-    return written
-
-
-def _episodes_of(root):
-    """{task: [(obs, action, reward, success)]} read back at the tasks' real widths."""
-    ds = open_dataset(root)
-    out = {}
-    for name in ds.tasks:
-        spec = get_task(name)
-        for shard, run in ds.task_episodes(name):
-            fields = ("obs", "action", "reward") + (
-                ("success",) if ds.has_field(shard, "success") else ()
-            )
-            data = ds.read_shard(shard, fields, slice(run.start, run.stop))
-            for e in range(len(run)):
-                out.setdefault(name, []).append(
-                    (
-                        data["obs"][e, :, : spec.obs_dim],
-                        data["action"][e, :, : spec.action_dim],
-                        data["reward"][e],
-                        data["success"][e] if "success" in data else None,
-                    )
-                )
-    return out
+from tdmpc2_data.tasks import TASK_SETS
 
 
 @pytest.fixture
 def two_datasets(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    written = _write(a, ["cartpole-balance", "walker-walk"], 3, seed=0)
-    more = _write(b, ["mw-reach", "walker-walk"], 2, seed=1, success=True)
+    written = write_random(a, ["cartpole-balance", "walker-walk"], 3, seed=0, success=False)
+    more = write_random(b, ["mw-reach", "walker-walk"], 2, seed=1)
     return a, b, written, more
 
 
@@ -69,7 +27,7 @@ def test_merge_keeps_every_episode_exactly(two_datasets, tmp_path, capsys):
     assert ds.tasks == ["cartpole-balance", "walker-walk", "mw-reach"]  # order first met
     assert ds.obs_dim == 39 and ds.action_dim == 6  # padded to the widest of the union
     assert verify_dataset(out).ok
-    got = _episodes_of(out)
+    got = real_width_episodes(out)
     expected = {t: list(eps) for t, eps in written.items()}
     for task, eps in more.items():
         expected.setdefault(task, []).extend(eps)
