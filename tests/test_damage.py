@@ -147,8 +147,11 @@ CASES = [
      ["convert", str(FIXTURES / "mt80_chunk_tiny.pt"), "{tmp}/ds", "--task-set", "mt30"],
      "2 episodes of mw-door-open (2) not in --task-set mt30", SUB),
     # training that meets a NaN
-    ("pretrain-nan-weight", "tdmpc2-pretrain", [*_pretrain("--resume", "auto"), "--out",
-     "{nan_run}", "--max-steps", "6"], "update 5: non-finite reward_loss", ""),
+    ("pretrain-resume-nan-weight", "tdmpc2-pretrain", [*_pretrain("--resume", "auto"), "--out",
+     "{nan_run}", "--max-steps", "6"],
+     "last.ckpt: tensor '_reward.2.weight' holds 1 non-finite value(s)", ""),
+    ("pretrain-diverging-lr", "tdmpc2-pretrain", _pretrain("--config", "lr=1.0e+38"),
+     "update 1: non-finite pi_loss", ""),
 ]  # fmt: skip
 
 

@@ -101,8 +101,6 @@ def test_resume_auto_continues_the_lightning_checkpoint(pretrained, dataset, cap
 
 def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrained, dataset,
                                                                       tmp_path, hub):  # fmt: skip
-    import shutil
-
     run = tmp_path / "run"
     shutil.copytree(pretrained, run)
     steps = global_step(run) + 3
@@ -289,27 +287,15 @@ def test_quickstart_runs_every_stage(tmp_path):
     assert TDMPC2.from_pretrained(tmp_path / "qs" / "finetune" / "final").cfg.num_tasks == 4
 
 
-def test_a_nan_weight_stops_pretraining_naming_the_update_and_the_loss(dataset, tmp_path, capsys):
-    """A NaN put into the reward head of a real run's Lightning checkpoint: the resumed run
-    stops at its first update with one line naming it and the loss, and writes no checkpoint
-    or model from the NaN weights."""
+def test_a_diverging_run_stops_naming_the_update_and_the_loss(dataset, tmp_path, capsys):
+    """A learning rate so high that the first update diverges: the run stops with one line
+    naming the update and the loss, and writes no checkpoint or model from NaN weights."""
     out = tmp_path / "run"
-    assert pretrain_main(pretrain_args(dataset, out, 2)) == 0
-    last = out / "lightning" / "last.ckpt"
-    ckpt = torch.load(last, weights_only=False)
-    ckpt["state_dict"]["agent.model._reward.2.weight"][0, 0] = float("nan")
-    torch.save(ckpt, last)
-    shutil.rmtree(out / "final")
-    before = sorted(p.name for p in (out / "lightning").iterdir())
-    argv = pretrain_args(dataset, out, 10, "--resume", "auto")
-    assert pretrain_main(argv) == 2
+    assert pretrain_main(pretrain_args(dataset, out, 10, "--config", "lr=1.0e+38")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(
-        "tdmpc2-pretrain: error: update 3: non-finite reward_loss, pi_loss;"
-    ), err
+    assert err[-1].startswith("tdmpc2-pretrain: error: update 1: non-finite pi_loss;"), err
     assert "Traceback" not in "\n".join(err)
-    assert sorted(p.name for p in (out / "lightning").iterdir()) == before
-    assert global_step(out) == 2 and not (out / "final").exists()
+    assert not list((out / "lightning").glob("*.ckpt")) and not (out / "final").exists()
 
 
 def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_path):
