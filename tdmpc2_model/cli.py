@@ -110,9 +110,29 @@ def _steps_flag(p: argparse.ArgumentParser, default: int) -> None:
                         "update per step after the seed phase)")  # fmt: skip
 
 
+def _threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: planning "
+                        "and updating gain little from more, and with another busy process "
+                        "on the machine spinning OpenMP threads made a run 20x slower; "
+                        "bench/contention.py)")  # fmt: skip
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (see `_threads_flag`) before any torch work of the command."""
+    import os
+
+    import torch
+
+    threads = args.threads or (None if "OMP_NUM_THREADS" in os.environ else 1)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def _online_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by the online commands (train, finetune)."""
     _logger_flag(p)
+    _threads_flag(p)
     p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
     p.add_argument(
         "--eval-every",
@@ -178,7 +198,7 @@ def load_recipe(spec: str | Path) -> dict[str, Any]:
 FLAG_MINIMUMS = {
     "steps": 1, "max_steps": 1, "batch_size": 1, "checkpoint_every": 1, "log_every": 1,
     "num_nodes": 1, "episodes": 1, "workers": 1, "eval_every": 0, "eval_episodes": 0,
-    "keep_checkpoints": 0, "seed_steps": 0, "num_workers": 0,
+    "keep_checkpoints": 0, "seed_steps": 0, "num_workers": 0, "threads": 1,
 }  # fmt: skip
 
 
@@ -428,6 +448,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="a task set (mt80, mt30, mt80-heldout) or a comma list")
     p.add_argument("--out", help="result directory of --tasks (required with it)")
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
+    _threads_flag(p)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--video", help="directory for episode videos (mp4)")
     p.add_argument("--seed", type=int, default=0)
@@ -528,6 +549,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(finetune_parser(), argv, required=["task", "checkpoint"])
 
     def body() -> None:
+        _set_threads(args)
         config = _online_config(args)
         agent = _load(args.checkpoint, args.task, config, _device(args.device), args.revision)
         data = f"{args.checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
@@ -540,6 +562,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(train_parser(), argv, required=["task"])
 
     def body() -> None:
+        _set_threads(args)
         import torch
 
         from tdmpc2_model.agent import TDMPC2
@@ -565,6 +588,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tasks needs --out DIR for eval.json, eval.csv and per-task results")
 
     def body() -> None:
+        _set_threads(args)
         import torch
 
         from tdmpc2_data.atomic import write_text_atomic

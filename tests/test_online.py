@@ -344,3 +344,20 @@ def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_pa
     evaluation = [r for r in read_metrics(out) if r["kind"] == "eval"][-1]
     assert "## Evaluation" in card and f"{evaluation['mean_return']:.2f}" in card
     assert '"push_to_hub"' not in card and f'"out": "{out}"' in card and '"torch"' in card
+
+
+def test_online_commands_use_one_thread_unless_told(tmp_path, monkeypatch):
+    """Spinning OpenMP threads made a run 20x slower next to a busy process
+    (bench/contention.py): one torch thread by default, --threads or OMP_NUM_THREADS else."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        for extra, expected in (([], 1), (["--threads", "2"], 2)):
+            out = tmp_path / f"run{expected}"
+            argv = ["--task", TASK, "--size", "1M", "--steps", "100", "--seed-steps", "100",
+                    "--eval-episodes", "0", "--out", str(out), *extra, *SMALL]  # fmt: skip
+            assert train_main(argv) == 0
+            record = json.loads((out / "run_config.json").read_text())["runs"][0]
+            assert record["torch_threads"] == expected
+    finally:
+        torch.set_num_threads(before)
