@@ -16,7 +16,7 @@ LOG_DIR = "logs"
 
 def parse_loggers(spec: str | Sequence[str]) -> list[str]:
     """``"csv"``, ``"tensorboard"``, ``"csv,tensorboard"`` (or a list) -> checked names; csv is
-    always kept, since plots and resume read it."""
+    always kept: it is the run's record, which the plots read."""
     names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     unknown = [n for n in names if n not in LOGGERS]
     if unknown:

@@ -120,7 +120,8 @@ def train(
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
     ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
     always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). ``record``: the
-    command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent (eval mode) and where its files are.
+    command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent
+    (eval mode) and where its files are.
     """
     spec = check_task(agent, task)
     out, loggers = Path(out), parse_loggers(loggers)
