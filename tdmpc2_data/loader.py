@@ -48,7 +48,7 @@ import torch
 
 from tdmpc2_data import schema
 from tdmpc2_data.batch import Batch
-from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
+from tdmpc2_data.cache import READ_FIELDS, Arena, Block, Piece, row_bytes
 from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
 from tdmpc2_data.tasks import table_index
@@ -291,6 +291,9 @@ class WindowSampler:
 
     def _make_plan(self, rank: int, world_size: int) -> _Plan:
         mine = _rank_pieces(self._pieces, self._mass, world_size, rank, self.seed)
+        for d, i in sorted({(p.dataset, p.shard) for p in mine}):
+            for field in READ_FIELDS:  # the index's sizes checked against the arrays
+                self.datasets[d].array(i, field)  # before the cache is sized from them
         rb = row_bytes(self.obs_dim, self.action_dim)
         buffers = 3 * self._read_bytes * DECODE_THREADS  # decoded read + zarr's chunk copies
         budget = self.cache_bytes - buffers
