@@ -181,6 +181,7 @@ class WindowSampler:
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
         self._rank, self._world_size = rank, world_size
         self._epoch = 0
+        self._skip = 0  # batches the next iter() drops (resume_at)
         self._plan: _Plan | None = None
         self._plan_key: tuple[int, int] | None = None
         self._arena: Arena | None = None
@@ -200,6 +201,13 @@ class WindowSampler:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} is not in 0..world_size-1 (world_size={world_size}).")
         self._rank, self._world_size = rank, world_size
+
+    def resume_at(self, batches: int) -> None:
+        """Make the next ``iter()`` start after its first ``batches`` batches (drawn and
+        dropped: the schedule is deterministic), where a resumed training run left off."""
+        if batches < 0:
+            raise ValueError(f"resume_at({batches!r}): expected batches >= 0.")
+        self._skip = int(batches)
 
     def set_epoch(self, epoch: int) -> None:
         """Seed the next ``iter()`` with ``epoch`` (otherwise each ``iter()`` moves one on)."""
@@ -247,6 +255,7 @@ class WindowSampler:
                 self._read_bytes,
             )
         stream = self._stream = _Stream(self, plan, self._arena, epoch)
+        skip, self._skip = self._skip, 0
         try:
             count = 0
             while self.batches_per_epoch is None or count < self.batches_per_epoch:
@@ -259,6 +268,8 @@ class WindowSampler:
                             "newer iter() of the same sampler (one iterator at a time)."
                         )
                     count += 1
+                    if count <= skip:
+                        continue
                     yield batch if self.device is None else batch.to(self.device, True)
         finally:
             stream.close()

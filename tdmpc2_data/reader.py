@@ -223,7 +223,9 @@ class Dataset:
             except FileNotFoundError:
                 size = None
             if size is None:
-                raise DatasetError(f"{where}: the data file is missing (only its metadata is there).")
+                raise DatasetError(
+                    f"{where}: the data file is missing (only its metadata is there)."
+                )
             if size == 0:
                 raise DatasetError(
                     f"{where}: the data file is empty ({key}, 0 bytes: a truncated write or "

@@ -128,6 +128,25 @@ class TDMPC2Module(L.LightningModule):
         self.log("loss", total, prog_bar=True, logger=False)
         return total
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the random state the next update starts from (the policy loss samples
+        actions), so that a resumed run makes the updates an uninterrupted one makes."""
+        checkpoint["tdmpc2_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("tdmpc2_rng")  # applied when training starts
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_resumed_rng", None)
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if state["cuda"] and len(state["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            self._resumed_rng = None
+
     def check_losses(self) -> None:
         """Raise `NonFiniteLossError` naming the first update with a NaN/Inf loss, if any."""
         update = int(self._bad_update)

@@ -165,6 +165,8 @@ CASES = [
      f"{S0}/reward: damaged data", SAME),
     ("task-flipped-byte", flip(S0, "task"), (S0, f"{S0}/task: damaged data"), OPENS,
      f"{S0}/task: damaged data", SAME),
+    ("success-flipped-byte", flip(S1, "success"), (S1, f"{S1}/success: damaged data"), OPENS,
+     SERVES, TRAINS),  # an optional array the loader does not read: verify's to find
     # values a buggy writer left, checksums valid
     ("obs-nan", poke(S0, "obs", (1, 4, 0), np.nan), (S0, "obs has NaN/inf (episode 1)"), OPENS,
      f"{S0}: obs has NaN/inf (episode 1)", SAME),
@@ -250,6 +252,8 @@ CASES = [
     # a shard's own metadata (what an append rebuilds the root index from)
     ("shard-zarr-json-episode-count", shard_attrs(S1, episodes=7),
      (S1, f"{S1}/zarr.json: says 7 episodes of length 20"), OPENS, SERVES, TRAINS),
+    ("shard-zarr-json-missing", remove(f"{S1}/zarr.json"),
+     (S1, f"{S1}/zarr.json: unreadable shard metadata"), OPENS, SERVES, TRAINS),
     ("shard-zarr-json-garbage", write_text(f"{S1}/zarr.json", "garbage{"),
      (S1, f"{S1}/zarr.json: unreadable shard"), OPENS, SERVES, TRAINS),
     # an array's metadata
