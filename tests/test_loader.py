@@ -294,6 +294,22 @@ def test_reproducible_from_seed_epoch_and_independent_of_workers(mixed):
     assert not torch.equal(first, run(epoch=1))
 
 
+@pytest.mark.parametrize("cache_bytes", [1 << 30, 6000], ids=["resident", "rotating"])
+def test_resume_at_continues_the_stream_where_it_stopped(mixed, cache_bytes):
+    """What a resumed training run gets: after ``resume_at(k)`` the next iteration is the
+    uninterrupted one from its batch k on (rotation included); the one after is whole."""
+
+    def sampler():
+        return WindowSampler(mixed, batch_size=64, cache_bytes=cache_bytes, num_workers=1)
+
+    whole = torch.stack([b.obs for b in windows(sampler(), 200)])
+    s = sampler()
+    s.resume_at(130)
+    assert torch.equal(torch.stack([b.obs for b in windows(s, 70)]), whole[130:])
+    s.set_epoch(0)
+    assert torch.equal(torch.stack([b.obs for b in windows(s, 10)]), whole[:10])
+
+
 def test_epochs_are_finite_with_batches_per_epoch(mixed):
     s = WindowSampler(mixed, batch_size=16, batches_per_epoch=5, num_workers=1)
     epochs = [list(s) for _ in range(2)]
