@@ -310,20 +310,35 @@ def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_p
     assert open_dataset(out / "buffer").num_episodes == 1  # the data is kept
 
 
-def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_path):
-    """`tdmpc2-train` killed (SIGKILL) as soon as its step-100 checkpoint appears, inside a
-    seed phase (50 steps) shorter than an episode; the rerun with --resume ends with as many
-    updates as steps, as the uninterrupted run does."""
+@pytest.mark.parametrize(
+    "checkpoint_every, killed_after, replayed",
+    [(200, "000002", 1), (1000, "000001", 2)],
+    ids=["episodes-after-the-checkpoint", "no-checkpoint-yet"],
+)
+def test_sigkill_anywhere_then_resume_ends_with_the_uninterrupted_weights(
+    tmp_path, capsys, checkpoint_every, killed_after, replayed
+):
+    """Killed once the buffer holds an episode the newest checkpoint has not seen (or before
+    any checkpoint): the resumed run redoes those episodes' updates without planning them
+    again, and its weights and buffer equal those of the run that was never stopped."""
     from killing import kill_when
 
-    out = tmp_path / "run"
-    argv = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
-            "--checkpoint-every", "100", "--steps", "300", "--out", str(out), *SMALL]  # fmt: skip
-    kill_when("train_main", argv, out / "checkpoints" / "step-000000100")
-    assert latest_checkpoint(out).name == "step-000000100"
-    assert train_main([*argv, "--steps", "200", "--resume"]) == 0
-    state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)
-    assert state["step"] == 200 and state["updates"] == 200
+    common = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+              "--checkpoint-every", str(checkpoint_every), "--steps", "400", *SMALL]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main([*common, "--out", str(whole)]) == 0
+    kill_when("train_main", [*common, "--out", str(parts)], parts / "buffer/shards" / killed_after)
+    assert not (parts / "final").exists()
+    capsys.readouterr()
+    assert train_main([*common, "--out", str(parts), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert f"redid the updates of the {replayed} episodes stored after it" in said, said
+    a, b = _weights(whole / "final"), _weights(parts / "final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    stored = [open_dataset(out / "buffer").read_shard(0)["obs"] for out in (whole, parts)]
+    assert stored[0].shape == stored[1].shape == (4, 101, 39)
+    assert np.array_equal(*stored)  # the same episodes, none twice
 
 
 def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_path, capsys):
