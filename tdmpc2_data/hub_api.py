@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
@@ -43,7 +45,9 @@ __all__ = [
     "HubError",
     "PUBLISHED_DATASETS",
     "hub_errors",
+    "hub_unreachable",
     "is_repo_id",
+    "looked_up_locally_first",
     "open_branch",
     "published_data_repo",
     "published_model_repo",
@@ -88,6 +92,38 @@ def refuse_mistyped_path(text: str, what: str) -> None:
         f"{what} {text!r}: no such file or directory ({parent}/ is a local directory, so it is "
         f"not taken as the Hub repo {text}){hint}"
     )
+
+
+@contextmanager
+def looked_up_locally_first(text: str) -> Iterator[None]:
+    """For an argument that is a local directory or a Hub repo id (``tdmpc2-data info``,
+    ``tdmpc2-pretrain --data``): a Hub error also says that no such directory exists."""
+    try:
+        yield
+    except HubError as exc:
+        raise type(exc)(f"{text}: no such local directory, and {exc}") from None
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+
+
+def hub_unreachable(timeout: float = 3.0) -> bool:
+    """Whether no TCP connection to ``HF_ENDPOINT`` opens within ``timeout`` seconds.
+    ``huggingface_hub`` retries an unreachable Hub for ~24 s before it falls back to its
+    cache; callers that find it unreachable read only the cache (``local_files_only``), so
+    they succeed from it or fail at once. Behind a proxy (which may reach what a direct
+    connection cannot) this says False and leaves it to ``huggingface_hub``."""
+    if constants.HF_HUB_OFFLINE or any(
+        os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES
+    ):
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return True
+    return False
 
 
 def data_repo_env(name: str) -> str:

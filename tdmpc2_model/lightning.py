@@ -213,11 +213,19 @@ def resolve_data(spec: str) -> str:
     if "://" in spec or Path(spec).exists():
         return spec
     from tdmpc2_data.hub import download
-    from tdmpc2_data.hub_api import PUBLISHED_DATASETS, is_repo_id, refuse_mistyped_path
+    from tdmpc2_data.hub_api import (
+        PUBLISHED_DATASETS,
+        is_repo_id,
+        looked_up_locally_first,
+        refuse_mistyped_path,
+    )
 
     refuse_mistyped_path(spec, "--data")
-    if spec in PUBLISHED_DATASETS or is_repo_id(spec):
+    if spec in PUBLISHED_DATASETS:
         return str(download(spec))
+    if is_repo_id(spec):
+        with looked_up_locally_first(f"--data {spec}"):
+            return str(download(spec))
     raise FileNotFoundError(
         f"--data {spec!r}: no such directory, and not hf://..., mt80, mt30 or OWNER/NAME."
     )

@@ -311,11 +311,18 @@ def test_hub_down_uses_the_cache(hub, pushed):
     assert hubio.download(REPO) == path  # falls back to the cached commit of main
 
 
-@pytest.mark.slow  # huggingface_hub retries a dead endpoint with backoff (~25 s)
-def test_hub_down_without_cache_is_a_clear_error(hub, pushed, capsys):
+def test_hub_down_without_cache_is_a_clear_error_at_once(hub, pushed, tmp_path, capsys):
+    """A dead endpoint is found with one connection attempt, not ~24 s of huggingface_hub's
+    retries; an OWNER/NAME that is also no local directory says both."""
     hub.server.stop()
     with pytest.raises(HubError, match=f"cannot reach {hub.endpoint} and tester/tiny@v1"):
         hubio.download(REPO, revision="v1")
+    assert cli(["info", "nowhere/tow"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: nowhere/tow: no such local directory, and reading the index of nowhere/tow: " in err
+    )
+    assert f"cannot reach {hub.endpoint}" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------- CLI and published names
