@@ -26,10 +26,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
+from tdmpc2_model.checkpoint import save_torch_atomically
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
 from tdmpc2_model.update import LOSS_TERMS, nonfinite_loss_error, update_step
@@ -268,6 +270,18 @@ def select_text(selection: dict[str, Any]) -> str:
     return f"{format_selection(selection['filters'])} ({kept} of {total} episodes)"
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's local ``.ckpt`` save writes into the system temp dir and moves the file
+    across: on a full disk that leaves a torn ``.ckpt``, the newest, which ``--resume``
+    picks. This writes next to the target and renames (``save_torch_atomically``)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_torch_atomically(checkpoint, path)
+
+
 def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
     """``fsdp``: ModelParallelStrategy (FSDP2 over all ranks, checkpoints gathered into one
     file). Otherwise DDP with ``find_unused_parameters`` when there is more than one device:
@@ -412,6 +426,7 @@ def pretrain(
                 ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
                 *callbacks,
             ],  # fmt: skip
+            plugins=[AtomicCheckpointIO()],
             enable_progress_bar=progress,
             enable_model_summary=False,  # one line instead (below)
             use_distributed_sampler=False,  # the sampler splits shards by rank itself

@@ -85,3 +85,39 @@ def test_convert_onto_a_full_disk_leaves_no_dataset_skeleton(disk, capsys):
     (disk / "filler").unlink()
     assert main(["convert", str(chunk), str(target)]) == 0
     assert verify_dataset(target).ok
+
+
+def test_pretraining_onto_a_full_disk_leaves_no_torn_checkpoint(tmp_path, disk, capsys):
+    """Lightning's own save moved a file from the system temp dir and left a torn .ckpt,
+    the newest, for `--resume` to pick; now the checkpoint is whole or absent."""
+    from tdmpc2_model.cli import pretrain_main
+
+    data = tmp_path / "data"
+    assert main(["collect", "--tasks", "mw-reach", "--episodes", "2", str(data)]) == 0
+    fill(disk, leave=1 << 20)  # room for the logs, not for a 1M model's checkpoint
+    out = disk / "pt"
+    argv = ["--size", "1M", "--data", str(data), "--max-steps", "4", "--batch-size", "16",
+            "--checkpoint-every", "2", "--accelerator", "cpu", "--devices", "1",
+            "--num-workers", "0", "--out", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert pretrain_main(argv) == 2
+    err = one_error_line(capsys)
+    assert f"{out}/lightning/" in err and "no space left on the device" in err, err
+    assert list((out / "lightning").glob("*.ckpt")) == [] and no_temp_files(out) == []
+
+
+def test_online_training_onto_a_full_disk_keeps_its_episodes(disk, capsys):
+    from tdmpc2_model.cli import train_main
+
+    out = disk / "run"
+    fill(disk, leave=1 << 20)  # room for the buffer's episodes, not for a checkpoint
+    argv = ["--task", "mw-reach", "--size", "1M", "--steps", "200", "--seed-steps", "50",
+            "--eval-episodes", "0", "--checkpoint-every", "100", "--out", str(out),
+            "--config", "batch_size=32", "--config", "num_samples=32", "--config",
+            "num_elites=4", "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
+    capsys.readouterr()
+    assert train_main(argv) == 2
+    err = one_error_line(capsys)
+    assert f"{out}/checkpoints/step-000000100: no space left on the device" in err, err
+    assert list((out / "checkpoints").iterdir()) == [] and no_temp_files(out) == []
+    assert open_dataset(out / "buffer").num_episodes == 1 and verify_dataset(out / "buffer").ok
