@@ -34,16 +34,25 @@ import json
 import os
 import re
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
 import torch
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tdmpc2_data.atomic import write_atomic
+from tdmpc2_data.cards import render_template
 from tdmpc2_data.hub_api import (
     MODEL_REPO_ENV,
     HubError,
@@ -59,7 +68,14 @@ from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_tas
 from tdmpc2_model.config import TDMPC2Config, parse_size
 from tdmpc2_model.legacy import load_legacy
 
-__all__ = ["HubMixin", "ModelHubError", "load_pretrained_dir", "model_card", "resolve_alias"]
+__all__ = [
+    "HubMixin",
+    "ModelHubError",
+    "card_data",
+    "load_pretrained_dir",
+    "model_card",
+    "resolve_alias",
+]
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -72,12 +88,8 @@ SHAPE_FIELDS = frozenset(
     "task_dim num_bins simnorm_dim".split()
 )
 _META = ("format_version", "library_name", "provenance")
-CITATION = """@inproceedings{hansen2024tdmpc2,
-  title={TD-MPC2: Scalable, Robust World Models for Continuous Control},
-  author={Nicklas Hansen and Hao Su and Xiaolong Wang},
-  booktitle={International Conference on Learning Representations (ICLR)},
-  year={2024}
-}"""
+CARD_TEMPLATE = "model_card.md"  # package data: the model card's Jinja template
+TAGS = ["reinforcement-learning", "model-based-rl", "world-model", "tdmpc2", "continuous-control"]
 
 
 class ModelHubError(HubError):
@@ -142,85 +154,80 @@ def _state(agent: HubMixin) -> dict[str, torch.Tensor]:
     return {**agent.model.state_dict(), SCALE_KEY: agent.scale.value}
 
 
-def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str:
-    """Markdown model card with Hub metadata (YAML front matter)."""
+def card_data(agent: HubMixin, provenance: dict[str, Any] | None = None) -> ModelCardData:
+    """The card's Hub metadata: library, license, pipeline tag, tags (plus the task set, or
+    up to 5 task names), the Hub datasets it was trained on when recorded, and the final
+    evaluation of a run as ``model-index`` results (mean return and success rate on the
+    evaluated task, the task as dataset: the Hub's convention for RL models)."""
     cfg, provenance = agent.cfg, provenance or {}
     names = cfg.task_names
     task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
-    tasks = task_set or (", ".join(names) if names else "a custom task")
+    tags = [*TAGS, *([task_set] if task_set else names if len(names) <= 5 else [])]
+    evaluation = provenance.get("evaluation")
+    results = None
+    if evaluation:
+        task = evaluation["task"]
+        scores = [("mean_reward", "mean return", evaluation["mean_return"]),
+                  ("success_rate", "success rate", evaluation.get("success_rate"))]  # fmt: skip
+        results = [
+            EvalResult(
+                task_type="reinforcement-learning",
+                task_name="Reinforcement Learning",
+                dataset_type=task,
+                dataset_name=task,
+                metric_type=kind,
+                metric_name=label,
+                metric_value=float(value),
+            )
+            for kind, label, value in scores
+            if value is not None
+        ]
+    return ModelCardData(
+        library_name="tdmpc2-toolkit",
+        license="mit",
+        pipeline_tag="reinforcement-learning",
+        tags=tags,
+        datasets=provenance.get("datasets") or None,
+        model_name=_title(cfg) if results else None,
+        eval_results=results,
+    )
+
+
+def _title(cfg: TDMPC2Config) -> str:
     kind = f"multitask ({cfg.num_tasks} tasks)" if cfg.multitask else "single-task"
-    size = cfg.size or "custom"
-    data = provenance.get("training_data") or "not recorded"
-    source = provenance.get("source")
-    lines = [
-        "---",
-        "library_name: tdmpc2-toolkit",
-        "license: mit",
-        "pipeline_tag: reinforcement-learning",
-        "tags: [reinforcement-learning, model-based-rl, world-model, tdmpc2, continuous-control]",
-        "---",
-        "",
-        f"# TD-MPC2 {size} {kind} world model",
-        "",
-        "A TD-MPC2 agent (implicit world model + MPPI planning; Hansen et al., ICLR 2024) "
-        "saved with tdmpc2-toolkit (architecture and outputs as the original implementation, "
-        "github.com/nicklashansen/tdmpc2).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| size preset | {size} |",
-        f"| learnable parameters | {agent.model.total_params:,} |",
-        f"| tasks | {tasks} |",
-        f"| observation / action dims | {cfg.obs_dim} / {cfg.action_dim} (zero padded) |",
-        f"| latent / MLP / encoder dims | {cfg.latent_dim} / {cfg.mlp_dim} / {cfg.enc_dim} |",
-        f"| Q ensemble | {cfg.num_q} heads, {cfg.num_bins} bins |",
-        f"| training data | {data} |",
-    ]
-    if source:
-        lines.append(f"| converted from | {source} |")
-    if task_set is None and len(names) > 1:
-        lines += ["", "Task ids (embedding rows) in order: " + ", ".join(names) + "."]
-    lines += _run_sections(provenance)
-    example = names[0] if names else None
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from tdmpc2_model import TDMPC2",
-        "",
-        'agent = TDMPC2.from_pretrained("OWNER/NAME")  # this repo, or a local copy',
-        f"action = agent.act(obs, t0=True{f', task={example!r}' if cfg.multitask else ''})",
-        "```",
-        "",
-        "Files: `model.safetensors` (weights, incl. target Q-functions), `config.json` "
-        "(`TDMPC2Config`).",
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return f"TD-MPC2 {cfg.size or 'custom'} {kind} world model"
 
 
-def _run_sections(provenance: dict[str, Any]) -> list[str]:
-    """Card sections for a model pushed at the end of a run (`--push-to-hub`): its final
-    evaluation and the command's settings with the package versions."""
-    lines = []
+def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> ModelCard:
+    """The model card (``README.md``): ``card_data`` as front matter and the packaged template
+    ``model_card.md`` (size, parameters, tasks, training data, a run's final evaluation and
+    settings, usage, citation) rendered by ``huggingface_hub.ModelCard.from_template``."""
+    cfg, provenance = agent.cfg, provenance or {}
+    names = cfg.task_names
+    task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
     evaluation = provenance.get("evaluation")
     if evaluation:
         rate = evaluation.get("success_rate")
-        lines += ["", "## Evaluation", "", "| task | episodes | mean return | success rate |",
-                  "|---|---|---|---|",
-                  f"| {evaluation['task']} | {evaluation['episodes']} | "
-                  f"{evaluation['mean_return']:.2f} | {'-' if rate is None else f'{rate:.2f}'} |"]  # fmt: skip
-    if provenance.get("run"):
-        run = {"settings": provenance["run"], "versions": provenance.get("versions")}
-        lines += ["", "## Training run", "", "```json", json.dumps(run, indent=2), "```"]
-    return lines
+        evaluation = {**evaluation, "mean_return": f"{evaluation['mean_return']:.2f}",
+                      "success_rate": "-" if rate is None else f"{rate:.2f}"}  # fmt: skip
+    run = provenance.get("run")
+    if run:  # the command's settings and the package versions, as the run record has them
+        run = json.dumps({"settings": run, "versions": provenance.get("versions")}, indent=2)
+    values = {
+        "title": _title(cfg),
+        "size": cfg.size or "custom",
+        "parameters": f"{agent.model.total_params:,}",
+        "tasks": task_set or (", ".join(names) if names else "a custom task"),
+        "cfg": cfg,
+        "training_data": provenance.get("training_data") or "not recorded",
+        "source": provenance.get("source"),
+        "task_ids": ", ".join(names) if task_set is None and len(names) > 1 else None,
+        "evaluation": evaluation,
+        "run": run,
+        "act_task": f", task={names[0]!r}" if cfg.multitask and names else "",
+    }
+    template = Path(str(resources.files("tdmpc2_model") / CARD_TEMPLATE))
+    return render_template(ModelCard, card_data(agent, provenance), template, values)
 
 
 # -------------------------------------------------------------------------- loading
@@ -487,8 +494,8 @@ class HubMixin:
         write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
         write_atomic(root / CONFIG,
                       lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))  # fmt: skip
-        card = model_card(self, provenance)
-        write_atomic(root / CARD, lambda p: Path(p).write_text(card))
+        card = str(model_card(self, provenance))
+        write_atomic(root / CARD, lambda p: Path(p).write_text(card, encoding="utf-8"))
         return root
 
     def push_to_hub(
