@@ -8,7 +8,9 @@ A saved model is a directory (or Hub model repo) with
   holds ``tensors_sha256``, checked on load (files without it, written before, still load);
   weights holding NaN/Inf are refused whatever their source;
 - ``config.json``: ``TDMPC2Config.to_dict()`` plus ``format_version`` and provenance;
-- ``README.md``: a model card (size, parameters, tasks, training data, usage, citation).
+- ``README.md``: the model card, ``huggingface_hub.ModelCard.from_template`` of the packaged
+  ``model_card.md`` (size, parameters, tasks, training data, a run's final evaluation and
+  settings, usage, citation) with ``ModelCardData`` front matter (``card_data``).
 
 ``from_pretrained`` also reads checkpoints of the original implementation (through
 ``legacy.py``), local or published: an alias such as ``mt80-317M`` or ``walker-walk`` names
@@ -391,6 +393,40 @@ class HubMixin:
 
     ``TDMPC2`` inherits this (it needs the agent's ``cfg``, ``model`` and ``scale``), so
     the agent imports this module and never the other way round.
+
+    Why not ``huggingface_hub.ModelHubMixin`` / ``PyTorchModelHubMixin`` (hub_mixin.py,
+    huggingface_hub 2.4): we would have to override all three of its public methods, and
+    what is left (``__new__``, ``__init_subclass__``) works against us:
+
+    - its ``from_pretrained`` takes anything that is not a directory for a Hub repo id and
+      calls ``hf_hub_download(repo_id=..., filename="config.json")`` on it, so a legacy
+      ``.pt`` file, a Lightning ``.ckpt`` and the aliases (``mt80-317M``: a file inside
+      ``nicklashansen/tdmpc2``) cannot pass; it swallows an ``HfHubHTTPError`` on
+      config.json (logged at info level) and builds the model without a config, so a missing
+      repo, revision or token surfaces later as an unrelated error; and it fetches config.json
+      and the weights in separate calls that each resolve ``revision``, so a push in between
+      can pair one commit's config with another's weights (one ``snapshot_download`` here);
+    - its ``__new__`` records the constructor's arguments as the config that
+      ``save_pretrained`` writes: ``TDMPC2(cfg)`` built with ``from_pretrained`` overrides
+      would save ``{"cfg": ...}`` holding the run's planner settings, the leak that
+      ``model_defaults`` / ``run_overrides`` prevent; and it passes config.json's keys to
+      ``__init__``, where ours also carries ``format_version`` (checked first) and provenance;
+    - its ``save_pretrained`` deletes config.json before ``_save_pretrained`` runs and writes
+      README.md only ``if not model_card_path.exists()``: saving over a model would keep the
+      previous model's card, and a crash in between leaves weights without a config; every
+      file here is written atomically and the card is replaced;
+    - ``PyTorchModelHubMixin`` saves with ``safetensors.torch.save_model`` (no metadata: no
+      ``tensors_sha256``, no record of shared views) and loads with ``load_model(...,
+      strict=False)``, which ignores missing or unexpected tensors; nothing refuses NaN/Inf;
+    - its ``push_to_hub`` uploads to ``branch`` without creating it (a new branch is an
+      error), cannot tag, raises raw HTTP errors and returns a URL, not the commit id.
+
+    What comes from huggingface_hub: the download, cache, revision, offline and token
+    handling (``hf_hub_download``, ``snapshot_download``), the upload (``HfApi``:
+    ``create_repo``, ``create_branch``, ``upload_folder``, ``create_tag``), the model card
+    (``ModelCard.from_template``, ``ModelCardData``, ``EvalResult``), and the mixin's method
+    and keyword names (``revision``, ``token``, ``cache_dir``, ``force_download``,
+    ``local_files_only``, ``private``, ``commit_message``).
     """
 
     cfg: TDMPC2Config
@@ -404,6 +440,10 @@ class HubMixin:
         revision: str | None = None,
         task: str | list[str] | None = None,
         token: str | bool | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
         **overrides: Any,
     ) -> Self:
         """Load an agent (eval mode) from, in this order of lookup:
@@ -417,9 +457,13 @@ class HubMixin:
         ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task
         of a single-task legacy checkpoint (sets action dims and discount) or the task list
         of a multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a
-        synonym). ``overrides``: config fields that do not change tensor shapes, e.g.
-        ``num_samples=256``.
+        synonym). ``cache_dir``, ``force_download``, ``local_files_only``: as in
+        ``huggingface_hub`` (and ``ModelHubMixin.from_pretrained``), for Hub repos and aliases.
+        ``overrides``: config fields that do not change tensor shapes, e.g.
+        ``num_samples=256``; the loaded ``model_defaults`` stay what ``save_pretrained`` writes.
         """
+        hub = {"revision": revision, "token": token, "cache_dir": cache_dir,
+               "force_download": force_download, "local_files_only": local_files_only}  # fmt: skip
         if "tasks" in overrides:
             if task is not None:
                 raise ValueError("Give task= or tasks=, not both.")
@@ -439,9 +483,9 @@ class HubMixin:
             repo_id, filename, alias_task, training = alias
             where = f"{repo_id}/{filename}@{revision or 'main'}"
             with hub_errors(repo_id, revision, f"loading alias {text!r} ({where})", "model",
-                            ModelHubError):  # fmt: skip
+                            ModelHubError, local_files_only, cache_dir):  # fmt: skip
                 try:
-                    local = hf_hub_download(repo_id, filename, revision=revision, token=token)
+                    local = hf_hub_download(repo_id, filename, **hub)
                 except RemoteEntryNotFoundError:
                     raise ModelHubError(
                         f"loading alias {text!r}: {where} does not exist. Set "
@@ -458,9 +502,10 @@ class HubMixin:
                 "as walker-walk or walker-walk-2)."
             )
         where = at(text, revision)
-        with hub_errors(text, revision, f"loading {text}", "model", ModelHubError):
-            local = snapshot_download(text, revision=revision, token=token,
-                                      allow_patterns=[CONFIG, WEIGHTS, CARD])  # fmt: skip
+        with hub_errors(text, revision, f"loading {text}", "model", ModelHubError,
+                        local_files_only, cache_dir):  # fmt: skip
+            # one snapshot: the revision is resolved once, so config and weights are one commit's
+            local = snapshot_download(text, allow_patterns=[CONFIG, WEIGHTS, CARD], **hub)
         if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
             raise ModelHubError(
                 f"Hub repo {where} has no {CONFIG} + {WEIGHTS}, so it is not a TD-MPC2 model "
