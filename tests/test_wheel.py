@@ -37,7 +37,10 @@ def venv(wheel, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
     pip = [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
-    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=300)
+    # without PYTHONPATH: a checkout on it (with the egg-info the wheel build leaves there)
+    # makes pip take the wheel as already installed and skip it
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=300, env=clean)
     site = subprocess.run(
         [str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
