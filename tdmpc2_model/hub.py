@@ -160,7 +160,7 @@ def card_data(agent: HubMixin, provenance: dict[str, Any] | None = None) -> Mode
     """The card's Hub metadata: library, license, pipeline tag, tags (plus the task set, or
     up to 5 task names), the Hub datasets it was trained on when recorded, and the final
     evaluation of a run as ``model-index`` results (mean return and success rate on the
-    evaluated task, the task as dataset: the Hub's convention for RL models)."""
+    evaluated task; the task is the "dataset", as RL model cards on the Hub name the env)."""
     cfg, provenance = agent.cfg, provenance or {}
     names = cfg.task_names
     task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
