@@ -155,11 +155,15 @@ def hub_errors(
     doing: str,
     repo_type: str = "dataset",
     error: type[HubError] = HubError,
+    local_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Iterator[None]:
     """Turn huggingface_hub/HTTP exceptions into one-paragraph ``error``s that say what to do.
 
     ``doing`` starts the message (``"downloading OWNER/NAME"``); ``repo_type`` ("dataset" or
-    "model") names the kind of repo in it. HubErrors raised inside pass through.
+    "model") names the kind of repo in it; ``local_only``: the call had
+    ``local_files_only=True`` (a cache miss is then not a network problem); ``cache_dir``: the
+    cache it read, when not the default. HubErrors raised inside pass through.
     """
     endpoint = constants.ENDPOINT
     where = f"{at(repo_id, revision)} on {endpoint}"
@@ -180,15 +184,19 @@ def hub_errors(
             "HF_TOKEN for private repos."
         ) from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as exc:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        missing = f"{where} is not in the local cache ({cache}), or only partly"
+        if local_only and not constants.HF_HUB_OFFLINE:
+            raise error(f"{doing}: local_files_only=True and {missing}; load it once without "
+                        "local_files_only.") from None  # fmt: skip
         reason = (
             "offline mode is on (HF_HUB_OFFLINE=1)"
             if constants.HF_HUB_OFFLINE
             else f"cannot reach {endpoint}"
         )
         raise error(
-            f"{doing}: {reason} and {where} is not in the local cache "
-            f"({constants.HF_HUB_CACHE}), or only partly. Check your network and HF_ENDPOINT, "
-            f"or download it once online. ({type(exc).__name__})"
+            f"{doing}: {reason} and {missing}. Check your network and HF_ENDPOINT, or download "
+            f"it once online. ({type(exc).__name__})"
         ) from None
     except EntryNotFoundError:
         raise error(f"{doing}: the file is not in {kind} {where}.") from None

@@ -233,6 +233,24 @@ def resolve_data(spec: str) -> str:
     )
 
 
+def hub_datasets(sources: Sequence[str]) -> list[str]:
+    """The Hub dataset ids among ``--data`` sources (``hf://datasets/OWNER/NAME...``, or an
+    ``OWNER/NAME`` that is not a local path): the model card's ``datasets`` metadata. The
+    names ``mt80`` / ``mt30`` are left out: by default they are the legacy chunks of a model
+    repo, not a Hub dataset."""
+    from tdmpc2_data.hub_api import is_repo_id
+
+    ids = []
+    for spec in sources:
+        if spec.startswith("hf://datasets/"):
+            spec = "/".join(spec.removeprefix("hf://datasets/").split("/")[:2]).split("@")[0]
+        elif Path(spec).exists():
+            continue
+        if is_repo_id(spec) and spec not in ids:
+            ids.append(spec)
+    return ids
+
+
 def selected_data(
     locations: Sequence[str], select: str | dict[str, Any] | None
 ) -> tuple[list[Any], dict[str, Any] | None]:
@@ -443,4 +461,7 @@ def pretrain(
     agent = module.export_agent()  # collective under FSDP
     if agent is None or not trainer.is_global_zero:
         return None
+    if hub_datasets(sources):
+        provenance = getattr(agent, "hub_provenance", None) or {}
+        agent.hub_provenance = {**provenance, "datasets": hub_datasets(sources)}
     return save_atomically(agent, out / FINAL_DIR, training_data)

@@ -118,6 +118,34 @@ def test_push_card_has_tasks_counts_and_structure(hub, pushed):
     assert info.card_data["dataset_info"]["splits"][0]["num_examples"] == 8
 
 
+def test_dataset_card_round_trips_through_datasetcard_and_refuses_holes(tmp_path):
+    """render_card is DatasetCard.from_template of the packaged template: DatasetCard.load
+    reads back the template's metadata and the dataset's structure; a placeholder nothing
+    fills, or a template without front matter, is an error instead of a card with holes."""
+    from huggingface_hub import DatasetCard
+
+    from tdmpc2_data.cards import front_matter, render_card
+
+    ds = open_dataset(make_dataset(tmp_path / "src"))
+    (tmp_path / "README.md").write_text(render_card(ds, "someone/tiny"))
+    card = DatasetCard.load(tmp_path / "README.md")
+    data = card.data.to_dict()
+    assert {k: data[k] for k in front_matter(ds)} == front_matter(ds)
+    assert (data["pretty_name"], data["license"], data["task_categories"]) == (
+        "tiny", "mit", ["reinforcement-learning"])  # fmt: skip
+    assert card.text.startswith("\n# tiny\n") and "someone/tiny" in card.text
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\nlicense: mit\n---\n# {{ name }} has {{ num_episodez }} episodes\n")
+    with pytest.raises(KeyError, match=r"bad\.md: unknown placeholder \{\{ num_episodez \}\}"):
+        render_card(ds, "someone/tiny", bad)
+    bare = tmp_path / "bare.md"
+    bare.write_text("# {{ name }}\n")
+    with pytest.raises(ValueError, match=r"bare\.md: a card template must start with YAML"):
+        render_card(ds, "someone/tiny", bare)
+    with pytest.raises(FileNotFoundError, match=r"dataset card template .*absent\.md not found"):
+        render_card(ds, "someone/tiny", tmp_path / "absent.md")
+
+
 def test_push_rerun_uploads_nothing_and_interrupted_push_resumes(hub, pushed, tmp_path):
     api = hub.api()
     commits = len(api.list_repo_commits(REPO, repo_type="dataset"))

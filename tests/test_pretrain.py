@@ -137,6 +137,22 @@ def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_
     assert grads_seen[TABLE.index("mw-push")] == 0 and grads_seen[TABLE.index("mw-door-open")] == 0
 
 
+def test_pretraining_on_a_hub_dataset_pushes_a_card_naming_it(dataset, hub, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    """``--data OWNER/NAME --push-to-hub REPO``: the model card's ``datasets`` metadata (what
+    the Hub links the model to) names the Hub dataset it was pretrained on."""
+    from tdmpc2_data import hub as hubio
+
+    monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "home"))
+    data_repo, model_repo = f"{hub.user}/mw-data", f"{hub.user}/mw-model"
+    hubio.push(dataset, data_repo)
+    out = tmp_path / "run"
+    assert pretrain_main(pretrain_args(data_repo, out, 3, "--push-to-hub", model_repo)) == 0
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["provenance"]["datasets"] == [data_repo]
+    assert hub.api().model_info(model_repo).card_data["datasets"] == [data_repo]
+
+
 def test_bf16_mixed_precision_trains(dataset, tmp_path):
     out = tmp_path / "bf16"
     assert pretrain_main(pretrain_args(dataset, out, 5, "--precision", "bf16-mixed")) == 0
