@@ -60,6 +60,7 @@ from tdmpc2_data.hub_api import (
     HubError,
     at,
     hub_errors,
+    hub_unreachable,
     is_repo_id,
     open_branch,
     published_model_repo,
@@ -462,8 +463,12 @@ class HubMixin:
         ``overrides``: config fields that do not change tensor shapes, e.g.
         ``num_samples=256``; the loaded ``model_defaults`` stay what ``save_pretrained`` writes.
         """
-        hub = {"revision": revision, "token": token, "cache_dir": cache_dir,
-               "force_download": force_download, "local_files_only": local_files_only}  # fmt: skip
+
+        def hub() -> dict[str, Any]:  # a dead endpoint: the cache at once, not ~24 s of retries
+            return {"revision": revision, "token": token, "cache_dir": cache_dir,
+                    "force_download": force_download,
+                    "local_files_only": local_files_only or hub_unreachable()}  # fmt: skip
+
         if "tasks" in overrides:
             if task is not None:
                 raise ValueError("Give task= or tasks=, not both.")
@@ -485,7 +490,7 @@ class HubMixin:
             with hub_errors(repo_id, revision, f"loading alias {text!r} ({where})", "model",
                             ModelHubError, local_files_only, cache_dir):  # fmt: skip
                 try:
-                    local = hf_hub_download(repo_id, filename, **hub)
+                    local = hf_hub_download(repo_id, filename, **hub())
                 except RemoteEntryNotFoundError:
                     raise ModelHubError(
                         f"loading alias {text!r}: {where} does not exist. Set "
@@ -505,7 +510,7 @@ class HubMixin:
         with hub_errors(text, revision, f"loading {text}", "model", ModelHubError,
                         local_files_only, cache_dir):  # fmt: skip
             # one snapshot: the revision is resolved once, so config and weights are one commit's
-            local = snapshot_download(text, allow_patterns=[CONFIG, WEIGHTS, CARD], **hub)
+            local = snapshot_download(text, allow_patterns=[CONFIG, WEIGHTS, CARD], **hub())
         if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
             raise ModelHubError(
                 f"Hub repo {where} has no {CONFIG} + {WEIGHTS}, so it is not a TD-MPC2 model "

@@ -351,3 +351,16 @@ def test_offline_from_cache(hub, mirror, monkeypatch):
     assert TDMPC2.from_pretrained("mt30-1M").cfg.num_tasks == 30
     with pytest.raises(ModelHubError, match="offline mode is on.*not in the local cache"):
         TDMPC2.from_pretrained("cheetah-run")
+
+
+def test_hub_down_serves_the_cache_without_offline_mode(hub, monkeypatch):
+    """No HF_HUB_OFFLINE: a dead endpoint is found with one connection attempt, the cached
+    model loads, and an uncached one fails at once (not after ~24 s of retries)."""
+    repo = f"{hub.user}/down"
+    agent = noisy_agent("walker-walk")
+    agent.push_to_hub(repo)
+    TDMPC2.from_pretrained(repo)
+    hub.server.stop()
+    assert_identical(agent, TDMPC2.from_pretrained(repo))
+    with pytest.raises(ModelHubError, match=f"cannot reach {hub.endpoint} and {hub.user}/gone"):
+        TDMPC2.from_pretrained(f"{hub.user}/gone")
