@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
          "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
@@ -28,14 +30,32 @@ def run_once(extra_env: dict[str, str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["tdmpc2-train", "--task", "mw-reach", "--size", "1M", "--steps", "400",
                 "--seed-steps", "100", "--eval-episodes", "0", "--out", f"{tmp}/run", *SMALL]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        subprocess.run(argv, env={**env, **extra_env}, check=True, capture_output=True)
+        subprocess.run(argv, env=clean_env(extra_env), check=True, capture_output=True)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
+
+
+def clean_env(extra_env: dict[str, str]) -> dict[str, str]:
+    """This environment without thread settings (OpenMP, MKL, Mesa's llvmpipe), plus
+    ``extra_env``: each row of a bench sets its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "LP_"))}
+    return {**env, **extra_env}
+
+
+@contextmanager
+def busy_processes(n: int) -> Iterator[None]:
+    """``n`` processes spinning on a core each while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait()
 
 
 def parse_env(spec: str) -> dict[str, str]:
@@ -53,12 +73,8 @@ def main() -> None:
     for spec in args.env:
         env = parse_env(spec)
         alone, _ = run_once(env)
-        spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
-        try:
+        with busy_processes(args.busy):
             busy, cpu = run_once(env)
-        finally:
-            for s in spinners:
-                s.kill()
         print(f"{spec or '(defaults)':<40} {alone:>8.1f} {busy:>8.1f} {busy / alone:>5.1f}x "
               f"{cpu:>10.1f}")  # fmt: skip
     print(f"load after: {os.getloadavg()[0]:.2f}")
