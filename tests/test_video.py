@@ -108,3 +108,27 @@ def test_runs_without_video_import_mujoco_as_before():
     result = subprocess.run([sys.executable, "-c", script], env=headless_env(),
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("2", "2")])
+def test_rendering_picks_the_backend_and_one_render_thread_unless_set(preset, expected):
+    """Mesa's llvmpipe starts a render thread per core, which slowed planning by more than a
+    frame costs (bench/render.py): one unless LP_NUM_THREADS says otherwise."""
+    try:
+        backend = choose_backend({})
+    except OpenGLUnavailableError as exc:
+        pytest.skip(f"no headless OpenGL library on this machine: {exc}")
+    script = textwrap.dedent(
+        """
+        import os
+        from tdmpc2_data.envs import make_env
+        env = make_env("cartpole-balance", render_mode="rgb_array")
+        env.reset()
+        assert env.render().std() > 5
+        print(os.environ["MUJOCO_GL"], os.environ["LP_NUM_THREADS"])
+        """
+    )
+    env = headless_env(**({} if preset is None else {"LP_NUM_THREADS": preset}))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.stdout.split() == [backend, expected], result.stderr

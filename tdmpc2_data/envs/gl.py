@@ -25,8 +25,8 @@ HEADLESS: dict[str, tuple[str, ...]] = {
 _PACKAGES = {"egl": "libegl1", "osmesa": "libosmesa6"}
 #: modules that read MUJOCO_GL at import: once one is loaded, setting it changes nothing
 _READERS = ("mujoco", "dm_control._render", "OpenGL")
-#: software renderers' own thread pools (Mesa llvmpipe, MuJoCo's EGL via llvmpipe), see
-#: `prepare_rendering`
+#: the thread pool of Mesa's software renderer (llvmpipe, behind EGL and OSMesa without a
+#: GPU), see `prepare_rendering`
 RENDER_THREADS = {"LP_NUM_THREADS": "1"}
 
 _checked: set[str] = set()  # backends whose context creation already worked in this process
@@ -95,7 +95,8 @@ def prepare_rendering(environ: MutableMapping[str, str] = os.environ) -> str | N
 
     It also sets ``RENDER_THREADS`` unless set: Mesa's software renderer (llvmpipe, what EGL
     and OSMesa use without a GPU) otherwise starts a render thread per core, which compete
-    with planning for the cores (bench/render.py)."""
+    with planning for the cores: on 2 cores a step's planning got 223 ms slower with two, more
+    than the 101 ms frame, and stayed within the noise with one (bench/RESULTS.md)."""
     user = (environ.get("MUJOCO_GL") or "").strip().lower()
     if not user and any(m in sys.modules for m in _READERS):
         return None
