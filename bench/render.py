@@ -101,7 +101,7 @@ def main() -> None:
         f"{args.size} {TASK}, paper planner, {args.steps} timed steps per row; ms per step, "
         f"alone / next to {args.busy} busy process(es)"
     )
-    head = (f"{'row':<34} {'plan alone':>10} {'plan busy':>9} {'render alone':>12} "
+    head = (f"{'row':<52} {'plan alone':>10} {'plan busy':>9} {'render alone':>12} "
             f"{'render busy':>11} {'step alone':>10} {'step busy':>9} {'threads':>7}")  # fmt: skip
     print(head)
     rows = [("no video", False, {})] + [(f"video {s or '(defaults)'}", True, parse_env(s))
@@ -111,7 +111,7 @@ def main() -> None:
         with busy_processes(args.busy):
             busy = run_once(video, env, args)
         label = f"{name} [{alone['gl'] or '-'}, LP={alone['lp'] or '-'}]" if video else name
-        print(f"{label:<34} {alone['plan']:>10.1f} {busy['plan']:>9.1f} {alone['render']:>12.1f} "
+        print(f"{label:<52} {alone['plan']:>10.1f} {busy['plan']:>9.1f} {alone['render']:>12.1f} "
               f"{busy['render']:>11.1f} {alone['step']:>10.1f} {busy['step']:>9.1f} "
               f"{busy['threads']:>7}")  # fmt: skip
     print(f"/proc/loadavg after: {open('/proc/loadavg').read().strip()}")
