@@ -450,7 +450,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
     _threads_flag(p)
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--video", help="directory for episode videos (mp4)")
+    p.add_argument("--video", help="directory for episode videos (mp4); without a display, "
+                   "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -600,7 +601,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if args.json:  # before the download and the evaluation, not after them
             check_file_writable(Path(args.json), "--json")
         if args.video:
+            from tdmpc2_data.envs.gl import prepare_rendering
+
             check_dir_writable(Path(args.video), "--video", "videos")
+            prepare_rendering()  # before MuJoCo's import, and before loading the model
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)
