@@ -24,6 +24,7 @@ from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.checkpoint import latest_checkpoint
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main
 from tdmpc2_model.lightning import TDMPC2Module
+from tdmpc2_model.loggers import read_metrics
 
 TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
 SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
@@ -196,9 +197,8 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
             "--seed-steps", "100", "--eval-every", "100", "--eval-episodes", "1",
             "--out", str(out), *SMALL]  # fmt: skip
     assert finetune_main(argv) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # the pretrained model's score first, then every 100 steps, then at the end
-    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 100, 200]
+    assert [s for s, _ in read_metrics(out)["eval/mean_return"]] == [0, 100, 200]
     agent = TDMPC2.from_pretrained(out / "final")
     assert agent.cfg.task_names == TABLE  # the table is kept
     ds = open_dataset(out / "buffer")
@@ -212,6 +212,7 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
     argv_resume = [*argv[: argv.index("--steps") + 1], "250", *argv[argv.index("--steps") + 2 :],
                    "--resume"]  # fmt: skip
     assert finetune_main(argv_resume) == 0  # the resumed run uses its own settings again
+    assert [s for s, _ in read_metrics(out)["eval/mean_return"]] == [0, 100, 200, 300]
     step = json.loads((latest_checkpoint(out) / "config.json").read_text())
     assert step["num_samples"] == base.cfg.num_samples
     assert step["provenance"]["run_settings"]["num_samples"] == 32
