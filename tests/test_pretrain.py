@@ -311,6 +311,8 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
     assert not (out / "final").exists()
     killed_at = global_step(out)
     assert 10 <= killed_at < 30
+    # the killed run's rows were on disk as they were logged (every 5 updates here)
+    assert [s for s, _ in read_metrics(out)["train/total_loss"]][:1] == [4]  # 5th update
     assert pretrain_main(pretrain_args(dataset, out, 30, "--checkpoint-every", "10",
                                        "--resume")) == 0  # fmt: skip
     assert global_step(out) == 30
