@@ -396,7 +396,7 @@ def finetune_parser() -> argparse.ArgumentParser:
         "Finetune a pretrained world model online on one task of its task table (a multitask "
         "model: any task of its table, including held-out tasks it has rows for; a single-task "
         "model: its own task). Writes the replay buffer as shards (OUT/buffer), checkpoints "
-        "(OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "(OUT/checkpoints), OUT/final and CSV logs in OUT/logs.",
         "  tdmpc2-finetune --task door-open --checkpoint runs/pretrain/final --steps 20000\n"
         "  tdmpc2-finetune --task walker-walk --checkpoint mt80-19M --out runs/ft --resume\n"
         "  tdmpc2-finetune --recipe recipes/finetune-door-open.yaml",
@@ -415,7 +415,7 @@ def train_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-train",
         "Train a single-task agent online from scratch; its replay buffer is saved as shards "
-        "(OUT/buffer), with checkpoints (OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "(OUT/buffer), with checkpoints (OUT/checkpoints), OUT/final and CSV logs in OUT/logs.",
         "  tdmpc2-train --task walker-walk --steps 100000\n"
         "  tdmpc2-train --task mw-reach --size 1M --steps 500 --seed-steps 200 --out runs/reach\n"
         "  tdmpc2-train --task mw-reach --steps 1000 --out runs/reach --resume",

@@ -15,7 +15,10 @@ Run directory ``OUT``::
     checkpoints/step-N/      save_pretrained output + trainer_state.pt (optimizers, counters);
                              written to a temp dir and renamed, so a checkpoint is whole or absent
     final/                   save_pretrained output of the finished agent
-    metrics.jsonl            one JSON row per episode ("train") and per evaluation ("eval")
+    logs/version_N/          the metrics (``loggers.py``): metrics.csv, with tensorboard event
+                             files beside it on --logger tensorboard; a row per finished episode
+                             (``train/<field>``) and per evaluation (``eval/<field>``) at
+                             step = environment steps; each invocation (--resume) a new version
 
 Resuming (``resume=True``) loads the newest checkpoint (or keeps the given agent if none was
 written yet; checkpoints are taken at episode ends), refills the replay buffer with the
@@ -69,13 +72,13 @@ from tdmpc2_model.evaluation import (
     planner_actor,
     rollout,
 )
-from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
+from tdmpc2_model.loggers import lightning_loggers, numeric, parse_loggers
 from tdmpc2_model.random_streams import RandomStreams, Stream
 from tdmpc2_model.replay import ReplayBuffer
 from tdmpc2_model.run_record import append_record
 from tdmpc2_model.update import check_losses
 
-BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
+BUFFER_DIR, FINAL_DIR, RUN_FILE = "buffer", "final", "run.json"
 
 
 # ---------------------------------------------------------------------- training loop
@@ -120,8 +123,8 @@ def train(
     ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
-    ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
-    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). ``record``: the
+    ``training_data``: provenance line for the model card. ``loggers``: "csv" (``out/logs``,
+    always) and/or "tensorboard" (the same rows, beside it). ``record``: the
     command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent
     (eval mode) and where its files are.
     """
@@ -290,26 +293,26 @@ def _train_row(
 
 
 class MetricsLog:
-    """The run's metrics: each row appended (and flushed) to ``metrics.jsonl`` and, with the
-    tensorboard logger, sent as ``<kind>/<field>`` scalars at the row's environment step."""
+    """The run's metrics through the same Lightning loggers as pretraining (``loggers.py``: the
+    CSV, and TensorBoard when asked, in ``out/logs/version_N``): a row ``{"kind": "train" or
+    "eval", "step": environment steps, field: value...}`` becomes ``<kind>/<field>`` numbers at
+    that step and is saved at once, so a killed run keeps every row it logged."""
 
     def __init__(self, out: Path, loggers: Sequence[str]) -> None:
-        self.file = open(out / METRICS_FILE, "a")
-        self.board = tensorboard_logger(out) if "tensorboard" in loggers else None
+        self.loggers = lightning_loggers(loggers, out)
 
     def log(self, row: dict[str, Any]) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        if self.board is not None:
-            self.board.log_metrics(numeric(row, row["kind"]), step=row["step"])
+        scalars = numeric(row, row["kind"])
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=row["step"])
+            logger.save()
 
     def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
-        if self.board is not None:
-            self.board.finalize("success" if exc[0] is None else "failed")
+        for logger in self.loggers:
+            logger.finalize("success" if exc[0] is None else "failed")
 
 
 def _evaluate_and_log(
