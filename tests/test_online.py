@@ -386,7 +386,7 @@ def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_pa
     assert '"push_to_hub"' not in card and f'"out": "{out}"' in card and '"torch"' in card
     scores = {r.metric_type: r for r in hub.api().model_info(repo).card_data.eval_results}
     assert scores["mean_reward"].dataset_type == TASK  # the Hub's model-index, parsed
-    assert scores["mean_reward"].metric_value == pytest.approx(evaluation["mean_return"])
+    assert scores["mean_reward"].metric_value == pytest.approx(mean_return)
 
 
 def test_online_commands_use_one_thread_unless_told(tmp_path, monkeypatch):
