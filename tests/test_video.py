@@ -35,7 +35,8 @@ def model(tmp_path_factory) -> Path:
 
 
 def run_eval(model: Path, video: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    argv = ["tdmpc2-eval", "--checkpoint", str(model), "--task", TASK, "--episodes", "1",
+    script = Path(sys.executable).with_name("tdmpc2-eval")  # this environment's, not PATH's
+    argv = [str(script), "--checkpoint", str(model), "--task", TASK, "--episodes", "1",
             "--video", str(video)]  # fmt: skip
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
