@@ -2,7 +2,7 @@
 MPPI 512 samples x 6 iterations, horizon 3, batch 256; the 1M size is for the CPU budget) on
 ``cartpole-balance`` and ``mw-reach`` at once, one core each, for a wall-clock budget, with an
 evaluation every 2k environment steps. The runs stop (Ctrl-C, as a user would) at the budget;
-every finished evaluation is already in their ``metrics.jsonl``. Then it draws each task's
+every finished evaluation is already in their metrics (``OUT/logs``). Then it draws each task's
 curve next to the published TD-MPC2 curve (``tdmpc2-plot curves``) into ``bench/learn/`` and
 prints the evaluations beside the published values (sampled every 100k steps: step 0 and
 100k bracket a run this short).
@@ -62,22 +62,23 @@ def run(runs: Path, minutes: float, eval_every: int) -> list[float]:
 
 def report(runs: Path, out: Path) -> None:
     """Draw each task's curve next to the published one and print the numbers."""
-    from tdmpc2_model.plots import published_curve, read_metrics
+    from tdmpc2_model.loggers import read_metrics
+    from tdmpc2_model.plots import published_curve
 
     out.mkdir(parents=True, exist_ok=True)
     for task in TASKS:
         png = out / f"{task}.png"
         subprocess.run(["tdmpc2-plot", "curves", str(runs / task), "--task", task,
                         "--compare", "tdmpc2", "--out", str(png)], check=True)  # fmt: skip
-        evals = [r for r in read_metrics(runs / task) if r["kind"] == "eval"]
-        trains = [r for r in read_metrics(runs / task) if r["kind"] == "train"]
-        metric = "success_rate" if evals and evals[0]["success_rate"] is not None else "mean_return"
-        print(f"\n{task} ({metric}, {len(trains)} training episodes, "
-              f"{trains[-1]['step'] if trains else 0} env steps, "
-              f"{trains[-1]['elapsed_s'] / 60 if trains else 0:.1f} min): {png}")  # fmt: skip
+        metrics = read_metrics(runs / task)
+        metric = "success_rate" if "eval/success_rate" in metrics else "mean_return"
+        episodes, elapsed = metrics.get("train/episode", []), metrics.get("train/elapsed_s", [])
+        print(f"\n{task} ({metric}, {len(episodes)} training episodes, "
+              f"{episodes[-1][0] if episodes else 0} env steps, "
+              f"{elapsed[-1][1] / 60 if elapsed else 0:.1f} min): {png}")  # fmt: skip
         print(f"  {'step':>7} {'ours':>8}")
-        for r in evals:
-            print(f"  {r['step']:>7} {r[metric]:>8.3f}")
+        for step, value in metrics.get(f"eval/{metric}", []):
+            print(f"  {step:>7} {value:>8.3f}")
         curve = published_curve(task, "tdmpc2")
         print("  published TD-MPC2 (mean over seeds, 95% CI):")
         for s, m, lo, hi in zip(

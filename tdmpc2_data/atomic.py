@@ -8,8 +8,22 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def naming_path(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError that names no file is raised again naming ``path``: a full disk fails in
+    ``write()`` or ``close()`` of an open file, whose error says only "[Errno 28] No space
+    left on device"."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
 
 
 def write_atomic(
@@ -27,11 +41,12 @@ def write_atomic(
     path = Path(path)
     tmp = tmp or path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        write(tmp)
-        if fsync:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with naming_path(path):
+            write(tmp)
+            if fsync:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

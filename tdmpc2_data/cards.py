@@ -2,29 +2,58 @@
 
 Templates are package data in ``tdmpc2_data/card_templates/`` (``datasets_cards/`` in a
 checkout links there): ``mt80.md`` and ``mt30.md`` for the published data, ``template.md``
-for anything else. A template is Markdown with YAML front matter
-and ``{{ key }}`` placeholders; ``render_card`` fills every placeholder (an unknown one is
-an error, so a template cannot silently ship with holes). The front matter gets the
-dataset's structure (``configs`` and ``dataset_info`` of the per-episode table that
-``push`` uploads as ``episodes.parquet``, example counts, size), so ``datasets.load_dataset``
-and the Hub viewer work without reading the zarr files.
+for anything else. A template is Markdown with YAML front matter and ``{{ key }}``
+placeholders, rendered by ``huggingface_hub.DatasetCard.from_template`` (Jinja2) into a
+``DatasetCard`` whose ``DatasetCardData`` then gets the dataset's structure (``configs`` and
+``dataset_info`` of the per-episode table that ``push`` uploads as ``episodes.parquet``,
+example counts, size), so ``datasets.load_dataset`` and the Hub viewer work without reading
+the zarr files. ``render_template`` adds what ``from_template`` leaves out: a placeholder
+nothing fills is an error (Jinja renders it empty), so a template cannot silently ship with
+holes; the model cards of ``tdmpc2_model.hub`` use it too.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
+from huggingface_hub import CardData, DatasetCard, DatasetCardData, RepoCard
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from tdmpc2_data.hf_datasets import episode_table_features
 from tdmpc2_data.schema import format_version
 
-PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+CardT = TypeVar("CardT", bound=RepoCard)
+
+
+def render_template(
+    card_cls: type[CardT], card_data: CardData, template: Path, values: dict[str, Any]
+) -> CardT:
+    """``card_cls.from_template(card_data, template, **values)``, refusing a template without
+    YAML front matter or with a placeholder that neither ``values`` nor ``card_data`` fill.
+    The final newline that Jinja drops is put back (files end with one)."""
+    import jinja2
+    import jinja2.meta
+
+    text = template.read_text(encoding="utf-8")
+    if not REGEX_YAML_BLOCK.search(text):
+        raise ValueError(f"{template}: a card template must start with YAML front matter (---).")
+    try:
+        names = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(text))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"{template}, line {exc.lineno}: not a valid template ({exc}).") from None
+    known = {"card_data", *card_data.to_dict(), *values}
+    unknown = sorted(names - known)
+    if unknown:
+        raise KeyError(
+            f"{template}: unknown placeholder {{{{ {unknown[0]} }}}}; known: {', '.join(values)}."
+        )
+    card = card_cls.from_template(card_data, template_path=str(template), **values)
+    if text.endswith("\n") and not card.text.endswith("\n"):
+        card.text += "\n"
+    return card
 
 
 def cards_dir() -> Path:
@@ -109,28 +138,12 @@ def front_matter(ds: Any) -> dict[str, Any]:
 
 
 def render_card(ds: Any, repo_id: str, template: str | os.PathLike | None = None) -> str:
-    """The ``README.md`` for ``ds`` published as ``repo_id``."""
+    """The ``README.md`` for ``ds`` published as ``repo_id``: the template's own front matter
+    (pretty name, license, tags) with ``front_matter(ds)`` set over it."""
     path = Path(template) if template is not None else template_for(ds.name)
     if not path.exists():
         raise FileNotFoundError(f"dataset card template {path} not found (set TDMPC2_CARDS_DIR).")
-    text = path.read_text()
-    values = card_values(ds, repo_id)
-
-    def fill(match: re.Match) -> str:
-        key = match.group(1)
-        if key not in values:
-            raise KeyError(
-                f"{path}: unknown placeholder {{{{ {key} }}}}; known: {', '.join(values)}."
-            )
-        return values[key]
-
-    text = PLACEHOLDER.sub(fill, text)
-    match = FRONT_MATTER.match(text)
-    if not match:
-        raise ValueError(
-            f"{path}: a dataset card template must start with YAML front matter (---)."
-        )
-    meta = yaml.safe_load(match.group(1)) or {}
-    meta.update(front_matter(ds))
-    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return f"---\n{head}---\n{text[match.end() :]}"
+    card = render_template(DatasetCard, DatasetCardData(), path, card_values(ds, repo_id))
+    for key, value in front_matter(ds).items():
+        card.data[key] = value
+    return str(card)

@@ -146,12 +146,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
     from tdmpc2_data.hub import info
-    from tdmpc2_data.hub_api import is_repo_id, refuse_mistyped_path
+    from tdmpc2_data.hub_api import is_repo_id, looked_up_locally_first, refuse_mistyped_path
     from tdmpc2_data.reader import open_dataset
 
     refuse_mistyped_path(args.dataset, "dataset")
     if not Path(args.dataset).exists() and is_repo_id(args.dataset):  # metadata only
-        print(info(args.dataset, args.revision).summary())
+        with looked_up_locally_first(args.dataset):
+            print(info(args.dataset, args.revision).summary())
         return 0
     print(open_dataset(args.dataset).summary())
     return 0

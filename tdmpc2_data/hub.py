@@ -62,6 +62,7 @@ from tdmpc2_data.hub_api import (
     HubError,
     at,
     hub_errors,
+    hub_unreachable,
     is_repo_id,
     open_branch,
     published_data_repo,
@@ -102,7 +103,14 @@ def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -
     with hub_errors(repo_id, revision, f"reading the index of {repo_id}"):
         try:
             return Path(
-                hf_hub_download(repo_id, INDEX, repo_type="dataset", revision=revision, token=token)
+                hf_hub_download(
+                    repo_id,
+                    INDEX,
+                    repo_type="dataset",
+                    revision=revision,
+                    token=token,
+                    local_files_only=hub_unreachable(),
+                )  # fmt: skip
             )
         except RemoteEntryNotFoundError:
             raise NoIndexError(
@@ -184,6 +192,7 @@ def download(
         return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
+    cache_only = hub_unreachable()
     with hub_errors(repo_id, revision, f"downloading {repo_id}"):
         if local_dir is not None:
             snapshot_download(
@@ -194,6 +203,7 @@ def download(
                 allow_patterns=patterns,
                 token=token,
                 max_workers=max_workers,
+                local_files_only=cache_only,
             )
             return _index_local_dir(Path(local_dir), repo_id, commit, attrs, shards)
         snapshot = Path(
@@ -204,6 +214,7 @@ def download(
                 allow_patterns=[INDEX, *patterns],
                 token=token,
                 max_workers=max_workers,
+                local_files_only=cache_only,
             )
         )
     return snapshot if tasks is None else _task_view(snapshot, repo_id, commit, attrs, shards)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
@@ -43,7 +45,9 @@ __all__ = [
     "HubError",
     "PUBLISHED_DATASETS",
     "hub_errors",
+    "hub_unreachable",
     "is_repo_id",
+    "looked_up_locally_first",
     "open_branch",
     "published_data_repo",
     "published_model_repo",
@@ -90,6 +94,38 @@ def refuse_mistyped_path(text: str, what: str) -> None:
     )
 
 
+@contextmanager
+def looked_up_locally_first(text: str) -> Iterator[None]:
+    """For an argument that is a local directory or a Hub repo id (``tdmpc2-data info``,
+    ``tdmpc2-pretrain --data``): a Hub error also says that no such directory exists."""
+    try:
+        yield
+    except HubError as exc:
+        raise type(exc)(f"{text}: no such local directory, and {exc}") from None
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+
+
+def hub_unreachable(timeout: float = 3.0) -> bool:
+    """Whether no TCP connection to ``HF_ENDPOINT`` opens within ``timeout`` seconds.
+    ``huggingface_hub`` retries an unreachable Hub for ~24 s before it falls back to its
+    cache; callers that find it unreachable read only the cache (``local_files_only``), so
+    they succeed from it or fail at once. Behind a proxy (which may reach what a direct
+    connection cannot) this says False and leaves it to ``huggingface_hub``."""
+    if constants.HF_HUB_OFFLINE or any(
+        os.environ.get(v) or os.environ.get(v.upper()) for v in _PROXY_VARIABLES
+    ):
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return True
+    return False
+
+
 def data_repo_env(name: str) -> str:
     """The environment variable naming the repo of the published dataset ``name``."""
     return f"TDMPC2_DATA_REPO_{name.upper()}"
@@ -119,11 +155,15 @@ def hub_errors(
     doing: str,
     repo_type: str = "dataset",
     error: type[HubError] = HubError,
+    local_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Iterator[None]:
     """Turn huggingface_hub/HTTP exceptions into one-paragraph ``error``s that say what to do.
 
     ``doing`` starts the message (``"downloading OWNER/NAME"``); ``repo_type`` ("dataset" or
-    "model") names the kind of repo in it. HubErrors raised inside pass through.
+    "model") names the kind of repo in it; ``local_only``: the call had
+    ``local_files_only=True`` (a cache miss is then not a network problem); ``cache_dir``: the
+    cache it read, when not the default. HubErrors raised inside pass through.
     """
     endpoint = constants.ENDPOINT
     where = f"{at(repo_id, revision)} on {endpoint}"
@@ -144,15 +184,19 @@ def hub_errors(
             "HF_TOKEN for private repos."
         ) from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, TransportError) as exc:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        missing = f"{where} is not in the local cache ({cache}), or only partly"
+        if local_only and not constants.HF_HUB_OFFLINE:
+            raise error(f"{doing}: local_files_only=True and {missing}; load it once without "
+                        "local_files_only.") from None  # fmt: skip
         reason = (
             "offline mode is on (HF_HUB_OFFLINE=1)"
             if constants.HF_HUB_OFFLINE
             else f"cannot reach {endpoint}"
         )
         raise error(
-            f"{doing}: {reason} and {where} is not in the local cache "
-            f"({constants.HF_HUB_CACHE}), or only partly. Check your network and HF_ENDPOINT, "
-            f"or download it once online. ({type(exc).__name__})"
+            f"{doing}: {reason} and {missing}. Check your network and HF_ENDPOINT, or download "
+            f"it once online. ({type(exc).__name__})"
         ) from None
     except EntryNotFoundError:
         raise error(f"{doing}: the file is not in {kind} {where}.") from None

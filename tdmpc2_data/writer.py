@@ -41,7 +41,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from tdmpc2_data import schema
-from tdmpc2_data.atomic import write_text_atomic
+from tdmpc2_data.atomic import naming_path, write_text_atomic
 from tdmpc2_data.schema import SHARDS_DIR, UNKNOWN, DatasetError, shard_path
 from tdmpc2_data.tasks import ACTION_LIMIT, Task, table_index
 
@@ -92,6 +92,25 @@ def root_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def removed_if_left_empty(dst: str | os.PathLike) -> Iterator[None]:
+    """A first write into ``dst`` (a new dataset) that fails before any shard exists leaves no
+    empty dataset behind: its root index, lock and ``shards/`` go, and the directory too if
+    it did not exist before."""
+    root = Path(dst)
+    existed, new = root.exists(), not (root / "zarr.json").exists()
+    try:
+        yield
+    except BaseException:
+        if new and root.is_dir() and not shard_names(root):
+            (root / "zarr.json").unlink(missing_ok=True)
+            (root / LOCK_NAME).unlink(missing_ok=True)
+            shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
+            if not existed and not any(root.iterdir()):
+                root.rmdir()
+        raise
 
 
 def shard_names(root: Path) -> list[str]:
@@ -290,21 +309,23 @@ def write_shard(
     per_chunk = min(episodes, schema.chunk_episodes(length, obs_dim, chunk_bytes))
     padded_e = -(-episodes // per_chunk) * per_chunk  # shard shape must be a multiple
     try:
-        group = zarr.open_group(LocalStore(tmp), mode="w", attributes=dict(attrs))
-        for name, data in arrays.items():
-            one_chunk = data.ndim == 1  # task/source: tiny, one chunk
-            group.create_array(
-                name,
-                shape=data.shape,
-                dtype=data.dtype,
-                chunks=(padded_e,) if one_chunk else (per_chunk, *data.shape[1:]),
-                shards=(padded_e, *data.shape[1:]),
-                compressors=compressors(data.dtype.itemsize),
-                fill_value=0,
-                config={"write_empty_chunks": True},  # every file exists: a missing one is damage
-            )[...] = data
-        _fsync_tree(tmp)
-        return _claim_name(tmp, shards)
+        with naming_path(shards):
+            group = zarr.open_group(LocalStore(tmp), mode="w", attributes=dict(attrs))
+            for name, data in arrays.items():
+                one_chunk = data.ndim == 1  # task/source: tiny, one chunk
+                group.create_array(
+                    name,
+                    shape=data.shape,
+                    dtype=data.dtype,
+                    chunks=(padded_e,) if one_chunk else (per_chunk, *data.shape[1:]),
+                    shards=(padded_e, *data.shape[1:]),
+                    compressors=compressors(data.dtype.itemsize),
+                    fill_value=0,
+                    # every file exists: a missing one is damage
+                    config={"write_empty_chunks": True},
+                )[...] = data
+            _fsync_tree(tmp)
+            return _claim_name(tmp, shards)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,14 +6,20 @@ read back as models by ``read_lightning_checkpoint`` (so every command takes the
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
+from tdmpc2_data.atomic import write_atomic
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.hub import SCALE_KEY, run_overrides
@@ -21,6 +27,28 @@ from tdmpc2_model.legacy import load_weights_only
 
 CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
 _AGENT_PREFIX = "agent."  # TDMPC2Module keeps the agent as ``self.agent``
+
+
+def save_torch_atomically(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` into memory, then ``write_atomic`` (fsynced): on a full disk
+    ``torch.save`` to a file fails with an opaque "unexpected pos" error and leaves a torn
+    file; this leaves the old file or none, and the error names ``path``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()), fsync=True)
+
+
+@contextmanager
+def safetensors_os_errors(path: Path) -> Iterator[None]:
+    """A safetensors I/O failure (its errno only in the text: "No space left on device (os
+    error 28)") as the ``OSError`` naming ``path`` that every command reports in one line."""
+    try:
+        yield
+    except SafetensorError as exc:
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), os.fspath(path)) from exc
 
 
 def save_atomically(
@@ -34,9 +62,10 @@ def save_atomically(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint dir is a normal dir
     try:
-        agent.save_pretrained(tmp, training_data=training_data)
+        with safetensors_os_errors(target):
+            agent.save_pretrained(tmp, training_data=training_data)
         if extra is not None:
-            torch.save(extra, tmp / STATE_FILE)
+            save_torch_atomically(extra, tmp / STATE_FILE)
         if target.exists():
             old = target.with_name(f".old-{target.name}-{os.getpid()}")
             os.replace(target, old)

@@ -396,7 +396,7 @@ def finetune_parser() -> argparse.ArgumentParser:
         "Finetune a pretrained world model online on one task of its task table (a multitask "
         "model: any task of its table, including held-out tasks it has rows for; a single-task "
         "model: its own task). Writes the replay buffer as shards (OUT/buffer), checkpoints "
-        "(OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "(OUT/checkpoints), OUT/final and CSV logs in OUT/logs.",
         "  tdmpc2-finetune --task door-open --checkpoint runs/pretrain/final --steps 20000\n"
         "  tdmpc2-finetune --task walker-walk --checkpoint mt80-19M --out runs/ft --resume\n"
         "  tdmpc2-finetune --recipe recipes/finetune-door-open.yaml",
@@ -415,7 +415,7 @@ def train_parser() -> argparse.ArgumentParser:
     p = _parser(
         "tdmpc2-train",
         "Train a single-task agent online from scratch; its replay buffer is saved as shards "
-        "(OUT/buffer), with checkpoints (OUT/checkpoints), OUT/final and OUT/metrics.jsonl.",
+        "(OUT/buffer), with checkpoints (OUT/checkpoints), OUT/final and CSV logs in OUT/logs.",
         "  tdmpc2-train --task walker-walk --steps 100000\n"
         "  tdmpc2-train --task mw-reach --size 1M --steps 500 --seed-steps 200 --out runs/reach\n"
         "  tdmpc2-train --task mw-reach --steps 1000 --out runs/reach --resume",
@@ -450,7 +450,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
     _threads_flag(p)
     p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--video", help="directory for episode videos (mp4)")
+    p.add_argument("--video", help="directory for episode videos (mp4); without a display, "
+                   "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -600,7 +601,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if args.json:  # before the download and the evaluation, not after them
             check_file_writable(Path(args.json), "--json")
         if args.video:
+            from tdmpc2_data.envs.gl import prepare_rendering
+
             check_dir_writable(Path(args.video), "--video", "videos")
+            prepare_rendering()  # before MuJoCo's import, and before loading the model
         torch.manual_seed(args.seed)
         agent = _load(args.checkpoint, args.task, args.config, _device(args.device), args.revision)
         result = evaluate(agent, args.task, args.episodes, video_dir=args.video, seed=args.seed)

@@ -128,8 +128,8 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """Run ``episodes`` episodes with MPPI in eval mode (no noise); episode i resets with
-    seed ``seed + i``. ``video_dir``: one mp4 per episode (needs ``imageio[ffmpeg]`` and, on
-    a machine without display, ``MUJOCO_GL=egl`` or ``osmesa``)."""
+    seed ``seed + i``. ``video_dir``: one mp4 per episode (needs ``imageio[ffmpeg]``; without
+    a display, a headless OpenGL backend is chosen unless ``MUJOCO_GL`` is set: `make_env`)."""
     if episodes < 1:
         raise OnlineError(f"Got episodes={episodes}; must be >= 1.")
     spec = check_task(agent, task)

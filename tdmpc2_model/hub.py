@@ -8,7 +8,9 @@ A saved model is a directory (or Hub model repo) with
   holds ``tensors_sha256``, checked on load (files without it, written before, still load);
   weights holding NaN/Inf are refused whatever their source;
 - ``config.json``: ``TDMPC2Config.to_dict()`` plus ``format_version`` and provenance;
-- ``README.md``: a model card (size, parameters, tasks, training data, usage, citation).
+- ``README.md``: the model card, ``huggingface_hub.ModelCard.from_template`` of the packaged
+  ``model_card.md`` (size, parameters, tasks, training data, a run's final evaluation and
+  settings, usage, citation) with ``ModelCardData`` front matter (``card_data``).
 
 ``from_pretrained`` also reads checkpoints of the original implementation (through
 ``legacy.py``), local or published: an alias such as ``mt80-317M`` or ``walker-walk`` names
@@ -34,21 +36,31 @@ import json
 import os
 import re
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
 import torch
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import (
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tdmpc2_data.atomic import write_atomic
+from tdmpc2_data.cards import render_template
 from tdmpc2_data.hub_api import (
     MODEL_REPO_ENV,
     HubError,
     at,
     hub_errors,
+    hub_unreachable,
     is_repo_id,
     open_branch,
     published_model_repo,
@@ -59,7 +71,14 @@ from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_tas
 from tdmpc2_model.config import TDMPC2Config, parse_size
 from tdmpc2_model.legacy import load_legacy
 
-__all__ = ["HubMixin", "ModelHubError", "load_pretrained_dir", "model_card", "resolve_alias"]
+__all__ = [
+    "HubMixin",
+    "ModelHubError",
+    "card_data",
+    "load_pretrained_dir",
+    "model_card",
+    "resolve_alias",
+]
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -72,12 +91,8 @@ SHAPE_FIELDS = frozenset(
     "task_dim num_bins simnorm_dim".split()
 )
 _META = ("format_version", "library_name", "provenance")
-CITATION = """@inproceedings{hansen2024tdmpc2,
-  title={TD-MPC2: Scalable, Robust World Models for Continuous Control},
-  author={Nicklas Hansen and Hao Su and Xiaolong Wang},
-  booktitle={International Conference on Learning Representations (ICLR)},
-  year={2024}
-}"""
+CARD_TEMPLATE = "model_card.md"  # package data: the model card's Jinja template
+TAGS = ["reinforcement-learning", "model-based-rl", "world-model", "tdmpc2", "continuous-control"]
 
 
 class ModelHubError(HubError):
@@ -142,85 +157,80 @@ def _state(agent: HubMixin) -> dict[str, torch.Tensor]:
     return {**agent.model.state_dict(), SCALE_KEY: agent.scale.value}
 
 
-def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> str:
-    """Markdown model card with Hub metadata (YAML front matter)."""
+def card_data(agent: HubMixin, provenance: dict[str, Any] | None = None) -> ModelCardData:
+    """The card's Hub metadata: library, license, pipeline tag, tags (plus the task set, or
+    up to 5 task names), the Hub datasets it was trained on when recorded, and the final
+    evaluation of a run as ``model-index`` results (mean return and success rate on the
+    evaluated task; the task is the "dataset", as RL model cards on the Hub name the env)."""
     cfg, provenance = agent.cfg, provenance or {}
     names = cfg.task_names
     task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
-    tasks = task_set or (", ".join(names) if names else "a custom task")
+    tags = [*TAGS, *([task_set] if task_set else names if len(names) <= 5 else [])]
+    evaluation = provenance.get("evaluation")
+    results = None
+    if evaluation:
+        task = evaluation["task"]
+        scores = [("mean_reward", "mean return", evaluation["mean_return"]),
+                  ("success_rate", "success rate", evaluation.get("success_rate"))]  # fmt: skip
+        results = [
+            EvalResult(
+                task_type="reinforcement-learning",
+                task_name="Reinforcement Learning",
+                dataset_type=task,
+                dataset_name=task,
+                metric_type=kind,
+                metric_name=label,
+                metric_value=float(value),
+            )
+            for kind, label, value in scores
+            if value is not None
+        ]
+    return ModelCardData(
+        library_name="tdmpc2-toolkit",
+        license="mit",
+        pipeline_tag="reinforcement-learning",
+        tags=tags,
+        datasets=provenance.get("datasets") or None,
+        model_name=_title(cfg) if results else None,
+        eval_results=results,
+    )
+
+
+def _title(cfg: TDMPC2Config) -> str:
     kind = f"multitask ({cfg.num_tasks} tasks)" if cfg.multitask else "single-task"
-    size = cfg.size or "custom"
-    data = provenance.get("training_data") or "not recorded"
-    source = provenance.get("source")
-    lines = [
-        "---",
-        "library_name: tdmpc2-toolkit",
-        "license: mit",
-        "pipeline_tag: reinforcement-learning",
-        "tags: [reinforcement-learning, model-based-rl, world-model, tdmpc2, continuous-control]",
-        "---",
-        "",
-        f"# TD-MPC2 {size} {kind} world model",
-        "",
-        "A TD-MPC2 agent (implicit world model + MPPI planning; Hansen et al., ICLR 2024) "
-        "saved with tdmpc2-toolkit (architecture and outputs as the original implementation, "
-        "github.com/nicklashansen/tdmpc2).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| size preset | {size} |",
-        f"| learnable parameters | {agent.model.total_params:,} |",
-        f"| tasks | {tasks} |",
-        f"| observation / action dims | {cfg.obs_dim} / {cfg.action_dim} (zero padded) |",
-        f"| latent / MLP / encoder dims | {cfg.latent_dim} / {cfg.mlp_dim} / {cfg.enc_dim} |",
-        f"| Q ensemble | {cfg.num_q} heads, {cfg.num_bins} bins |",
-        f"| training data | {data} |",
-    ]
-    if source:
-        lines.append(f"| converted from | {source} |")
-    if task_set is None and len(names) > 1:
-        lines += ["", "Task ids (embedding rows) in order: " + ", ".join(names) + "."]
-    lines += _run_sections(provenance)
-    example = names[0] if names else None
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from tdmpc2_model import TDMPC2",
-        "",
-        'agent = TDMPC2.from_pretrained("OWNER/NAME")  # this repo, or a local copy',
-        f"action = agent.act(obs, t0=True{f', task={example!r}' if cfg.multitask else ''})",
-        "```",
-        "",
-        "Files: `model.safetensors` (weights, incl. target Q-functions), `config.json` "
-        "(`TDMPC2Config`).",
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return f"TD-MPC2 {cfg.size or 'custom'} {kind} world model"
 
 
-def _run_sections(provenance: dict[str, Any]) -> list[str]:
-    """Card sections for a model pushed at the end of a run (`--push-to-hub`): its final
-    evaluation and the command's settings with the package versions."""
-    lines = []
+def model_card(agent: HubMixin, provenance: dict[str, Any] | None = None) -> ModelCard:
+    """The model card (``README.md``): ``card_data`` as front matter and the packaged template
+    ``model_card.md`` (size, parameters, tasks, training data, a run's final evaluation and
+    settings, usage, citation) rendered by ``huggingface_hub.ModelCard.from_template``."""
+    cfg, provenance = agent.cfg, provenance or {}
+    names = cfg.task_names
+    task_set = next((k for k, v in TASK_SETS.items() if v == names), None)
     evaluation = provenance.get("evaluation")
     if evaluation:
         rate = evaluation.get("success_rate")
-        lines += ["", "## Evaluation", "", "| task | episodes | mean return | success rate |",
-                  "|---|---|---|---|",
-                  f"| {evaluation['task']} | {evaluation['episodes']} | "
-                  f"{evaluation['mean_return']:.2f} | {'-' if rate is None else f'{rate:.2f}'} |"]  # fmt: skip
-    if provenance.get("run"):
-        run = {"settings": provenance["run"], "versions": provenance.get("versions")}
-        lines += ["", "## Training run", "", "```json", json.dumps(run, indent=2), "```"]
-    return lines
+        evaluation = {**evaluation, "mean_return": f"{evaluation['mean_return']:.2f}",
+                      "success_rate": "-" if rate is None else f"{rate:.2f}"}  # fmt: skip
+    run = provenance.get("run")
+    if run:  # the command's settings and the package versions, as the run record has them
+        run = json.dumps({"settings": run, "versions": provenance.get("versions")}, indent=2)
+    values = {
+        "title": _title(cfg),
+        "size": cfg.size or "custom",
+        "parameters": f"{agent.model.total_params:,}",
+        "tasks": task_set or (", ".join(names) if names else "a custom task"),
+        "cfg": cfg,
+        "training_data": provenance.get("training_data") or "not recorded",
+        "source": provenance.get("source"),
+        "task_ids": ", ".join(names) if task_set is None and len(names) > 1 else None,
+        "evaluation": evaluation,
+        "run": run,
+        "act_task": f", task={names[0]!r}" if cfg.multitask and names else "",
+    }
+    template = Path(str(resources.files("tdmpc2_model") / CARD_TEMPLATE))
+    return render_template(ModelCard, card_data(agent, provenance), template, values)
 
 
 # -------------------------------------------------------------------------- loading
@@ -384,6 +394,40 @@ class HubMixin:
 
     ``TDMPC2`` inherits this (it needs the agent's ``cfg``, ``model`` and ``scale``), so
     the agent imports this module and never the other way round.
+
+    Why not ``huggingface_hub.ModelHubMixin`` / ``PyTorchModelHubMixin`` (hub_mixin.py,
+    huggingface_hub 2.4): we would have to override all three of its public methods, and
+    what is left (``__new__``, ``__init_subclass__``) works against us:
+
+    - its ``from_pretrained`` takes anything that is not a directory for a Hub repo id and
+      calls ``hf_hub_download(repo_id=..., filename="config.json")`` on it, so a legacy
+      ``.pt`` file, a Lightning ``.ckpt`` and the aliases (``mt80-317M``: a file inside
+      ``nicklashansen/tdmpc2``) cannot pass; it swallows an ``HfHubHTTPError`` on
+      config.json (logged at info level) and builds the model without a config, so a missing
+      repo, revision or token surfaces later as an unrelated error; and it fetches config.json
+      and the weights in separate calls that each resolve ``revision``, so a push in between
+      can pair one commit's config with another's weights (one ``snapshot_download`` here);
+    - its ``__new__`` records the constructor's arguments as the config that
+      ``save_pretrained`` writes: ``TDMPC2(cfg)`` built with ``from_pretrained`` overrides
+      would save ``{"cfg": ...}`` holding the run's planner settings, the leak that
+      ``model_defaults`` / ``run_overrides`` prevent; and it passes config.json's keys to
+      ``__init__``, where ours also carries ``format_version`` (checked first) and provenance;
+    - its ``save_pretrained`` deletes config.json before ``_save_pretrained`` runs and writes
+      README.md only ``if not model_card_path.exists()``: saving over a model would keep the
+      previous model's card, and a crash in between leaves weights without a config; every
+      file here is written atomically and the card is replaced;
+    - ``PyTorchModelHubMixin`` saves with ``safetensors.torch.save_model`` (no metadata: no
+      ``tensors_sha256``, no record of shared views) and loads with ``load_model(...,
+      strict=False)``, which ignores missing or unexpected tensors; nothing refuses NaN/Inf;
+    - its ``push_to_hub`` uploads to ``branch`` without creating it (a new branch is an
+      error), cannot tag, raises raw HTTP errors and returns a URL, not the commit id.
+
+    What comes from huggingface_hub: the download, cache, revision, offline and token
+    handling (``hf_hub_download``, ``snapshot_download``), the upload (``HfApi``:
+    ``create_repo``, ``create_branch``, ``upload_folder``, ``create_tag``), the model card
+    (``ModelCard.from_template``, ``ModelCardData``, ``EvalResult``), and the mixin's method
+    and keyword names (``revision``, ``token``, ``cache_dir``, ``force_download``,
+    ``local_files_only``, ``private``, ``commit_message``).
     """
 
     cfg: TDMPC2Config
@@ -397,6 +441,10 @@ class HubMixin:
         revision: str | None = None,
         task: str | list[str] | None = None,
         token: str | bool | None = None,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
         **overrides: Any,
     ) -> Self:
         """Load an agent (eval mode) from, in this order of lookup:
@@ -410,9 +458,17 @@ class HubMixin:
         ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task
         of a single-task legacy checkpoint (sets action dims and discount) or the task list
         of a multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a
-        synonym). ``overrides``: config fields that do not change tensor shapes, e.g.
-        ``num_samples=256``.
+        synonym). ``cache_dir``, ``force_download``, ``local_files_only``: as in
+        ``huggingface_hub`` (and ``ModelHubMixin.from_pretrained``), for Hub repos and aliases.
+        ``overrides``: config fields that do not change tensor shapes, e.g.
+        ``num_samples=256``; the loaded ``model_defaults`` stay what ``save_pretrained`` writes.
         """
+
+        def hub() -> dict[str, Any]:  # a dead endpoint: the cache at once, not ~24 s of retries
+            return {"revision": revision, "token": token, "cache_dir": cache_dir,
+                    "force_download": force_download,
+                    "local_files_only": local_files_only or hub_unreachable()}  # fmt: skip
+
         if "tasks" in overrides:
             if task is not None:
                 raise ValueError("Give task= or tasks=, not both.")
@@ -432,9 +488,9 @@ class HubMixin:
             repo_id, filename, alias_task, training = alias
             where = f"{repo_id}/{filename}@{revision or 'main'}"
             with hub_errors(repo_id, revision, f"loading alias {text!r} ({where})", "model",
-                            ModelHubError):  # fmt: skip
+                            ModelHubError, local_files_only, cache_dir):  # fmt: skip
                 try:
-                    local = hf_hub_download(repo_id, filename, revision=revision, token=token)
+                    local = hf_hub_download(repo_id, filename, **hub())
                 except RemoteEntryNotFoundError:
                     raise ModelHubError(
                         f"loading alias {text!r}: {where} does not exist. Set "
@@ -451,9 +507,10 @@ class HubMixin:
                 "as walker-walk or walker-walk-2)."
             )
         where = at(text, revision)
-        with hub_errors(text, revision, f"loading {text}", "model", ModelHubError):
-            local = snapshot_download(text, revision=revision, token=token,
-                                      allow_patterns=[CONFIG, WEIGHTS, CARD])  # fmt: skip
+        with hub_errors(text, revision, f"loading {text}", "model", ModelHubError,
+                        local_files_only, cache_dir):  # fmt: skip
+            # one snapshot: the revision is resolved once, so config and weights are one commit's
+            local = snapshot_download(text, allow_patterns=[CONFIG, WEIGHTS, CARD], **hub())
         if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
             raise ModelHubError(
                 f"Hub repo {where} has no {CONFIG} + {WEIGHTS}, so it is not a TD-MPC2 model "
@@ -487,8 +544,8 @@ class HubMixin:
         write_atomic(root / WEIGHTS, lambda p: save_file(tensors, p, metadata=metadata))
         write_atomic(root / CONFIG,
                       lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))  # fmt: skip
-        card = model_card(self, provenance)
-        write_atomic(root / CARD, lambda p: Path(p).write_text(card))
+        card = str(model_card(self, provenance))
+        write_atomic(root / CARD, lambda p: Path(p).write_text(card, encoding="utf-8"))
         return root
 
     def push_to_hub(

@@ -26,10 +26,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model.agent import TDMPC2, make_optimizers
+from tdmpc2_model.checkpoint import save_torch_atomically
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
 from tdmpc2_model.update import LOSS_TERMS, nonfinite_loss_error, update_step
@@ -243,14 +245,40 @@ def resolve_data(spec: str) -> str:
     if "://" in spec or Path(spec).exists():
         return spec
     from tdmpc2_data.hub import download
-    from tdmpc2_data.hub_api import PUBLISHED_DATASETS, is_repo_id, refuse_mistyped_path
+    from tdmpc2_data.hub_api import (
+        PUBLISHED_DATASETS,
+        is_repo_id,
+        looked_up_locally_first,
+        refuse_mistyped_path,
+    )
 
     refuse_mistyped_path(spec, "--data")
-    if spec in PUBLISHED_DATASETS or is_repo_id(spec):
+    if spec in PUBLISHED_DATASETS:
         return str(download(spec))
+    if is_repo_id(spec):
+        with looked_up_locally_first(f"--data {spec}"):
+            return str(download(spec))
     raise FileNotFoundError(
         f"--data {spec!r}: no such directory, and not hf://..., mt80, mt30 or OWNER/NAME."
     )
+
+
+def hub_datasets(sources: Sequence[str]) -> list[str]:
+    """The Hub dataset ids among ``--data`` sources (``hf://datasets/OWNER/NAME...``, or an
+    ``OWNER/NAME`` that is not a local path): the model card's ``datasets`` metadata. The
+    names ``mt80`` / ``mt30`` are left out: by default they are the legacy chunks of a model
+    repo, not a Hub dataset."""
+    from tdmpc2_data.hub_api import is_repo_id
+
+    ids = []
+    for spec in sources:
+        if spec.startswith("hf://datasets/"):
+            spec = "/".join(spec.removeprefix("hf://datasets/").split("/")[:2]).split("@")[0]
+        elif Path(spec).exists():
+            continue
+        if is_repo_id(spec) and spec not in ids:
+            ids.append(spec)
+    return ids
 
 
 def selected_data(
@@ -288,6 +316,18 @@ def select_text(selection: dict[str, Any]) -> str:
     kept = sum(d["episodes"] for d in selection["datasets"])
     total = sum(d["of_episodes"] for d in selection["datasets"])
     return f"{format_selection(selection['filters'])} ({kept} of {total} episodes)"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's local ``.ckpt`` save writes into the system temp dir and moves the file
+    across: on a full disk that leaves a torn ``.ckpt``, the newest, which ``--resume``
+    picks. This writes next to the target and renames (``save_torch_atomically``)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_torch_atomically(checkpoint, path)
 
 
 def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
@@ -434,6 +474,7 @@ def pretrain(
                 ModelCheckpoint(checkpoints, save_last=True, every_n_train_steps=checkpoint_every),
                 *callbacks,
             ],  # fmt: skip
+            plugins=[AtomicCheckpointIO()],
             enable_progress_bar=progress,
             enable_model_summary=False,  # one line instead (below)
             use_distributed_sampler=False,  # the sampler splits shards by rank itself
@@ -450,4 +491,7 @@ def pretrain(
     agent = module.export_agent()  # collective under FSDP
     if agent is None or not trainer.is_global_zero:
         return None
+    if hub_datasets(sources):
+        provenance = getattr(agent, "hub_provenance", None) or {}
+        agent.hub_provenance = {**provenance, "datasets": hub_datasets(sources)}
     return save_atomically(agent, out / FINAL_DIR, training_data)

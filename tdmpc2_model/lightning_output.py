@@ -20,6 +20,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 QUIET_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Checkpoint directory .* exists and is not empty",
+    # checkpoints are meant to hold the state after the update: that is where a resume goes on
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
 )
 
 

@@ -15,15 +15,19 @@ Run directory ``OUT``::
     checkpoints/step-N/      save_pretrained output + trainer_state.pt (optimizers, counters);
                              written to a temp dir and renamed, so a checkpoint is whole or absent
     final/                   save_pretrained output of the finished agent
-    metrics.jsonl            one JSON row per episode ("train") and per evaluation ("eval")
+    logs/version_N/          the metrics (``loggers.py``): metrics.csv, with tensorboard event
+                             files beside it on --logger tensorboard; a row per finished episode
+                             (``train/<field>``) and per evaluation (``eval/<field>``) at
+                             step = environment steps; each invocation (--resume) a new version
 
 Resuming (``resume=True``) loads the newest checkpoint (or keeps the given agent if none was
-written yet), refills the replay buffer from ``OUT/buffer`` and continues at the number of
-environment steps stored there: episodes finished after the checkpoint are kept, updates
-made after it are redone from the checkpoint's weights (``trainer_state.pt`` holds the number
-of updates made, so none owed is skipped). Resumed from a checkpoint at the buffer's last
-episode, the run continues exactly: the checkpoint also holds the random streams (torch, the
-replay sampler, the seed-phase actions) and every episode resets with seed ``seed + episode``.
+written yet; checkpoints are taken at episode ends), refills the replay buffer with the
+episodes it had seen and then replays the episodes stored after it: their updates are made
+again, each with the buffer as it was when they were made, while their actions, already in
+``OUT/buffer``, are not planned again. Every random draw is seeded from (seed, what it is for,
+its step or update number; ``random_streams.py``) and every episode resets with seed
+``seed + episode``, so a run killed anywhere and resumed ends with the weights of the run that
+was never stopped (on deterministic kernels); only the episode in progress is lost and redone.
 
 Finetuning a multitask model works on any task of its task table (the embedding row, action
 mask and padded widths exist). The paper's few-shot setting (pretrain on 70 of the mt80
@@ -38,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +54,7 @@ from tqdm.auto import tqdm
 from tdmpc2_data import open_dataset
 from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.envs import make_env
-from tdmpc2_data.format import ShardWriter, compact
+from tdmpc2_data.format import ShardWriter, compact, finalize
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
@@ -68,12 +72,13 @@ from tdmpc2_model.evaluation import (
     planner_actor,
     rollout,
 )
-from tdmpc2_model.loggers import numeric, parse_loggers, tensorboard_logger
+from tdmpc2_model.loggers import lightning_loggers, numeric, parse_loggers
+from tdmpc2_model.random_streams import RandomStreams, Stream
 from tdmpc2_model.replay import ReplayBuffer
 from tdmpc2_model.run_record import append_record
 from tdmpc2_model.update import check_losses
 
-BUFFER_DIR, FINAL_DIR, RUN_FILE, METRICS_FILE = "buffer", "final", "run.json", "metrics.jsonl"
+BUFFER_DIR, FINAL_DIR, RUN_FILE = "buffer", "final", "run.json"
 
 
 # ---------------------------------------------------------------------- training loop
@@ -118,8 +123,8 @@ def train(
     ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
     ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
-    ``training_data``: provenance line for the model card. ``loggers``: "csv" (metrics.jsonl,
-    always) and/or "tensorboard" (the same rows as scalars in ``out/logs``). ``record``: the
+    ``training_data``: provenance line for the model card. ``loggers``: "csv" (``out/logs``,
+    always) and/or "tensorboard" (the same rows, beside it). ``record``: the
     command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent
     (eval mode) and where its files are.
     """
@@ -144,6 +149,8 @@ def train(
     mask = torch.from_numpy(action_masks([spec.action_dim], cfg.action_dim)[0])
     buffer = ReplayBuffer(cfg.buffer_size, length, cfg.obs_dim, cfg.action_dim, agent.device,
                           seed, task_id, mask)  # fmt: skip
+    if resume and (out / BUFFER_DIR).exists():  # index an episode flushed just before a kill
+        finalize(out / BUFFER_DIR)
     source = {"description": f"tdmpc2-toolkit online RL on {spec.name}", "seed": seed}
     writer = ShardWriter(
         out / BUFFER_DIR,
@@ -152,38 +159,41 @@ def train(
         action_dim=cfg.action_dim,
         sources=[source],
     )
-    _refill(buffer, out / BUFFER_DIR, spec)
+    # the checkpoint's episodes refill the buffer; those stored after it are replayed below
+    stored = _stored_episodes(out / BUFFER_DIR, spec)
+    made = 0 if state is None else state.get("updates", updates_due(state["step"], seed_steps))
+    for _ in range(0 if state is None else state["step"] // length):  # taken at episode ends
+        data = next(stored, None)
+        if data is None:
+            raise OnlineError(
+                f"{out / BUFFER_DIR}: fewer episodes than its checkpoint at step "
+                f"{state['step']} has seen; the run's replay buffer was changed or removed."
+            )
+        buffer.add(*data)
     step, episode = buffer.added * length, buffer.added
-    if resume:
-        found = latest_checkpoint(out)
-        weights = f"weights of {found}" if found else "no checkpoint yet: the given weights"
-        tqdm.write(
-            f"resuming {out} at step {step} ({episode} episodes in {BUFFER_DIR}/); {weights}"
-        )
+    buffer_start = episode
     # Updates still owed: the schedule's count at this step less those the weights hold
     # (a checkpoint taken inside a seed phase shorter than an episode still owes them all).
-    made = 0 if state is None else state.get("updates", updates_due(state["step"], seed_steps))
     owed, losses, evaluation = updates_due(step, seed_steps) - made, [], None
-    random_actions = np.random.default_rng([seed, step])
-    if state is not None and state["step"] == step and "rng" in state:
-        _set_random_state(state["rng"], agent, buffer, random_actions)  # continue exactly
-    else:
-        torch.manual_seed(seed + step)
+    streams = RandomStreams(seed, agent.device)
     env = make_env(spec.name, seed=seed + episode)
     planner = planner_actor(agent, spec, eval_mode=False)
-    next_eval = (step // eval_every + 1) * eval_every if eval_every and eval_episodes else None
     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
     bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {spec.name}", unit="step",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
+    random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
 
     def act(obs: np.ndarray, t0: bool) -> np.ndarray:
         if step < seed_steps:
             return random_actions.uniform(-1, 1, spec.action_dim).astype(np.float32)
+        streams.use(Stream.PLAN, step)
         return planner(obs, t0)
 
     def pay() -> None:
         nonlocal owed, made
         while owed and buffer.episodes:
+            streams.use(Stream.UPDATE, made)
+            buffer.generator.manual_seed(streams.value(Stream.REPLAY, made))
             info = agent.update(buffer.sample(cfg.batch_size, cfg.horizon))
             check_losses(info, made + 1)  # stop before a checkpoint holds NaN weights
             losses.append(info)
@@ -197,38 +207,64 @@ def train(
             owed += seed_steps if step == seed_steps else 1
         pay()
 
-    def checkpoint() -> None:
-        loop = {"updates": made, "rng": _random_state(agent, buffer, random_actions)}
-        save_checkpoint(out, agent, step, training_data, keep_checkpoints, loop)
+    def add(obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        nonlocal episode, random_actions
+        buffer.add(obs, action, reward)
+        episode += 1
+        random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
+        pay()  # what the seed phase owes once the first episode is in the buffer
 
+    def checkpoint_if_due(final: bool = False) -> None:
+        nonlocal next_checkpoint
+        if final or step >= next_checkpoint:
+            save_checkpoint(out, agent, step, training_data, keep_checkpoints, {"updates": made})
+            next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
+
+    def evaluate_now() -> EvalResult:
+        streams.use(Stream.EVALUATE, step)
+        return _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
+
+    if resume:
+        found = latest_checkpoint(out)
+        weights = f"weights of {found}" if found else "no checkpoint yet: the given weights"
+        tqdm.write(
+            f"resuming {out} at step {step} ({episode} episodes in {BUFFER_DIR}/); {weights}"
+        )
     start = time.perf_counter()
     try:
+        # Episodes stored after the checkpoint: their updates are made again, each with the
+        # buffer as it was then, since their actions came from the weights those produced.
+        for obs, action, reward in stored:
+            for _ in range(length):
+                on_step()
+            add(obs, action, reward)
+            losses.clear()
+            checkpoint_if_due()
+        if episode > buffer_start:
+            tqdm.write(f"redid the updates of the {episode - buffer_start} episodes stored "
+                       f"after it: now at step {step}")  # fmt: skip
+        next_eval = (step // eval_every + 1) * eval_every if eval_every and eval_episodes else None
         with writer, MetricsLog(out, loggers) as metrics:
-            pay()  # what a resumed run owes for episodes finished after its checkpoint
             if next_eval is not None and step == 0:  # the starting point (zero-shot score)
-                evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
+                evaluation = evaluate_now()
             while step < steps:
                 # each episode resets with its own seed: a resumed run meets the same starts
                 ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, seed=seed + episode,
                              on_step=on_step)  # fmt: skip
-                buffer.add(ep["obs"], ep["action"], ep["reward"])
                 writer.add_episode(spec.name, ep["obs"], ep["action"], ep["reward"],
                                    ep.get("success"), source=0, source_index=episode)  # fmt: skip
                 writer.flush()
-                episode += 1
-                pay()  # what the seed phase owes once the first episode is in the buffer
+                add(ep["obs"], ep["action"], ep["reward"])
                 metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))
                 losses.clear()
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
                 if next_eval is not None and step >= next_eval and step < steps:
-                    evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
+                    evaluation = evaluate_now()
                     next_eval = (step // eval_every + 1) * eval_every
-                if step >= next_checkpoint:
-                    checkpoint()
-                    next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-            checkpoint()  # before the final evaluation, whose sampling a resumed run won't redo
+                checkpoint_if_due()
+            checkpoint_if_due(final=True)  # before the final evaluation (not redone on resume)
             if eval_episodes:
-                evaluation = _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
+                evaluation = evaluate_now()
     finally:
         bar.close()
         env.close()
@@ -241,26 +277,6 @@ def updates_due(step: int, seed_steps: int) -> int:
     """Updates the schedule has made by environment step ``step``: none during the seed
     phase, then one per step so far (the seed steps' updates at once)."""
     return step if step >= seed_steps else 0
-
-
-def _random_state(agent: TDMPC2, buffer: ReplayBuffer, actions: np.random.Generator) -> dict:
-    """The loop's random streams (torch's, the replay sampler's, the seed phase's actions),
-    stored with a checkpoint so that a resumed run draws what an uninterrupted one would."""
-    state = {"torch": torch.get_rng_state(), "replay": buffer.generator.get_state(),
-             "actions": json.dumps(actions.bit_generator.state)}  # fmt: skip
-    if agent.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(agent.device)
-    return state
-
-
-def _set_random_state(
-    state: dict, agent: TDMPC2, buffer: ReplayBuffer, actions: np.random.Generator
-) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    buffer.generator.set_state(state["replay"].cpu())
-    actions.bit_generator.state = json.loads(state["actions"])
-    if agent.device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), agent.device)
 
 
 def _train_row(
@@ -277,26 +293,26 @@ def _train_row(
 
 
 class MetricsLog:
-    """The run's metrics: each row appended (and flushed) to ``metrics.jsonl`` and, with the
-    tensorboard logger, sent as ``<kind>/<field>`` scalars at the row's environment step."""
+    """The run's metrics through the same Lightning loggers as pretraining (``loggers.py``: the
+    CSV, and TensorBoard when asked, in ``out/logs/version_N``): a row ``{"kind": "train" or
+    "eval", "step": environment steps, field: value...}`` becomes ``<kind>/<field>`` numbers at
+    that step and is saved at once, so a killed run keeps every row it logged."""
 
     def __init__(self, out: Path, loggers: Sequence[str]) -> None:
-        self.file = open(out / METRICS_FILE, "a")
-        self.board = tensorboard_logger(out) if "tensorboard" in loggers else None
+        self.loggers = lightning_loggers(loggers, out)
 
     def log(self, row: dict[str, Any]) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        if self.board is not None:
-            self.board.log_metrics(numeric(row, row["kind"]), step=row["step"])
+        scalars = numeric(row, row["kind"])
+        for logger in self.loggers:
+            logger.log_metrics(scalars, step=row["step"])
+            logger.save()
 
     def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
-        if self.board is not None:
-            self.board.finalize("success" if exc[0] is None else "failed")
+        for logger in self.loggers:
+            logger.finalize("success" if exc[0] is None else "failed")
 
 
 def _evaluate_and_log(
@@ -334,8 +350,8 @@ def _open_run(
     return run
 
 
-def _refill(buffer: ReplayBuffer, root: Path, spec: Task) -> None:
-    """Load the run's stored episodes (resume) into the replay buffer."""
+def _stored_episodes(root: Path, spec: Task) -> Iterator[tuple[np.ndarray, ...]]:
+    """The run's stored episodes (obs, action, reward), oldest first, read shard by shard."""
     ds = open_dataset(root)
     for shard, episodes in ds.task_episodes(spec.name):
         info = ds.shards[shard]
@@ -345,5 +361,4 @@ def _refill(buffer: ReplayBuffer, root: Path, spec: Task) -> None:
                 f"has {spec.episode_length}."
             )
         data = ds.read_shard(shard, episodes=slice(episodes.start, episodes.stop))
-        for obs, action, reward in zip(data["obs"], data["action"], data["reward"], strict=True):
-            buffer.add(obs, action, reward)
+        yield from zip(data["obs"], data["action"], data["reward"], strict=True)

@@ -1,5 +1,5 @@
 """The pictures users of this field look at, drawn from what runs write: learning curves
-(online runs' ``metrics.jsonl``) next to the published ones, normalized scores of task-set
+(the runs' metrics, ``loggers.read_metrics``) next to the published ones, normalized scores of task-set
 evaluations (``eval.json``), the task-embedding map of a multitask model (the paper's Fig. 4)
 and loss curves. Every plot writes its image and, beside it, a CSV of exactly the plotted
 numbers (``PATH.png`` -> ``PATH.csv``), so that a picture can be checked.
@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from tdmpc2_data.tasks import DMCONTROL, get_task
+from tdmpc2_model.loggers import read_metrics
 from tdmpc2_model.published import Curve, published_curve, summarise
 
 FIGSIZE, DPI = (8.0, 5.0), 100  # every image is 800 x 500 px (wider for many score bars)
-ONLINE_METRICS, RUN_FILE = "metrics.jsonl", "run.json"
-# Columns of the online metrics rows that are bookkeeping, not losses.
-NOT_LOSSES = {"kind", "step", "episode", "episode_return", "episode_success", "updates",
-              "elapsed_s", "epoch", "grad_norm", "pi_scale"}  # fmt: skip
+RUN_FILE = "run.json"  # an online run's (online.py); pretraining runs have none
+# ``train/`` columns that are bookkeeping, not losses.
+NOT_LOSSES = {"episode", "episode_return", "episode_success", "updates", "elapsed_s",
+              "grad_norm", "pi_scale"}  # fmt: skip
 
 
 class PlotError(ValueError):
@@ -45,31 +46,29 @@ def pyplot() -> Any:
 
 
 # ---------------------------------------------------------------------------- inputs
-def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of an online run's ``metrics.jsonl`` (a truncated last line, left by a killed
-    run, is skipped)."""
-    path = Path(run) / ONLINE_METRICS if Path(run).is_dir() else Path(run)
-    if not path.is_file():
-        raise PlotError(
-            f"{path}: no such metrics file (an online run writes OUT/{ONLINE_METRICS})."
-        )
-    rows = []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise PlotError(f"{path}:{number}: not a JSON row.") from None
-    return rows
+def is_online(run: Path) -> bool:
+    """An online run (x: environment steps) rather than a pretraining one (x: updates)."""
+    return (run / RUN_FILE).is_file()
 
 
 def run_task(run: Path) -> str | None:
-    """The task an online run trained (from its ``run.json``)."""
+    """The task an online run trained (from its ``run.json``), or the one task a pretraining
+    run evaluated (its ``eval/<task>/return`` column)."""
+    if not is_online(run):
+        tasks = {k.split("/")[1] for k in _metrics(run) if k.startswith("eval/") and
+                 k.endswith("/return")}  # fmt: skip
+        return tasks.pop() if len(tasks) == 1 else None
     try:
         return json.loads((run / RUN_FILE).read_text())["task"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _metrics(run: Path) -> dict[str, list[tuple[int, float]]]:
+    try:
+        return read_metrics(run)
+    except ValueError as exc:
+        raise PlotError(str(exc)) from None
 
 
 def uses_success(task: str) -> bool:
@@ -78,17 +77,25 @@ def uses_success(task: str) -> bool:
 
 
 def run_curve(runs: Sequence[Path], task: str) -> Curve:
-    """Evaluation return (or success rate) vs environment steps over several runs (seeds):
-    mean and 95% CI at each evaluated step."""
-    key = "success_rate" if uses_success(task) else "mean_return"
-    rows = []
-    for run in runs:
-        evals = [r for r in read_metrics(run) if r.get("kind") == "eval"]
-        if not evals:
-            raise PlotError(f"{run}: no evaluations in {ONLINE_METRICS} (see --eval-every).")
-        rows += [(float(r["step"]), float(r[key])) for r in evals if r.get(key) is not None]
+    """Evaluation return (or success rate) over several runs (seeds): mean and 95% CI at each
+    evaluated step -- environment steps of online runs (``eval/mean_return``,
+    ``eval/success_rate``), updates of pretraining runs (``eval/<task>/return``, ``/success``)."""
+    success = uses_success(task)
+    if len({is_online(Path(r)) for r in runs}) > 1:
+        raise PlotError("Online runs (x: environment steps) and pretraining runs (x: updates) "
+                        "cannot share a curve; plot them apart.")  # fmt: skip
+    rows: list[tuple[float, float]] = []
+    for run in map(Path, runs):
+        if is_online(run):
+            column = "eval/success_rate" if success else "eval/mean_return"
+        else:
+            column = f"eval/{task}/{'success' if success else 'return'}"
+        points = _metrics(run).get(column)
+        if not points:
+            raise PlotError(f"{run}: no {column} logged (see --eval-every).")
+        rows += [(float(s), v) for s, v in points]
     label = "ours" if len(runs) > 1 else Path(runs[0]).name
-    return summarise(label, "success" if key == "success_rate" else "reward", rows)
+    return summarise(label, "success" if success else "reward", rows)
 
 
 def read_eval(path: str | os.PathLike) -> dict[str, Any]:
@@ -132,8 +139,9 @@ def plot_curves(
     svg: bool = False,
 ) -> Path:
     """Learning curve of ``runs`` (seeds of one task) with the published curves of
-    ``compare`` methods overlaid. ``max_step``: x-axis limit (default: the runs' last step,
-    at least the first published point after 0, so that a short run is not squashed)."""
+    ``compare`` methods overlaid (online runs only: the published x is environment steps,
+    pretraining's is updates). ``max_step``: x-axis limit (default: the runs' last step, at
+    least the first published point after 0, so that a short run is not squashed)."""
     plt = pyplot()
     paths = [Path(r) for r in runs]
     tasks = {run_task(p) for p in paths} - {None}
@@ -141,8 +149,10 @@ def plot_curves(
         raise PlotError(f"Cannot tell the task of {', '.join(map(str, paths))}; pass --task.")
     task = get_task(task or tasks.pop()).name
     ours = run_curve(paths, task)
-    published = []
-    for method in compare:
+    online, published = is_online(paths[0]), []
+    if compare and not online:
+        print("note: no published curves over a pretraining run (its x is updates)")
+    for method in compare if online else ():
         try:
             published.append(published_curve(task, method))
         except KeyError:
@@ -160,7 +170,7 @@ def plot_curves(
         ax.fill_between(s, lo, hi, color=line.get_color(), alpha=0.2)
         rows += [(curve.label, int(a), b, c, d, int(n))
                  for a, b, c, d, n in zip(s, m, lo, hi, curve.seeds[keep], strict=True)]  # fmt: skip
-    ax.set(title=task, xlabel="environment steps", xlim=(0, max_step),
+    ax.set(title=task, xlabel="environment steps" if online else "updates", xlim=(0, max_step),
            ylabel="success rate" if ours.metric == "success" else "episode return")  # fmt: skip
     ax.legend()
     ax.grid(alpha=0.3)
@@ -306,30 +316,14 @@ def plot_embeddings(
 
 
 # ---------------------------------------------------------------------------- losses
-def loss_series(run: str | os.PathLike) -> tuple[str, dict[str, list[tuple[float, float]]]]:
-    """Loss terms over time from a run: an online run's ``metrics.jsonl`` (x: environment
-    steps, one point per episode) or a pretraining run's Lightning CSV logs (x: updates)."""
+def loss_series(run: str | os.PathLike) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    """Loss terms over time from a run's ``train/`` columns: an online run's (x: environment
+    steps, one point per episode: the mean over its updates) or a pretraining run's (x:
+    updates)."""
     run = Path(run)
-    if (run / ONLINE_METRICS).is_file():
-        series: dict[str, list[tuple[float, float]]] = {}
-        for r in read_metrics(run):
-            if r.get("kind") == "train":
-                for k, v in r.items():
-                    if k not in NOT_LOSSES and isinstance(v, (int, float)):
-                        series.setdefault(k, []).append((float(r["step"]), float(v)))
-        return "environment steps", series
-    logs = sorted(run.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    if not logs:
-        raise PlotError(f"{run}: neither {ONLINE_METRICS} (online run) nor logs/version_*/"
-                        "metrics.csv (pretraining run) found.")  # fmt: skip
-    series = {}
-    for log in logs:  # versions are resumed segments of one run, in order
-        with open(log, newline="") as f:
-            for r in csv.DictReader(f):
-                for k, v in r.items():
-                    if k.startswith("train/") and k[6:] not in NOT_LOSSES and v not in ("", None):
-                        series.setdefault(k[6:], []).append((float(r["step"]), float(v)))
-    return "updates", series
+    series = {k[6:]: points for k, points in _metrics(run).items()
+              if k.startswith("train/") and k[6:] not in NOT_LOSSES}  # fmt: skip
+    return "environment steps" if is_online(run) else "updates", series
 
 
 def plot_losses(run: str | os.PathLike, out: str | os.PathLike, svg: bool = False) -> Path:

@@ -40,7 +40,7 @@ class ReplayBuffer:
         self.task, self.action_mask = task, action_mask
         self.episodes = 0  # stored (<= max_episodes)
         self.added = 0  # ever added
-        self.generator = torch.Generator().manual_seed(seed)  # state saved by checkpoints
+        self.generator = torch.Generator().manual_seed(seed)  # the online loop reseeds it
 
     @property
     def num_transitions(self) -> int:

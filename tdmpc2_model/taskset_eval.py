@@ -6,6 +6,7 @@ summary goes to ``OUT/eval.json`` and ``OUT/eval.csv``."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from tdmpc2_data.versions import package_versions
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
+from tdmpc2_model.hub import tensors_sha256
 from tdmpc2_model.malloc import retain_freed_memory
 
 
@@ -149,13 +151,23 @@ def check_file_writable(path: Path, flag: str) -> None:
         raise OnlineError(f"{flag} {path}: cannot write there ({exc.strerror or exc}).") from None
 
 
-def _kept(path: Path, episodes: int, seed: int) -> dict[str, Any] | None:
-    """A task's stored result if it was made with the same episodes and seed."""
+def model_fingerprint(agent: TDMPC2) -> str:
+    """sha256 of the weights and the config (planner settings included): what a stored task
+    result must have been made with to be kept by a rerun."""
+    digest = hashlib.sha256(tensors_sha256(agent.model.state_dict()).encode())
+    digest.update(json.dumps(agent.cfg.to_dict(), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _kept(path: Path, episodes: int, seed: int, model: str) -> dict[str, Any] | None:
+    """A task's stored result if it was made by the same model with the same episodes and
+    seed."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if data.get("episodes") == episodes and data.get("seed") == seed else None
+    same = (data.get("episodes"), data.get("seed"), data.get("model")) == (episodes, seed, model)
+    return data if same else None
 
 
 def evaluate_tasks(
@@ -182,17 +194,23 @@ def evaluate_tasks(
         raise OnlineError(f"Got workers={workers}; must be >= 1.")
     out = Path(out) if out is not None else None
     done: dict[str, dict[str, Any]] = {}
+    model = model_fingerprint(agent)
     if out is not None:
         check_writable(out)
         for n in names:
-            kept = _kept(out / "tasks" / f"{n}.json", episodes, seed)
+            kept = _kept(out / "tasks" / f"{n}.json", episodes, seed, model)
             if kept is not None:
                 done[n] = kept
+        redone = [n for n in names if n not in done and (out / "tasks" / f"{n}.json").exists()]
+        if redone:
+            tqdm.write(f"{out / 'tasks'}: {len(redone)} stored result(s) of another model, "
+                       "seed or episode count are evaluated again")  # fmt: skip
     todo = [n for n in names if n not in done]
     bar = tqdm(total=len(names) * episodes, initial=len(done) * episodes, unit="ep",
                desc="eval", disable=not progress)  # fmt: skip
 
     def finish(row: dict[str, Any]) -> None:
+        row["model"] = model
         done[row["task"]] = row
         if out is not None:
             write_text_atomic(out / "tasks" / f"{row['task']}.json", json.dumps(row, indent=2))

@@ -3,14 +3,16 @@ eval.json / eval.csv, worker processes that give the same numbers as one process
 skips finished tasks, and `tdmpc2-eval --tasks`."""
 
 import csv
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 
 from tdmpc2_model import TDMPC2, TDMPC2Config, evaluate_tasks
 from tdmpc2_model.cli import eval_main
-from tdmpc2_model.taskset_eval import normalized_score
+from tdmpc2_model.taskset_eval import model_fingerprint, normalized_score
 
 #: two Meta-World tasks (100 steps, success flags) and a DMControl one (returns in [0, 1000])
 TASKS = ["mw-reach", "mw-button-press", "pendulum-swingup"]
@@ -102,6 +104,22 @@ def test_a_rerun_skips_finished_tasks(agent, serial, tmp_path):
     fewer = evaluate_tasks(agent, TASKS[:1], episodes=1, workers=1, seed=3, out=run,
                            progress=False)  # fmt: skip
     assert fewer.tasks[0].mean_return != 12345.0
+
+
+def test_a_rerun_with_another_model_evaluates_again(agent, serial, tmp_path, capsys):
+    """The same --out with other weights or planner settings: nothing stored is reused
+    (before, another checkpoint's per-task results were kept and reported as this one's)."""
+    out, first = serial
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    other = TDMPC2(dataclasses.replace(agent.cfg, iterations=agent.cfg.iterations + 1))
+    other.model.load_state_dict(agent.model.state_dict())
+    capsys.readouterr()
+    again = evaluate_tasks(other, TASKS, episodes=2, workers=1, seed=3, out=run, progress=False)
+    assert f"{len(TASKS)} stored result(s) of another model" in capsys.readouterr().out
+    assert again.tasks != first.tasks
+    stored = json.loads((run / "tasks" / "mw-reach.json").read_text())
+    assert stored["model"] == model_fingerprint(other) != model_fingerprint(agent)
 
 
 def test_cli_evaluates_a_task_set(agent, tmp_path, capsys):

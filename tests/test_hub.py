@@ -118,6 +118,34 @@ def test_push_card_has_tasks_counts_and_structure(hub, pushed):
     assert info.card_data["dataset_info"]["splits"][0]["num_examples"] == 8
 
 
+def test_dataset_card_round_trips_through_datasetcard_and_refuses_holes(tmp_path):
+    """render_card is DatasetCard.from_template of the packaged template: DatasetCard.load
+    reads back the template's metadata and the dataset's structure; a placeholder nothing
+    fills, or a template without front matter, is an error instead of a card with holes."""
+    from huggingface_hub import DatasetCard
+
+    from tdmpc2_data.cards import front_matter, render_card
+
+    ds = open_dataset(make_dataset(tmp_path / "src"))
+    (tmp_path / "README.md").write_text(render_card(ds, "someone/tiny"))
+    card = DatasetCard.load(tmp_path / "README.md")
+    data = card.data.to_dict()
+    assert {k: data[k] for k in front_matter(ds)} == front_matter(ds)
+    assert (data["pretty_name"], data["license"], data["task_categories"]) == (
+        "tiny", "mit", ["reinforcement-learning"])  # fmt: skip
+    assert card.text.startswith("\n# tiny\n") and "someone/tiny" in card.text
+    bad = tmp_path / "bad.md"
+    bad.write_text("---\nlicense: mit\n---\n# {{ name }} has {{ num_episodez }} episodes\n")
+    with pytest.raises(KeyError, match=r"bad\.md: unknown placeholder \{\{ num_episodez \}\}"):
+        render_card(ds, "someone/tiny", bad)
+    bare = tmp_path / "bare.md"
+    bare.write_text("# {{ name }}\n")
+    with pytest.raises(ValueError, match=r"bare\.md: a card template must start with YAML"):
+        render_card(ds, "someone/tiny", bare)
+    with pytest.raises(FileNotFoundError, match=r"dataset card template .*absent\.md not found"):
+        render_card(ds, "someone/tiny", tmp_path / "absent.md")
+
+
 def test_push_rerun_uploads_nothing_and_interrupted_push_resumes(hub, pushed, tmp_path):
     api = hub.api()
     commits = len(api.list_repo_commits(REPO, repo_type="dataset"))
@@ -341,11 +369,18 @@ def test_hub_down_uses_the_cache(hub, pushed):
     assert hubio.download(REPO) == path  # falls back to the cached commit of main
 
 
-@pytest.mark.slow  # huggingface_hub retries a dead endpoint with backoff (~25 s)
-def test_hub_down_without_cache_is_a_clear_error(hub, pushed, capsys):
+def test_hub_down_without_cache_is_a_clear_error_at_once(hub, pushed, tmp_path, capsys):
+    """A dead endpoint is found with one connection attempt, not ~24 s of huggingface_hub's
+    retries; an OWNER/NAME that is also no local directory says both."""
     hub.server.stop()
     with pytest.raises(HubError, match=f"cannot reach {hub.endpoint} and tester/tiny@v1"):
         hubio.download(REPO, revision="v1")
+    assert cli(["info", "nowhere/tow"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: nowhere/tow: no such local directory, and reading the index of nowhere/tow: " in err
+    )
+    assert f"cannot reach {hub.endpoint}" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------- CLI and published names

@@ -18,6 +18,7 @@ from tdmpc2_model.hub import (
     WEIGHTS,
     ModelHubError,
     _dedupe,
+    card_data,
     load_pretrained_dir,
     resolve_alias,
 )
@@ -176,6 +177,52 @@ def test_damaged_or_non_finite_weights_are_refused_naming_file_and_tensor(tmp_pa
         TDMPC2.from_pretrained(old)
 
 
+def test_model_card_front_matter_round_trips_through_model_card_load(tmp_path):
+    """The card is huggingface_hub's own: ModelCard.load reads back the metadata it was made
+    from, the final evaluation as model-index results (no network: validate() is not called)."""
+    from huggingface_hub import ModelCard
+
+    agent = noisy_agent("walker-walk")
+    plain = ModelCard.load(agent.save_pretrained(tmp_path / "plain") / "README.md")
+    assert plain.data.to_dict() == {
+        "library_name": "tdmpc2-toolkit",
+        "license": "mit",
+        "pipeline_tag": "reinforcement-learning",
+        "tags": ["reinforcement-learning", "model-based-rl", "world-model", "tdmpc2",
+                 "continuous-control", "walker-walk"],
+    }  # fmt: skip
+    assert plain.data.eval_results is None and "## Evaluation" not in plain.text
+    assert plain.text.startswith("\n# TD-MPC2 1M single-task world model\n")
+
+    evaluation = {"task": "walker-walk", "episodes": 3, "mean_return": 512.345,
+                  "success_rate": 0.5}  # fmt: skip
+    agent.hub_provenance = {"evaluation": evaluation, "datasets": ["someone/walker-data"],
+                            "run": {"steps": 100}, "versions": {"torch": "x"}}  # fmt: skip
+    card = ModelCard.load(agent.save_pretrained(tmp_path / "run") / "README.md")
+    assert card.data.to_dict() == card_data(agent, agent.hub_provenance).to_dict()
+    assert card.data.datasets == ["someone/walker-data"]
+    assert card.data.model_name == "TD-MPC2 1M single-task world model"
+    scores = {(r.task_type, r.dataset_type, r.metric_type): r.metric_value
+              for r in card.data.eval_results}  # fmt: skip
+    assert scores == {("reinforcement-learning", "walker-walk", "mean_reward"): 512.345,
+                      ("reinforcement-learning", "walker-walk", "success_rate"): 0.5}  # fmt: skip
+    assert "| walker-walk | 3 | 512.35 | 0.50 |" in card.text
+    assert '"steps": 100' in card.text and "{{" not in str(card) and str(card).endswith("```\n")
+    agent.hub_provenance["evaluation"] = {**evaluation, "success_rate": None}  # DMControl
+    card = ModelCard.load(agent.save_pretrained(tmp_path / "run") / "README.md")  # replaced
+    assert [r.metric_type for r in card.data.eval_results] == ["mean_reward"]
+    assert "| walker-walk | 3 | 512.35 | - |" in card.text
+
+
+def test_pretraining_records_the_hub_datasets_of_its_sources(tmp_path):
+    from tdmpc2_model.lightning import hub_datasets
+
+    (tmp_path / "local").mkdir()
+    sources = [str(tmp_path / "local"), "owner/set", "hf://datasets/org/other@v1/sub",
+               "hf://datasets/owner/set", "mt80", "data/not-there/x"]  # fmt: skip
+    assert hub_datasets(sources) == ["owner/set", "org/other"]
+
+
 def test_alias_names():
     assert resolve_alias("mt80-317M")[1:3] == ("multitask/mt80-317M.pt", "mt80")
     assert resolve_alias("mt30-48m")[1] == "multitask/mt30-48M.pt"
@@ -195,6 +242,7 @@ def test_push_to_hub_then_from_pretrained_is_identical_and_revisions_pin(hub):
     c1 = first.push_to_hub(repo, commit_message="first")
     files = set(hub.api().list_repo_files(repo))
     assert {WEIGHTS, CONFIG, "README.md"} <= files
+    assert hub.api().model_info(repo).card_data["library_name"] == "tdmpc2-toolkit"
     assert_identical(first, TDMPC2.from_pretrained(repo))
 
     second = noisy_agent("mt30", seed=1)
@@ -228,6 +276,23 @@ def test_private_push_and_missing_repos(hub):
                           repo_id=f"{hub.user}/not-a-model")  # fmt: skip
     with pytest.raises(ModelHubError, match="not-a-model@main has no config.json"):
         TDMPC2.from_pretrained(f"{hub.user}/not-a-model")
+
+
+def test_cache_dir_force_download_and_local_files_only(hub, tmp_path):
+    """The cache keywords of huggingface_hub (and ModelHubMixin.from_pretrained)."""
+    repo, cache = f"{hub.user}/cache-kw", tmp_path / "my-cache"
+    agent = noisy_agent("walker-walk")
+    agent.push_to_hub(repo)
+    missing = r"local_files_only=True and .*cache-kw@main .*not in the local cache \(.*my-cache\)"
+    with pytest.raises(ModelHubError, match=missing):
+        TDMPC2.from_pretrained(repo, cache_dir=cache, local_files_only=True)
+    assert_identical(agent, TDMPC2.from_pretrained(repo, cache_dir=cache))
+    assert (cache / f"models--{hub.user}--cache-kw").is_dir()
+    hub.server.log.clear()
+    assert_identical(agent, TDMPC2.from_pretrained(repo, cache_dir=cache, local_files_only=True))
+    assert not [p for _, p, _ in hub.server.log if p.endswith(WEIGHTS)]  # the cache answered
+    assert_identical(agent, TDMPC2.from_pretrained(repo, cache_dir=cache, force_download=True))
+    assert [p for m, p, _ in hub.server.log if m == "GET" and p.endswith(WEIGHTS)]
 
 
 @pytest.fixture
@@ -286,3 +351,16 @@ def test_offline_from_cache(hub, mirror, monkeypatch):
     assert TDMPC2.from_pretrained("mt30-1M").cfg.num_tasks == 30
     with pytest.raises(ModelHubError, match="offline mode is on.*not in the local cache"):
         TDMPC2.from_pretrained("cheetah-run")
+
+
+def test_hub_down_serves_the_cache_without_offline_mode(hub, monkeypatch):
+    """No HF_HUB_OFFLINE: a dead endpoint is found with one connection attempt, the cached
+    model loads, and an uncached one fails at once (not after ~24 s of retries)."""
+    repo = f"{hub.user}/down"
+    agent = noisy_agent("walker-walk")
+    agent.push_to_hub(repo)
+    TDMPC2.from_pretrained(repo)
+    hub.server.stop()
+    assert_identical(agent, TDMPC2.from_pretrained(repo))
+    with pytest.raises(ModelHubError, match=f"cannot reach {hub.endpoint} and {hub.user}/gone"):
+        TDMPC2.from_pretrained(f"{hub.user}/gone")

@@ -17,6 +17,7 @@ from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.checkpoint import latest_checkpoint
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main, train_main
 from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
+from tdmpc2_model.loggers import read_metrics
 from tdmpc2_model.replay import ReplayBuffer
 
 TASK = "mw-reach"  # 100-step episodes: the cheapest real task
@@ -25,8 +26,8 @@ SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", 
          "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
 
 
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+def steps(points: list[tuple[int, float]]) -> list[int]:
+    return [s for s, _ in points]
 
 
 @pytest.fixture(scope="module")
@@ -50,26 +51,44 @@ def test_the_run_logs_to_tensorboard_and_plots(run, tmp_path):
     assert first["settings"]["config"]["num_samples"] == 32 and "--logger" in first["argv"]
     assert first["device"] == "cpu" and first["seed_steps"] == 100 and first["torch_threads"] >= 1
     assert first["versions"]["torch"] == torch.__version__
-    rows = read_metrics(run)
+    # one CSV of numbers, as pretraining's: a row per episode and per evaluation
+    logs = run / "logs" / "version_0"
+    raw = read_csv(logs / "metrics.csv")
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["version_0"]
+    assert not (run / "metrics.jsonl").exists()
+    assert {"step", "train/episode", "train/episode_return", "train/episode_success",
+            "train/updates", "train/elapsed_s", "train/total_loss", "train/pi_loss",
+            "eval/episodes", "eval/mean_return", "eval/success_rate"} <= set(raw[0])  # fmt: skip
+    assert not [k for k in raw[0] if k.startswith("eval/task") or k.endswith("/kind")]
+    assert all(v == "" or np.isfinite(float(v)) for r in raw for v in r.values())
+    train = [r for r in raw if r["train/episode"]]
+    evals = [r for r in raw if r["eval/mean_return"]]
+    assert [(r["step"], r["train/episode"]) for r in train] == [("100", "1"), ("200", "2")]
+    assert {r["train/episode_success"] for r in train} <= {"0", "1"}  # booleans as 0/1
+    assert [r["step"] for r in evals] == ["0", "200"]  # the start and the end
+    assert not any(r["train/episode"] for r in evals)  # an evaluation is a row of its own
+    # TensorBoard beside it holds the same numbers, column for column
+    metrics = read_metrics(run)
     board = tensorboard_scalars(run / "logs")
-    train = [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
-    assert board["train/episode_return"][: len(train)] == [
-        (r["step"], pytest.approx(r["episode_return"])) for r in train
+    assert list(logs.glob("events.out.tfevents.*")) and board.keys() == metrics.keys()
+    for column, points in metrics.items():
+        assert board[column] == [(s, pytest.approx(v)) for s, v in points], column
+    assert metrics["train/episode_return"] == [
+        (int(r["step"]), float(r["train/episode_return"])) for r in train
     ]
-    assert [s for s, _ in board["eval/success_rate"]][: len(evals)] == [r["step"] for r in evals]
     out = tmp_path / "curve.png"
     assert plot_main(["curves", str(run), "--out", str(out)]) == 0  # the task from run.json
     assert png_size(out) == (800, 500)
     ours = [r for r in read_csv(out.with_suffix(".csv")) if r["curve"] == "run"]
     assert [(int(r["step"]), float(r["mean"])) for r in ours] == [
-        (r["step"], pytest.approx(r["success_rate"])) for r in evals
+        (int(r["step"]), pytest.approx(float(r["eval/success_rate"]))) for r in evals
     ]
     assert plot_main(["losses", str(run), "--out", str(tmp_path / "losses.png")]) == 0
     losses = read_csv(tmp_path / "losses.csv")
     total = [(float(r["step"]), float(r["value"])) for r in losses if r["loss"] == "total_loss"]
-    updated = [r for r in train if r["updates"]]  # the first episode comes before any update
-    assert total == [(r["step"], pytest.approx(r["total_loss"])) for r in updated] and total
+    updated = [r for r in train if r["train/updates"] != "0"]  # the first episode: no update
+    assert total == [(int(r["step"]), pytest.approx(float(r["train/total_loss"])))
+                     for r in updated] and total  # fmt: skip
     assert {"consistency_loss", "reward_loss", "value_loss", "pi_loss"} <= {
         r["loss"] for r in losses
     }
@@ -87,13 +106,15 @@ def test_train_writes_a_verified_shard_buffer_and_checkpoints(run):
     assert agent.cfg.task_names == [TASK] and agent.cfg.size == "1M"
     assert agent.cfg.num_samples == 32  # the run's settings travel with the checkpoint
     assert latest_checkpoint(run).name == "step-000000200"
-    rows = read_metrics(run)
-    train = [r for r in rows if r["kind"] == "train"]
-    assert [r["step"] for r in train] == [100, 200]
+    metrics = read_metrics(run)
+    assert steps(metrics["train/episode"]) == [100, 200]
     # 100 updates when the seed phase ends, then one per step: as many as steps
-    assert sum(r["updates"] for r in train) == 200
-    assert np.isfinite(train[-1]["total_loss"]) and "episode_success" in train[-1]
-    assert rows[-1]["kind"] == "eval" and np.isfinite(rows[-1]["mean_return"])
+    assert sum(v for _, v in metrics["train/updates"]) == 200
+    assert np.isfinite(metrics["train/total_loss"][-1][1])
+    assert steps(metrics["train/episode_success"]) == [100, 200]
+    assert metrics["eval/mean_return"][-1][0] == 200 and np.isfinite(
+        metrics["eval/mean_return"][-1][1]
+    )
     fresh = TDMPC2(agent.cfg)
     assert not torch.equal(fresh.model._pi[0].weight, agent.model._pi[0].weight)
 
@@ -110,9 +131,10 @@ def test_resume_continues_the_step_count_and_refuses_to_overwrite(run, capsys):
     assert f"resuming {run} at step 200 (2 episodes" in said and "step-000000200" in said
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert kept == ["step-000000100", "step-000000200", "step-000000300"]  # 0: keep all
-    train = [r for r in read_metrics(run) if r["kind"] == "train"]
-    assert [r["step"] for r in train] == [100, 200, 300]
-    assert train[-1]["updates"] == 100
+    metrics = read_metrics(run)  # both invocations' logs, in order
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["version_0", "version_1"]
+    assert steps(metrics["train/episode"]) == [100, 200, 300]
+    assert metrics["train/updates"][-1] == (300, 100)
     assert open_dataset(run / "buffer").num_transitions == 300
     ds = open_dataset(run / "buffer")
     index = np.concatenate([ds.episode_metadata(i)["source_index"] for i in range(len(ds.shards))])
@@ -283,8 +305,7 @@ def test_resume_after_a_checkpoint_inside_a_short_seed_phase_equals_an_uninterru
     state = torch.load(parts / "checkpoints/step-000000100/trainer_state.pt", weights_only=True)
     assert state["updates"] == 100  # the 50 seed updates and one per step since
     assert train_main([*common, "--steps", "200", "--out", str(parts), "--resume"]) == 0
-    counts = [sum(r["updates"] for r in read_metrics(out) if r["kind"] == "train")
-              for out in (whole, parts)]  # fmt: skip
+    counts = [sum(v for _, v in read_metrics(out)["train/updates"]) for out in (whole, parts)]
     assert counts == [200, 200]
     a, b = _weights(whole / "final"), _weights(parts / "final")
     assert a.keys() == b.keys()
@@ -310,20 +331,39 @@ def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_p
     assert open_dataset(out / "buffer").num_episodes == 1  # the data is kept
 
 
-def test_sigkill_right_after_a_checkpoint_then_resume_makes_every_update(tmp_path):
-    """`tdmpc2-train` killed (SIGKILL) as soon as its step-100 checkpoint appears, inside a
-    seed phase (50 steps) shorter than an episode; the rerun with --resume ends with as many
-    updates as steps, as the uninterrupted run does."""
+@pytest.mark.parametrize(
+    "checkpoint_every, killed_after, replayed",
+    [(200, "000002", 1), (1000, "000001", 2)],
+    ids=["episodes-after-the-checkpoint", "no-checkpoint-yet"],
+)
+def test_sigkill_anywhere_then_resume_ends_with_the_uninterrupted_weights(
+    tmp_path, capsys, checkpoint_every, killed_after, replayed
+):
+    """Killed once the buffer holds an episode the newest checkpoint has not seen (or before
+    any checkpoint): the resumed run redoes those episodes' updates without planning them
+    again, and its weights and buffer equal those of the run that was never stopped."""
     from killing import kill_when
 
-    out = tmp_path / "run"
-    argv = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
-            "--checkpoint-every", "100", "--steps", "300", "--out", str(out), *SMALL]  # fmt: skip
-    kill_when("train_main", argv, out / "checkpoints" / "step-000000100")
-    assert latest_checkpoint(out).name == "step-000000100"
-    assert train_main([*argv, "--steps", "200", "--resume"]) == 0
-    state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)
-    assert state["step"] == 200 and state["updates"] == 200
+    common = ["--task", TASK, "--size", "1M", "--seed-steps", "50", "--eval-episodes", "0",
+              "--checkpoint-every", str(checkpoint_every), "--steps", "400", *SMALL]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main([*common, "--out", str(whole)]) == 0
+    kill_when("train_main", [*common, "--out", str(parts)], parts / "buffer/shards" / killed_after)
+    assert not (parts / "final").exists()
+    capsys.readouterr()
+    assert train_main([*common, "--out", str(parts), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert f"redid the updates of the {replayed} episodes stored after it" in said, said
+    a, b = _weights(whole / "final"), _weights(parts / "final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    stored = [open_dataset(out / "buffer").read_shard(0)["obs"] for out in (whole, parts)]
+    assert stored[0].shape == stored[1].shape == (4, 101, 39)
+    assert np.array_equal(*stored)  # the same episodes, none twice
+    # the killed run's rows (a readable CSV) and the resumed run's, each step once
+    logged = steps(read_metrics(parts)["train/episode"])
+    assert logged[0] == 100 and logged[-1] == 400 and logged == sorted(set(logged)), logged
+    assert sorted(p.name for p in (parts / "logs").iterdir()) == ["version_0", "version_1"]
 
 
 def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_path, capsys):
@@ -341,9 +381,12 @@ def test_push_to_hub_uploads_the_final_model_with_run_and_evaluation(hub, tmp_pa
     for key, value in local.model.state_dict().items():
         assert torch.equal(value, pushed.model.state_dict()[key]), key
     card = Path(hub.api().hf_hub_download(repo, "README.md")).read_text()
-    evaluation = [r for r in read_metrics(out) if r["kind"] == "eval"][-1]
-    assert "## Evaluation" in card and f"{evaluation['mean_return']:.2f}" in card
+    _, mean_return = read_metrics(out)["eval/mean_return"][-1]
+    assert "## Evaluation" in card and f"{mean_return:.2f}" in card
     assert '"push_to_hub"' not in card and f'"out": "{out}"' in card and '"torch"' in card
+    scores = {r.metric_type: r for r in hub.api().model_info(repo).card_data.eval_results}
+    assert scores["mean_reward"].dataset_type == TASK  # the Hub's model-index, parsed
+    assert scores["mean_reward"].metric_value == pytest.approx(mean_return)
 
 
 def test_online_commands_use_one_thread_unless_told(tmp_path, monkeypatch):

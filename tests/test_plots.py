@@ -58,13 +58,33 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
 
 
 def write_run(root: Path, task: str, evals: list[tuple[int, float]], success: bool) -> Path:
-    """An online run directory as `tdmpc2-train` leaves it (run.json, metrics.jsonl)."""
+    """An online run directory as `tdmpc2-train` leaves it (run.json, its metrics logged by
+    the run's own `MetricsLog`), killed in the middle of writing a row."""
+    from tdmpc2_model.online import MetricsLog
+
     root.mkdir(parents=True)
     (root / "run.json").write_text(json.dumps({"task": task, "seed": 0, "seed_steps": 100}))
-    rows = [{"kind": "eval", "step": s, "task": task, "episodes": 2,
-             "mean_return": v * 100, "success_rate": v if success else None} for s, v in evals]  # fmt: skip
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    (root / "metrics.jsonl").write_text(text + '{"kind": "train", "st')  # killed mid-write
+    with MetricsLog(root, ["csv"]) as metrics:
+        for s, v in evals:
+            metrics.log({"kind": "eval", "step": s, "task": task, "episodes": 2,
+                         "mean_return": v * 100, "success_rate": v if success else None})  # fmt: skip
+    with open(root / "logs" / "version_0" / "metrics.csv", "a") as f:
+        f.write("2,50")  # killed mid-write
+    return root
+
+
+def write_pretraining_run(root: Path, task: str, evals: list[tuple[int, float]]) -> Path:
+    """A pretraining run directory's logs as Lightning's Trainer writes them through the
+    run's CSV logger (``TaskSetEvaluation``'s columns, at updates; no run.json)."""
+    from tdmpc2_model.loggers import lightning_loggers
+
+    (logger,) = lightning_loggers(["csv"], root)
+    for s, v in evals:
+        logger.log_metrics({"train/total_loss": 1.0 / (s + 1), "epoch": 0}, step=s)
+        logger.log_metrics({f"eval/{task}/return": v * 100, f"eval/{task}/success": v,
+                            f"eval/{task}/score": v * 100, "eval/mean_normalized_score": v * 100,
+                            "epoch": 0}, step=s)  # fmt: skip
+    logger.finalize("success")
     return root
 
 
@@ -85,16 +105,43 @@ def test_curves_average_runs_and_overlay_the_published_curve(tmp_path, capsys):
     assert [int(r["step"]) for r in published] == [0, 100_000]
     assert float(published[1]["mean"]) == pytest.approx(np.mean(raw[100_000]))
     assert {r["curve"] for r in rows} == {"ours", "tdmpc2", "sac"}
-    # one line, not a traceback, for a run without evaluations or a missing file
+    # one line, not a traceback, for a run without evaluations, without logs or missing
+    from tdmpc2_model.online import MetricsLog
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "metrics.jsonl").write_text('{"kind": "train", "step": 100}\n')
-    assert plot_main(["curves", str(empty), "--task", "mw-reach", "--out", str(out)]) == 2
-    assert "no evaluations" in capsys.readouterr().err
-    assert (
-        plot_main(["curves", str(tmp_path / "nope"), "--task", "mw-reach", "--out", str(out)]) == 2
-    )
-    assert "no such metrics file" in capsys.readouterr().err
+    (empty / "run.json").write_text(json.dumps({"task": "mw-reach"}))
+    with MetricsLog(empty, ["csv"]) as metrics:
+        metrics.log({"kind": "train", "step": 100, "episode": 1, "episode_return": 3.0})
+    assert plot_main(["curves", str(empty), "--out", str(out)]) == 2
+    assert f"{empty}: no eval/success_rate logged (see --eval-every)" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert plot_main(["curves", str(bare), "--task", "mw-reach", "--out", str(out)]) == 2
+    assert f"{bare}: no logs/version_*/metrics.csv" in capsys.readouterr().err
+    nope = str(tmp_path / "nope")
+    assert plot_main(["curves", nope, "--task", "mw-reach", "--out", str(out)]) == 2
+    assert f"{nope}: no such run directory" in capsys.readouterr().err
+    online = write_run(tmp_path / "o", "mw-reach", [(0, 0.1)], True)
+    pretraining = write_pretraining_run(tmp_path / "p", "mw-reach", [(0, 0.1)])
+    assert plot_main(["curves", str(online), str(pretraining), "--out", str(out)]) == 2
+    assert "cannot share a curve" in capsys.readouterr().err
+
+
+def test_curves_and_losses_of_a_pretraining_run_are_over_updates(tmp_path, capsys):
+    run = write_pretraining_run(tmp_path / "pt", "mw-reach", [(10, 0.2), (20, 0.6), (30, 0.9)])
+    out = tmp_path / "curve.png"
+    assert plot_main(["curves", str(run), "--out", str(out)]) == 0  # the one task evaluated
+    assert "no published curves over a pretraining run" in capsys.readouterr().out
+    assert png_size(out) == (FIGSIZE[0] * DPI, FIGSIZE[1] * DPI)
+    rows = read_csv(out.with_suffix(".csv"))
+    assert [(r["curve"], int(r["step"]), float(r["mean"])) for r in rows] == [
+        ("pt", 10, pytest.approx(0.2)), ("pt", 20, pytest.approx(0.6)),
+        ("pt", 30, pytest.approx(0.9))]  # fmt: skip
+    losses = tmp_path / "losses.png"
+    assert plot_main(["losses", str(run), "--out", str(losses)]) == 0
+    assert [(r["loss"], r["step"]) for r in read_csv(losses.with_suffix(".csv"))] == [
+        ("total_loss", "10"), ("total_loss", "20"), ("total_loss", "30")]  # fmt: skip
 
 
 def eval_dir(root: Path, params: int, scores: dict[str, tuple[float, float | None]]) -> Path:

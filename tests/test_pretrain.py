@@ -24,6 +24,7 @@ from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.checkpoint import latest_checkpoint
 from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main
 from tdmpc2_model.lightning import TDMPC2Module
+from tdmpc2_model.loggers import read_metrics
 
 TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
 SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
@@ -137,6 +138,22 @@ def test_excluded_tasks_stay_in_the_table_and_are_never_trained_on(dataset, tmp_
     assert grads_seen[TABLE.index("mw-push")] == 0 and grads_seen[TABLE.index("mw-door-open")] == 0
 
 
+def test_pretraining_on_a_hub_dataset_pushes_a_card_naming_it(dataset, hub, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    """``--data OWNER/NAME --push-to-hub REPO``: the model card's ``datasets`` metadata (what
+    the Hub links the model to) names the Hub dataset it was pretrained on."""
+    from tdmpc2_data import hub as hubio
+
+    monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "home"))
+    data_repo, model_repo = f"{hub.user}/mw-data", f"{hub.user}/mw-model"
+    hubio.push(dataset, data_repo)
+    out = tmp_path / "run"
+    assert pretrain_main(pretrain_args(data_repo, out, 3, "--push-to-hub", model_repo)) == 0
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["provenance"]["datasets"] == [data_repo]
+    assert hub.api().model_info(model_repo).card_data["datasets"] == [data_repo]
+
+
 def test_bf16_mixed_precision_trains(dataset, tmp_path):
     out = tmp_path / "bf16"
     assert pretrain_main(pretrain_args(dataset, out, 5, "--precision", "bf16-mixed")) == 0
@@ -196,9 +213,8 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
             "--seed-steps", "100", "--eval-every", "100", "--eval-episodes", "1",
             "--out", str(out), *SMALL]  # fmt: skip
     assert finetune_main(argv) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # the pretrained model's score first, then every 100 steps, then at the end
-    assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 100, 200]
+    assert [s for s, _ in read_metrics(out)["eval/mean_return"]] == [0, 100, 200]
     agent = TDMPC2.from_pretrained(out / "final")
     assert agent.cfg.task_names == TABLE  # the table is kept
     ds = open_dataset(out / "buffer")
@@ -212,6 +228,7 @@ def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, 
     argv_resume = [*argv[: argv.index("--steps") + 1], "250", *argv[argv.index("--steps") + 2 :],
                    "--resume"]  # fmt: skip
     assert finetune_main(argv_resume) == 0  # the resumed run uses its own settings again
+    assert [s for s, _ in read_metrics(out)["eval/mean_return"]] == [0, 100, 200, 300]
     step = json.loads((latest_checkpoint(out) / "config.json").read_text())
     assert step["num_samples"] == base.cfg.num_samples
     assert step["provenance"]["run_settings"]["num_samples"] == 32
@@ -316,6 +333,8 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
         assert not (out / "final").exists()
         killed_at = global_step(out)
         assert 10 <= killed_at < 30
+        # the killed run's rows were on disk as they were logged (every 5 updates here)
+        assert [s for s, _ in read_metrics(out)["train/total_loss"]][:1] == [4]  # 5th update
         assert pretrain_main([*argv, "--resume"]) == 0
         whole = tmp_path / "uninterrupted"
         assert pretrain_main(pretrain_args(dataset, whole, 30, "--checkpoint-every", "10")) == 0

@@ -37,7 +37,10 @@ def venv(wheel, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
     pip = [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
-    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=300)
+    # without PYTHONPATH: a checkout on it (with the egg-info the wheel build leaves there)
+    # makes pip take the wheel as already installed and skip it
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=300, env=clean)
     site = subprocess.run(
         [str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
@@ -63,6 +66,7 @@ def test_wheel_ships_recipes_and_card_templates(wheel):
     for card in (ROOT / "datasets_cards").glob("*.md"):
         assert f"tdmpc2_data/card_templates/{card.name}" in names
     assert "tdmpc2_data/envs/walker_long_floor.xml" in names
+    assert "tdmpc2_model/model_card.md" in names  # the model card's template
     curves = [n for n in names if n.startswith("tdmpc2_model/published/")]
     assert len([n for n in curves if n.startswith("tdmpc2_model/published/tdmpc2/")]) == 104
     assert "tdmpc2_model/published/README.md" in curves and len(curves) > 400
@@ -115,3 +119,11 @@ def test_push_from_the_wheel_renders_the_packaged_card(venv, hub, tmp_path):
     card = hub.api().hf_hub_download("tester/wheel", "README.md", repo_type="dataset")
     text = Path(card).read_text()
     assert "{{" not in text and "walker-walk" in text
+
+
+def test_save_pretrained_from_the_wheel_writes_the_packaged_model_card(venv, tmp_path):
+    code = ("from tdmpc2_model import TDMPC2, TDMPC2Config\n"
+            "TDMPC2(TDMPC2Config(size='1M', tasks='walker-walk')).save_pretrained('m')\n")  # fmt: skip
+    run(venv, "python", "-c", code, cwd=tmp_path)
+    text = (tmp_path / "m" / "README.md").read_text()
+    assert "library_name: tdmpc2-toolkit" in text and "# TD-MPC2 1M single-task world model" in text

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tdmpc2_data.convert.safe_pickle import TorchZip, as_tensordict
 from tdmpc2_data.tasks import TASK_SETS, resolve_tasks
-from tdmpc2_data.writer import ShardWriter
+from tdmpc2_data.writer import ShardWriter, removed_if_left_empty
 
 FORMAT = "legacy-pt"
 #: (T+1, obs width) of the published chunks -> their task set.
@@ -68,17 +68,18 @@ def convert(
     drop_other_tasks: bool = False,
 ) -> list[ChunkResult]:
     """Convert legacy chunks into the shard dataset ``dst``, one chunk at a time."""
-    return [
-        convert_chunk(
-            p,
-            dst,
-            tasks=tasks,
-            task_set=task_set,
-            progress=progress,
-            drop_other_tasks=drop_other_tasks,
-        )  # fmt: skip
-        for p in sources
-    ]
+    with removed_if_left_empty(dst):
+        return [
+            convert_chunk(
+                p,
+                dst,
+                tasks=tasks,
+                task_set=task_set,
+                progress=progress,
+                drop_other_tasks=drop_other_tasks,
+            )  # fmt: skip
+            for p in sources
+        ]
 
 
 def convert_chunk(

@@ -18,7 +18,6 @@ source's task, builds the task table, records provenance and writes through `Sha
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tdmpc2_data.convert.episodes import CONVENTIONS, Episode
-from tdmpc2_data.schema import SHARDS_DIR
 from tdmpc2_data.tasks import (
     TASK_SETS,
     UnknownTaskError,
@@ -36,7 +34,7 @@ from tdmpc2_data.tasks import (
     resolve_task_name,
     resolve_tasks,
 )
-from tdmpc2_data.writer import LOCK_NAME, ShardWriter, shard_names
+from tdmpc2_data.writer import ShardWriter, removed_if_left_empty
 
 
 @dataclass
@@ -102,22 +100,16 @@ def convert_sources(
     table = _task_table(sources, names, task_set)
     for source, name in zip(sources, names, strict=True):
         _check_dims(source, name)
-    root = Path(dst)
-    existed, new = root.exists(), not (root / "zarr.json").exists()
-    writer = ShardWriter(
-        root,
-        tasks=table,
-        name=task_set if task_set in TASK_SETS else None,
-        episodes_per_shard=episodes_per_shard,
-    )
-    try:
+    with removed_if_left_empty(dst):
+        writer = ShardWriter(
+            Path(dst),
+            tasks=table,
+            name=task_set if task_set in TASK_SETS else None,
+            episodes_per_shard=episodes_per_shard,
+        )
         results = [
             _convert_one(writer, s, n, progress) for s, n in zip(sources, names, strict=True)
         ]
-    except BaseException:
-        if new and not shard_names(root):  # leave no empty dataset behind
-            _remove_empty_dataset(root, existed)
-        raise
     writer.close()
     return results
 
@@ -136,15 +128,6 @@ def convert_files(
         raise ValueError(f"index_convention={index_convention!r}; expected one of {CONVENTIONS}")
     given = {} if index_convention is None else {"index_convention": index_convention}
     return convert_sources([open_source(p, **given) for p in paths], dst, **options)
-
-
-def _remove_empty_dataset(root: Path, keep_dir: bool) -> None:
-    """Delete the files a failed first conversion created (no shard was written)."""
-    (root / "zarr.json").unlink(missing_ok=True)
-    (root / LOCK_NAME).unlink(missing_ok=True)
-    shutil.rmtree(root / SHARDS_DIR, ignore_errors=True)
-    if not keep_dir and not any(root.iterdir()):
-        root.rmdir()
 
 
 def assign_tasks(sources: Sequence[Source], tasks: str | Sequence[str] | None) -> list[str]:

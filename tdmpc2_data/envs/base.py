@@ -99,7 +99,7 @@ class TaskEnv(gym.Env):
         if self.render_mode != "rgb_array":
             raise RuntimeError(
                 f"{self.task.name}: create the env with render_mode='rgb_array' to render "
-                "(and set MUJOCO_GL=egl or osmesa on a machine without a display)."
+                "(make_env then picks a headless MUJOCO_GL when there is no display)."
             )
         return self._render_sim()
 

@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import Any
 
 from tdmpc2_data.envs.base import SimulatorUnavailableError, TaskEnv
+from tdmpc2_data.envs.gl import prepare_rendering
 from tdmpc2_data.tasks import DMCONTROL, MANISKILL, METAWORLD, MYOSUITE, get_task
 
 # domain -> (module, class, simulator package, pip extra that installs it)
@@ -40,7 +41,10 @@ def make_env(task: str, seed: int = 0, **kwargs: Any) -> TaskEnv:
     repeat, fixed-length episodes ending in ``truncated=True`` and ``info["success"]`` where
     the simulator defines success. The first ``reset()`` uses ``seed``.
 
-    ``kwargs``: ``render_mode="rgb_array"`` to enable ``render()``.
+    ``kwargs``: ``render_mode="rgb_array"`` to enable ``render()`` (MuJoCo tasks: without a
+    display and ``MUJOCO_GL``, a headless OpenGL backend is chosen first, `gl.prepare_rendering`).
     """
     spec = get_task(task)
+    if kwargs.get("render_mode") == "rgb_array" and spec.domain != MANISKILL:  # SAPIEN: Vulkan
+        prepare_rendering()  # before the family module imports MuJoCo
     return env_class(spec.domain)(spec, seed, **kwargs)
