@@ -209,11 +209,15 @@ def check_decoded(
         )
 
 
+#: The arrays the loader decodes.
+READ_FIELDS = ("obs", "action", "reward", "task")
+
+
 class _ChunkReads:
     """Decoded episodes of one shard, read on the stored chunk grid; the last read is kept
     for the next request that falls inside it (pieces are read in storage order)."""
 
-    FIELDS = ("obs", "action", "reward", "task")
+    FIELDS = READ_FIELDS
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         self.datasets = datasets

@@ -55,6 +55,10 @@ class WindowDataModule(L.LightningDataModule):
                 self.sampler.pin_memory = True  # Lightning's device copy is then asynchronous
 
     def train_dataloader(self) -> WindowSampler:
+        """The sampler; in a run resumed at update N, its stream continues after the N
+        batches the first run consumed (one per update), as an uninterrupted run's does."""
+        if self.trainer is not None and self.trainer.global_step:
+            self.sampler.resume_at(self.trainer.global_step)
         return self.sampler
 
     def teardown(self, stage: str) -> None:

@@ -48,7 +48,7 @@ import torch
 
 from tdmpc2_data import schema
 from tdmpc2_data.batch import Batch
-from tdmpc2_data.cache import Arena, Block, Piece, row_bytes
+from tdmpc2_data.cache import READ_FIELDS, Arena, Block, Piece, row_bytes
 from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
 from tdmpc2_data.tasks import table_index
@@ -181,6 +181,7 @@ class WindowSampler:
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
         self._rank, self._world_size = rank, world_size
         self._epoch = 0
+        self._skip = 0  # batches the next iter() drops (resume_at)
         self._plan: _Plan | None = None
         self._plan_key: tuple[int, int] | None = None
         self._arena: Arena | None = None
@@ -200,6 +201,13 @@ class WindowSampler:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} is not in 0..world_size-1 (world_size={world_size}).")
         self._rank, self._world_size = rank, world_size
+
+    def resume_at(self, batches: int) -> None:
+        """Make the next ``iter()`` start after its first ``batches`` batches (drawn and
+        dropped: the schedule is deterministic), where a resumed training run left off."""
+        if batches < 0:
+            raise ValueError(f"resume_at({batches!r}): expected batches >= 0.")
+        self._skip = int(batches)
 
     def set_epoch(self, epoch: int) -> None:
         """Seed the next ``iter()`` with ``epoch`` (otherwise each ``iter()`` moves one on)."""
@@ -247,6 +255,7 @@ class WindowSampler:
                 self._read_bytes,
             )
         stream = self._stream = _Stream(self, plan, self._arena, epoch)
+        skip, self._skip = self._skip, 0
         try:
             count = 0
             while self.batches_per_epoch is None or count < self.batches_per_epoch:
@@ -259,6 +268,8 @@ class WindowSampler:
                             "newer iter() of the same sampler (one iterator at a time)."
                         )
                     count += 1
+                    if count <= skip:
+                        continue
                     yield batch if self.device is None else batch.to(self.device, True)
         finally:
             stream.close()
@@ -291,6 +302,9 @@ class WindowSampler:
 
     def _make_plan(self, rank: int, world_size: int) -> _Plan:
         mine = _rank_pieces(self._pieces, self._mass, world_size, rank, self.seed)
+        for d, i in sorted({(p.dataset, p.shard) for p in mine}):
+            for field in READ_FIELDS:  # the index's sizes checked against the arrays
+                self.datasets[d].array(i, field)  # before the cache is sized from them
         rb = row_bytes(self.obs_dim, self.action_dim)
         buffers = 3 * self._read_bytes * DECODE_THREADS  # decoded read + zarr's chunk copies
         budget = self.cache_bytes - buffers

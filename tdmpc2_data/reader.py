@@ -70,8 +70,12 @@ class Dataset:
             group = zarr.open_group(self.store, mode="r")
         except FileNotFoundError:
             raise FileNotFoundError(f"{where}: not found; is {location} a shard dataset?") from None
+        except (ValueError, KeyError, TypeError) as exc:  # garbage bytes, or not a group
+            raise DatasetError(f"{where}: not valid JSON group metadata ({exc!r:.200})") from None
         self.attrs: dict[str, Any] = group.attrs.asdict()
         schema.check_root_attributes(self.attrs, where)
+        for entry in self.attrs["shards"]:
+            schema.check_index_entry(entry, where, len(self.attrs["tasks"]))
         self.name: str = self.attrs["name"]
         self.obs_dim: int = int(self.attrs["obs_dim"])
         self.action_dim: int = int(self.attrs["action_dim"])
@@ -88,13 +92,6 @@ class Dataset:
             )
             for s in self.attrs["shards"]
         ]
-        for s in self.shards:
-            bad = [k for k in s.task_counts if not 0 <= k < len(self.tasks)]
-            if bad or sum(s.task_counts.values()) != s.episodes:
-                raise DatasetError(
-                    f"{where}: index entry {s.path} has task_counts {s.task_counts} that do not "
-                    f"sum to its {s.episodes} episodes or name unknown task ids."
-                )
         if check_index:
             self._check_index()
 
@@ -206,6 +203,10 @@ class Dataset:
             if spec.required:
                 raise DatasetError(f"{where}: required array is missing.") from None
             raise KeyError(f"{where}: this shard has no {field!r} array.") from None
+        except (ValueError, KeyError, TypeError) as exc:  # garbage or foreign metadata
+            raise DatasetError(
+                f"{where}/zarr.json: unreadable array metadata ({exc!r:.200})"
+            ) from None
         expected = spec.shape(shard.episodes, shard.episode_length, self.obs_dim, self.action_dim)
         if arr.shape != expected:
             raise DatasetError(
@@ -215,10 +216,21 @@ class Dataset:
             )
         if str(arr.dtype) not in spec.dtypes:
             raise DatasetError(f"{where}: dtype {arr.dtype}, expected one of {spec.dtypes}.")
-        if shard.episodes and not sync(
-            self.store.exists(f"{shard.path}/{field}/{_first_chunk_key(arr)}")
-        ):
-            raise DatasetError(f"{where}: the data file is missing (only its metadata is there).")
+        if shard.episodes:  # writers write every chunk: a missing or empty file is damage,
+            key = f"{shard.path}/{field}/{_first_chunk_key(arr)}"  # never fill values
+            try:
+                size = sync(self.store.getsize(key))
+            except FileNotFoundError:
+                size = None
+            if size is None:
+                raise DatasetError(
+                    f"{where}: the data file is missing (only its metadata is there)."
+                )
+            if size == 0:
+                raise DatasetError(
+                    f"{where}: the data file is empty ({key}, 0 bytes: a truncated write or "
+                    "copy); restore or re-download the shard."
+                )
         return arr
 
     def read_shard(

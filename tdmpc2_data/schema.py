@@ -240,7 +240,19 @@ def check_root_attributes(attrs: Mapping[str, Any], where: str) -> None:
     for key in ("name", "obs_dim", "action_dim", "tasks", "shards"):
         if key not in attrs:
             raise DatasetError(f"{where}: root attribute {key!r} is missing.")
+    for key in ("obs_dim", "action_dim"):
+        _expect_int(attrs[key], where, f"root attribute {key!r}", 1)
+    for key in ("tasks", "shards"):
+        if not isinstance(attrs[key], list) or not all(isinstance(x, dict) for x in attrs[key]):
+            raise DatasetError(
+                f"{where}: root attribute {key!r} is {_short(attrs[key])}; expected a list of "
+                "objects."
+            )
     for i, task in enumerate(attrs["tasks"]):
+        if not isinstance(task.get("name"), str):
+            raise DatasetError(f"{where}: tasks[{i}] has name {_short(task.get('name'))}.")
+        for key in ("obs_dim", "action_dim"):
+            _expect_int(task.get(key), where, f"tasks[{i}] ({task['name']!r}) {key}", 0)
         if task.get("id") != i:
             raise DatasetError(f"{where}: tasks[{i}] has id {task.get('id')!r}, expected {i}.")
         if task["obs_dim"] > attrs["obs_dim"] or task["action_dim"] > attrs["action_dim"]:
@@ -249,6 +261,51 @@ def check_root_attributes(attrs: Mapping[str, Any], where: str) -> None:
                 f"{task['action_dim']}) is wider than the dataset "
                 f"({attrs['obs_dim']}, {attrs['action_dim']})."
             )
+
+
+def check_index_entry(entry: Mapping[str, Any], where: str, num_tasks: int) -> None:
+    """Raise DatasetError naming ``where`` and the entry unless a root ``shards`` entry is
+    whole and consistent: integer sizes (episodes >= 0, episode_length >= 1, transitions =
+    their product) and task counts of known task ids that sum to its episodes. Readers plan
+    and allocate from these numbers, so they are checked before anything else uses them (the
+    arrays' shapes are checked against them when the arrays are opened)."""
+    path = entry.get("path")
+    if not isinstance(path, str) or not path.startswith(f"{SHARDS_DIR}/"):
+        raise DatasetError(f"{where}: index entry with path {_short(path)}; expected shards/<n>.")
+    name = f"index entry {path}"
+    episodes = _expect_int(entry.get("episodes"), where, f"{name}: episodes", 0)
+    length = _expect_int(entry.get("episode_length"), where, f"{name}: episode_length", 1)
+    transitions = _expect_int(entry.get("transitions"), where, f"{name}: transitions", 0)
+    if transitions != episodes * length:
+        raise DatasetError(
+            f"{where}: {name}: transitions {transitions}, expected episodes x episode_length "
+            f"= {episodes * length}."
+        )
+    counts = entry.get("task_counts")
+    if not isinstance(counts, dict) or not all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, int) and v >= 0
+        for k, v in counts.items()
+    ):
+        raise DatasetError(
+            f"{where}: {name}: task_counts {_short(counts)}; expected {{task id: episodes}}."
+        )
+    counts = {int(k): v for k, v in counts.items()}
+    if any(k >= num_tasks for k in counts) or sum(counts.values()) != episodes:
+        raise DatasetError(
+            f"{where}: {name} has task_counts {counts} that do not sum to its {episodes} "
+            f"episodes or name unknown task ids (0..{num_tasks - 1})."
+        )
+
+
+def _expect_int(value: Any, where: str, what: str, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise DatasetError(f"{where}: {what} {_short(value)}, expected an integer >= {low}.")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def action_masks(action_dims: Sequence[int], width: int) -> np.ndarray:

@@ -145,6 +145,8 @@ def index_entry(root: Path, name: str) -> dict[str, Any]:
         episodes, length = int(attrs["episodes"]), int(attrs["episode_length"])
         counts = {str(k): int(v) for k, v in attrs["task_counts"].items()}
         shape = tuple(_shard_meta(root, name, "obs")["shape"][:2])
+    except DatasetError:  # unreadable: says so itself
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{path}: unreadable shard attributes ({exc!r})") from None
     if shape != (episodes, length + 1) or sum(counts.values()) != episodes:

@@ -130,6 +130,36 @@ class TDMPC2Module(L.LightningModule):
         self.log("loss", total, prog_bar=True, logger=False)
         return total
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep what the next update starts from besides weights and optimizer states: the
+        random state (the policy loss samples actions) and the task-embedding gradients the
+        policy loss leaves for the next model step (``update_step``), so that a resumed run
+        makes the updates an uninterrupted one makes. (Sharded gradients are not kept.)"""
+        checkpoint["tdmpc2_resume"] = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "grads": {}
+            if self.sharded
+            else {
+                n: p.grad.detach().cpu() for n, p in self.named_parameters() if p.grad is not None
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed = checkpoint.get("tdmpc2_resume")  # applied when training starts
+
+    def on_train_start(self) -> None:
+        state, self._resumed = getattr(self, "_resumed", None), None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        params = dict(self.named_parameters())
+        for name, grad in state["grads"].items():
+            if name in params and params[name].shape == grad.shape:
+                params[name].grad = grad.to(params[name].device, params[name].dtype)
+
     def check_losses(self) -> None:
         """Raise `NonFiniteLossError` naming the first update with a NaN/Inf loss, if any."""
         update = int(self._bad_update)

@@ -265,6 +265,48 @@ def test_tasks_flag_assigns_tasks_in_order_and_rerun_skips(tmp_path):
     assert len(read_back(tmp_path / "one")) == 4
 
 
+def test_convert_killed_mid_way_reruns_to_the_uninterrupted_dataset(tmp_path):
+    """`tdmpc2-data convert` SIGKILLed while a source is half converted (the ones before it
+    complete): the rerun skips the complete sources, redoes the interrupted one and ends with
+    exactly the dataset of an uninterrupted run, every episode once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dataset_content import episodes
+
+    paths = [_npz_source(tmp_path / f"s{k}.npz", "cheetah-run",
+                         make_episodes("cheetah-run", 300, 50, 40 + k), k) for k in range(4)]  # fmt: skip
+    dst = tmp_path / "killed"
+    argv = ["convert", *map(str, paths), str(dst), "--from", "npz"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tdmpc2_data.cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def sources() -> list[dict]:
+        try:
+            return json.loads((dst / "zarr.json").read_text())["attributes"]["sources"]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    deadline = time.monotonic() + 120
+    while not (len(sources()) >= 2 and not sources()[-1]["complete"]):
+        assert proc.poll() is None and time.monotonic() < deadline, "finished before the kill"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)  # freeze it where it is, then kill it there
+    assert [s["complete"] for s in sources()][-1] is False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(argv) == 0
+    convert(paths, tmp_path / "uninterrupted", "npz")
+    assert episodes(dst) == episodes(tmp_path / "uninterrupted")
+    done = [(s["path"], s["complete"], s["episodes"]) for s in open_dataset(dst).attrs["sources"]]
+    assert done == [(str(p), True, 300) for p in paths]
+    report = verify_dataset(dst)
+    assert report.ok and not report.warnings, report.summary()  # no episode twice
+
+
 def test_bad_inputs_give_clear_errors_and_leave_data_alone(tmp_path):
     eps = make_episodes("reacher-easy", 2, 5, 30)
     good = _npz_source(tmp_path / "good.npz", "reacher-easy", eps, 0)

@@ -235,6 +235,36 @@ def test_failed_download_rerun_fetches_only_missing_files(hub, pushed):
     assert episodes(open_dataset(path)) == episodes(open_dataset(pushed))
 
 
+@pytest.mark.parametrize("into", ["cache", "dir"])
+def test_download_killed_mid_way_reruns_fetching_only_what_is_missing(hub, pushed, tmp_path, into):
+    """`tdmpc2-data download` SIGKILLed while one shard file is in flight (the others done):
+    the rerun fetches only the files it did not have, and the dataset is the pushed one,
+    every episode once, verified."""
+    import signal
+    import time
+
+    stalled = "shards/000001/obs/c/0/0/0"
+    hub.server.fail("GET", stalled, stall=60)
+    target = ["--dir", str(tmp_path / "dl")] if into == "dir" else []
+    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tdmpc2_data.cli", "download", REPO, *target],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (hub.server.downloads(stalled) and len(hub.server.downloads("/shards/")) > 10):
+        assert proc.poll() is None and time.monotonic() < deadline, "stuck before the kill"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the other files finish
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p for p in hub.server.downloads("/shards/") if not p.endswith(stalled)}
+    hub.server.log.clear()
+    path = hubio.download(REPO, local_dir=tmp_path / "dl" if into == "dir" else None)
+    again = set(hub.server.downloads("/shards/"))
+    assert any(p.endswith(stalled) for p in again) and not done & again, sorted(done & again)
+    assert episodes(open_dataset(path)) == episodes(open_dataset(pushed))
+    assert verify_dataset(path).ok
+
+
 def test_offline_from_cache(hub, pushed, monkeypatch):
     full = hubio.download(REPO)
     view = hubio.download(REPO, tasks=["walker-walk"])

@@ -318,19 +318,28 @@ def test_a_diverging_run_stops_naming_the_update_and_the_loss(dataset, tmp_path,
 def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_path):
     """`tdmpc2-pretrain` killed (SIGKILL) once its first Lightning checkpoint exists: the
     rerun with --resume continues from it to --max-steps, keeps the logs of both parts, and
-    writes the final model; a killed run never leaves a half checkpoint to resume from."""
+    writes the final model, bit for bit the one an uninterrupted run writes (the resumed run
+    continues the batch stream, the random state and the policy's carried task-embedding
+    gradients of the checkpoint; before, it started the batch stream over and the weights
+    differed by ~1e-3); a killed run never leaves a half checkpoint to resume from."""
     from killing import kill_when
 
-    out = tmp_path / "run"
-    argv = pretrain_args(dataset, out, 30, "--checkpoint-every", "10")
-    kill_when("pretrain_main", argv, out / "lightning" / "last.ckpt", after_s=0.5)
-    assert not (out / "final").exists()
-    killed_at = global_step(out)
-    assert 10 <= killed_at < 30
-    # the killed run's rows were on disk as they were logged (every 5 updates here)
-    assert [s for s, _ in read_metrics(out)["train/total_loss"]][:1] == [4]  # 5th update
-    assert pretrain_main(pretrain_args(dataset, out, 30, "--checkpoint-every", "10",
-                                       "--resume")) == 0  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed process ran: bitwise equal results
+    try:
+        out = tmp_path / "run"
+        argv = pretrain_args(dataset, out, 30, "--checkpoint-every", "10")
+        kill_when("pretrain_main", argv, out / "lightning" / "last.ckpt", after_s=0.5)
+        assert not (out / "final").exists()
+        killed_at = global_step(out)
+        assert 10 <= killed_at < 30
+        # the killed run's rows were on disk as they were logged (every 5 updates here)
+        assert [s for s, _ in read_metrics(out)["train/total_loss"]][:1] == [4]  # 5th update
+        assert pretrain_main([*argv, "--resume"]) == 0
+        whole = tmp_path / "uninterrupted"
+        assert pretrain_main(pretrain_args(dataset, whole, 30, "--checkpoint-every", "10")) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert global_step(out) == 30
     assert TDMPC2.from_pretrained(out / "final").cfg.task_names == TABLE
     logged = sorted({int(r["step"]) for log in (out / "logs").glob("version_*/metrics.csv")
@@ -338,6 +347,9 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
     assert logged[-1] >= 25 and any(s <= killed_at for s in logged)
     runs = json.loads((out / "run_config.json").read_text())["runs"]
     assert [("--resume" in r["argv"]) for r in runs] == [False, True]
+    resumed = TDMPC2.from_pretrained(out / "final").model.state_dict()
+    for key, value in TDMPC2.from_pretrained(whole / "final").model.state_dict().items():
+        assert torch.equal(resumed[key], value), key
 
 
 def test_resume_from_a_checkpoint_with_nan_weights_is_refused_up_front(pretrained, dataset,
