@@ -48,7 +48,9 @@ def start_and_stop(out: Path, sig: int) -> subprocess.CompletedProcess:
     """Start `tdmpc2-data collect` (6 episodes), send ``sig`` once 2 episodes are on disk."""
     cmd = [sys.executable, "-m", "tdmpc2_data.cli", "collect", "--tasks", "cartpole-balance",
            "--episodes", "6", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that runs jobs in the background starts them with SIGINT ignored: restore it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         shards = list((out / "shards").glob("*/zarr.json")) if (out / "shards").exists() else []
