@@ -98,8 +98,11 @@ def hub_url(repo_id: str, revision: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------ index
-def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -> Path:
-    """The cached root ``zarr.json`` (fetched if needed): ``.../snapshots/<commit>/zarr.json``."""
+def _fetch_index(
+    repo_id: str, revision: str | None, token: str | bool | None, cache_only: bool | None = None
+) -> Path:
+    """The cached root ``zarr.json`` (fetched if needed): ``.../snapshots/<commit>/zarr.json``.
+    ``cache_only`` None: read only the cache if the Hub is unreachable (``hub_unreachable``)."""
     with hub_errors(repo_id, revision, f"reading the index of {repo_id}"):
         try:
             return Path(
@@ -109,7 +112,7 @@ def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -
                     repo_type="dataset",
                     revision=revision,
                     token=token,
-                    local_files_only=hub_unreachable(),
+                    local_files_only=hub_unreachable() if cache_only is None else cache_only,
                 )  # fmt: skip
             )
         except RemoteEntryNotFoundError:
@@ -120,13 +123,17 @@ def _fetch_index(repo_id: str, revision: str | None, token: str | bool | None) -
 
 
 def read_index(
-    repo_id: str, revision: str | None = None, token: str | bool | None = None
+    repo_id: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_only: bool | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Root attributes of a Hub shard dataset and the commit they come from.
 
-    Fetches only ``zarr.json`` (into the HF cache; served from it when offline).
+    Fetches only ``zarr.json`` (into the HF cache; served from it when offline or, see
+    ``_fetch_index``, when the Hub cannot be reached).
     """
-    path = _fetch_index(repo_id, revision, token)
+    path = _fetch_index(repo_id, revision, token, cache_only)
     commit = path.parent.name
     where = f"{repo_id}@{commit}/{INDEX}"
     try:
@@ -183,8 +190,9 @@ def download(
             "OWNER/NAME."
         )
     tasks = list(tasks) if tasks else None
+    cache_only = hub_unreachable()  # one connection attempt for the index and the shards
     try:
-        attrs, commit = read_index(repo_id, revision, token)
+        attrs, commit = read_index(repo_id, revision, token, cache_only)
     except HubError as exc:
         legacy = isinstance(exc, NoIndexError) or constants.HF_HUB_OFFLINE
         if name not in PUBLISHED_DATASETS or not legacy:
@@ -192,7 +200,6 @@ def download(
         return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
-    cache_only = hub_unreachable()
     with hub_errors(repo_id, revision, f"downloading {repo_id}"):
         if local_dir is not None:
             snapshot_download(
