@@ -56,8 +56,8 @@ class _Refused(Exception):
 
 
 @dataclass(frozen=True)
-class TorchDevice:
-    """An inert ``torch.device``: ``cpu``, ``cuda`` or ``cuda:<index>``."""
+class _Device:
+    """Stand-in for a ``torch.device``: ``cpu``, ``cuda`` or ``cuda:<index>``."""
 
     type: str
     index: int | None = None
@@ -72,11 +72,11 @@ class TorchDevice:
 @dataclass
 class TensorDictState:
     """What a pickled TensorDict holds: its entries (arrays or nested states), batch size and
-    device (None: not set)."""
+    device ("cpu", "cuda", "cuda:<index>"; None: not set)."""
 
     fields: dict[str, Any]
     batch_size: tuple[int, ...]
-    device: TorchDevice | None = None
+    device: str | None = None
 
 
 # ------------------------------------------------------------------ stand-ins
@@ -161,14 +161,14 @@ def _device_free(name: str, value: Any) -> None:
     todo, seen = [value], set()
     while todo:
         v = todo.pop()
-        if isinstance(v, TorchDevice):
+        if isinstance(v, _Device):
             raise _Refused(DEVICE, f"passed to {name}; a device may only be a TensorDict's _device")
         if isinstance(v, (tuple, list, set, frozenset, dict)) and id(v) not in seen:
             seen.add(id(v))
             todo.extend(v.items() if isinstance(v, dict) else v)
 
 
-def _torch_device(*args: Any) -> TorchDevice:
+def _torch_device(*args: Any) -> _Device:
     """Stand-in for ``torch.device``: ``('cpu',)``, ``('cuda',)`` or ``('cuda', index)``."""
     kind = args[0] if args else None
     if not (
@@ -176,7 +176,7 @@ def _torch_device(*args: Any) -> TorchDevice:
         or (len(args) == 2 and type(kind) is str and kind == "cuda" and _is_dim(args[1]))
     ):
         raise _Refused(DEVICE, f"expected ('cpu',), ('cuda',) or ('cuda', index), got {args!r:.80}")
-    return TorchDevice(*args)
+    return _Device(*args)
 
 
 def _torch_size(dims: Any = ()) -> tuple[int, ...]:
@@ -268,7 +268,7 @@ def _rebuilt(name: str, state: Any) -> TensorDictState:
         raise _Refused(name, f"state is a {type(state).__name__}, expected a dict")
     device = state.get("_device")
     _device_free(name, [item for item in state.items() if item[0] != "_device"])
-    if device is not None and type(device) is not TorchDevice:
+    if device is not None and type(device) is not _Device:
         _device_free(name, device)
         raise _Refused(name, f"_device is {device!r:.80}, expected None or a torch.device")
     fits = [layout for layout in LAYOUTS[name] if set(state) <= layout.keys]
@@ -307,7 +307,7 @@ def _rebuilt(name: str, state: Any) -> TensorDictState:
         ):
             raise _Refused(name, f"{key} is {dim_names!r:.80}, expected None or a list of names")
     fields = {key: _entry(name, key, value) for key, value in entries.items()}
-    return TensorDictState(fields, batch_size, device)
+    return TensorDictState(fields, batch_size, None if device is None else str(device))
 
 
 def _rebuild_tensor_v2(
