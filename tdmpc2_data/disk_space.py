@@ -1,0 +1,42 @@
+"""Refuse work that would fill a disk, before starting it, in one line with the numbers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["NoRoomError", "require_room"]
+
+GB = 1e9
+
+
+class NoRoomError(OSError):
+    """Not enough free space for what is about to be written; nothing was."""
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its closest existing ancestor (what ``disk_usage`` can be asked about)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def require_room(what: str, needs: dict[Path, int], hint: str = "") -> None:
+    """Raise ``NoRoomError`` unless each filesystem holding a directory of ``needs``
+    (directory -> bytes to be written there) has the sum of its directories' bytes free
+    (``shutil.disk_usage``: the space available to this user). The message names ``what``,
+    the numbers in GB and the directories, then ``hint``."""
+    by_device: dict[int, tuple[list[Path], int]] = {}
+    for directory, nbytes in needs.items():
+        dev = _existing(directory).stat().st_dev
+        dirs, total = by_device.get(dev, ([], 0))
+        by_device[dev] = ([*dirs, directory], total + nbytes)
+    for dirs, total in by_device.values():
+        free = shutil.disk_usage(_existing(dirs[0])).free
+        if total > free:
+            raise NoRoomError(
+                f"{what} needs {total / GB:.3g} GB free on the filesystem of "
+                f"{' and '.join(map(str, dirs))}, which has {free / GB:.3g} GB free{hint}"
+            )

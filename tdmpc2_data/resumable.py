@@ -1,0 +1,104 @@
+"""Fetch one Hub file so that a later process resumes it where a killed one stopped.
+
+``huggingface_hub`` (2.x) downloads into a process-unique ``*.incomplete`` file that it
+deletes on failure and orphans on a kill, so a rerun starts a 19 GB chunk over. Here the
+partial file has a fixed name, ``<dir>/<name>.part``, every byte received is written
+through at once, and whoever comes next continues it with an HTTP Range request from its
+size. A complete file is renamed to ``<dir>/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from huggingface_hub import constants, hf_hub_url
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+from huggingface_hub.utils import tqdm as hf_tqdm
+
+from tdmpc2_data.atomic import naming_path
+from tdmpc2_data.hub_api import HubError, TransportError
+
+__all__ = ["fetch", "partial_path"]
+
+#: Attempts in a row that receive no byte before giving up (``huggingface_hub``'s count).
+RETRIES = 5
+
+
+def partial_path(directory: Path, filename: str) -> Path:
+    """Where ``fetch`` keeps the received part of ``filename`` until it is complete."""
+    return directory / f"{Path(filename).name}.part"
+
+
+def fetch(
+    repo_id: str,
+    filename: str,
+    directory: Path,
+    size: int,
+    *,
+    revision: str,
+    token: str | bool | None = None,
+    repo_type: str = "dataset",
+) -> Path:
+    """``directory/<basename of filename>``, the ``size`` bytes of ``filename`` at commit
+    ``revision``, continued from its partial file. The byte bar is named after ``filename``
+    (off with ``HF_HUB_DISABLE_PROGRESS_BARS``). Raises ``HubError`` when ``RETRIES``
+    attempts in a row receive nothing; HTTP errors come as ``huggingface_hub``'s."""
+    target = directory / Path(filename).name
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    part = partial_path(directory, filename)
+    directory.mkdir(parents=True, exist_ok=True)
+    if part.exists() and part.stat().st_size > size:
+        part.unlink()
+    url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision)
+    headers = build_hf_headers(token=token)
+    with (
+        naming_path(part),
+        open(part, "ab", buffering=0) as out,
+        hf_tqdm(
+            desc=filename,
+            total=size,
+            initial=out.tell(),
+            unit="B",
+            unit_scale=True,
+            name="huggingface_hub.http_get",
+        ) as bar,
+    ):
+        idle = 0
+        while (have := out.tell()) < size:
+            try:
+                _append(url, {**headers, "Range": f"bytes={have}-"}, out, bar)
+            except TransportError as exc:
+                idle = 0 if out.tell() > have else idle + 1
+                if idle > RETRIES:
+                    raise HubError(
+                        f"downloading {repo_id}/{filename}: no connection to "
+                        f"{constants.ENDPOINT} ({type(exc).__name__}) after {out.tell()} of "
+                        f"{size} bytes; rerun to resume from there ({part})."
+                    ) from None
+                time.sleep(1)
+    if part.stat().st_size != size:
+        part.unlink()
+        raise HubError(f"downloading {repo_id}/{filename}: got more than its {size} bytes.")
+    os.replace(part, target)
+    return target
+
+
+def _append(url: str, headers: dict[str, str], out, bar) -> None:
+    """Append what the server sends for ``headers`` (a Range from ``out``'s end) to ``out``;
+    a server that answers with the whole file (200) restarts it."""
+    with http_stream_backoff(
+        "GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+        retry_on_exceptions=(), retry_on_status_codes=(408, 429),
+    ) as response:  # fmt: skip
+        hf_raise_for_status(response)
+        if response.status_code != 206:
+            out.truncate(0)
+            bar.reset(total=bar.total)
+        for piece in response.iter_bytes():
+            view = memoryview(piece)
+            while view:  # a raw write may take only a part
+                view = view[out.write(view) :]
+            bar.update(len(piece))
