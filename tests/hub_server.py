@@ -18,8 +18,8 @@ counts file bytes sent (also at ``GET /_stats``);
 error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body and then
 closes the connection (an interrupted download); ``fail(..., stall=s)`` holds the request
 ``s`` seconds (a client to kill mid-download); ``fail(..., pause_after=n)`` sends ``n``
-bytes of the body and then holds the connection until the server stops (a client to kill
-mid-transfer, with ``n`` bytes of the file received).
+bytes of the body and holds the rest until ``release()`` (then sends it) or ``stop()``
+(then cuts it): a client to kill, or whose disk to fill, mid-transfer.
 
 Run standalone (for benchmarks): ``python tests/hub_server.py --root DIR --port 0
 --token hf_x:alice`` prints the endpoint on its first line.
@@ -701,8 +701,9 @@ class HubHandler(BaseHTTPRequestHandler):
             f.seek(start)
             self.wfile.write(f.read(min(self.fault.drop_after, end - start)))
             self.wfile.flush()
-            if self.fault.pause:
-                self.server.stopping.wait(120)
+            if self.fault.pause and self.server.held():
+                self.wfile.write(f.read(end - start - self.fault.drop_after))
+                return
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
@@ -729,7 +730,7 @@ class Fault:
     drop_after: int | None
     skip: int
     stall: float | None = None
-    pause: bool = False  # after sending ``drop_after`` bytes, hold until the server stops
+    pause: bool = False  # after sending ``drop_after`` bytes, hold the rest (``held``)
 
 
 class HubServer(ThreadingHTTPServer):
@@ -750,7 +751,8 @@ class HubServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
-        self.stopping = threading.Event()  # set by ``stop``: releases held connections
+        self._released = threading.Event()  # paused transfers go on (``release``) ...
+        self._stopping = threading.Event()  # ... or are cut (``stop``)
 
     def process_request(self, request, client_address):
         with self._lock:
@@ -777,14 +779,24 @@ class HubServer(ThreadingHTTPServer):
         ``skip`` such requests through: answer ``status``, or (GET of a file) cut the body
         after ``drop_after`` bytes, or hold the request ``stall`` seconds before answering it
         (a client to be killed mid-download), or (GET of a file) send ``pause_after`` bytes
-        of the body and hold the rest until ``stop`` (a client to be killed mid-transfer).
-        Each call fails one request."""
+        of the body and hold the rest until ``release`` or ``stop``."""
         if sum(x is not None for x in (status, drop_after, stall, pause_after)) != 1:
             raise ValueError("give exactly one of status=, drop_after=, stall= and pause_after=")
         pause = pause_after is not None
         drop_after = pause_after if pause else drop_after
         with self._lock:
             self._faults.append(Fault(method, path_part, status, drop_after, skip, stall, pause))
+
+    def release(self) -> None:
+        """Send the rest of the transfers paused by ``fail(..., pause_after=n)``."""
+        self._released.set()
+
+    def held(self) -> bool:
+        """Wait while paused transfers are held: True once released, False once stopped."""
+        while not self._stopping.is_set():
+            if self._released.wait(0.05):
+                return True
+        return False
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -807,7 +819,7 @@ class HubServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stop listening and cut open keep-alive connections: the Hub is gone."""
-        self.stopping.set()
+        self._stopping.set()
         self.shutdown()
         self.server_close()
         with self._lock:

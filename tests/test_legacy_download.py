@@ -20,6 +20,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd
 from legacy_chunks import TD02, assert_matches, expected
 from legacy_fixtures import FIXTURES
+from test_full_disk import fill
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.cli import main
@@ -139,24 +140,37 @@ def test_a_kill_mid_chunk_resumes_that_chunk_from_its_bytes_on_disk(hub, release
     assert main(["verify", str(dest)]) == 0 and not (dest / ".chunks").exists()
 
 
-def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, release, tmp_path):
-    """A 200 KiB tmpfs (root only, as tests/test_full_disk.py) for two 117 KiB chunks."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        run = subprocess.run(cli("download", "mt80", "--dir", str(disk / "mt80")),
-                             env=cli_env(hub), capture_output=True, text=True)  # fmt: skip
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, release, chunks, disk):
+    fill(disk, leave=2 * chunks["mt80"].stat().st_size - 4096)
+    run = subprocess.run(cli("download", "mt80", "--dir", str(disk / "mt80")), env=cli_env(hub),
+                         capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2
     line = error_line(run.stderr)
     assert line.startswith("tdmpc2-data download: error: mt80/chunk_0.pt needs 0.000"), line
     assert f"GB free on the filesystem of {disk}/mt80/.chunks/" in line and "has 0.000" in line
     assert not hub.server.downloads(".pt")  # refused before its download
+
+
+def test_a_disk_filled_mid_chunk_is_one_line_naming_it_and_the_rerun_resumes(
+    hub, release, chunks, disk
+):
+    dest = disk / "mt80"
+    proc = start_killable_download(hub, dest, "chunk_1.pt", chunks["mt80"].stat().st_size // 2)
+    filler = fill(disk)  # someone else fills the disk mid-transfer
+    hub.server.release()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    part = partial(dest, "chunk_1.pt")
+    assert error_line(stderr).endswith(f"error: {part}: no space left on the device"), stderr
+    filler.unlink()
+    have = part.stat().st_size
+    hub.server.log.clear()
+    run = subprocess.run(cli("download", "mt80", "--dir", str(dest)), env=cli_env(hub),
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith("chunk_1.pt")]
+    assert ranges == [f"bytes={have}-"] and have >= chunks["mt80"].stat().st_size // 2
+    assert_matches(dest, "mt80", copies=2)
 
 
 def test_a_chunk_404_is_one_line_naming_it(hub, release, tmp_path):
