@@ -344,7 +344,7 @@ def _require_room(path: str, size: int, staged: Path, dest: Path) -> None:
     require_room(
         path,
         {staged: size - have, dest: size},
-        hint="; free some space or download into another --dir (nothing was downloaded).",
+        hint="; free some space and rerun (converted chunks are kept), or use another --dir.",
     )
 
 

@@ -4,11 +4,13 @@
 deletes on failure and orphans on a kill, so a rerun starts a 19 GB chunk over. Here the
 partial file has a fixed name, ``<dir>/<name>.part``, every byte received is written
 through at once, and whoever comes next continues it with an HTTP Range request from its
-size. A complete file is renamed to ``<dir>/<name>``.
+size (one process at a time: it holds a ``flock`` on it). A complete file is renamed to
+``<dir>/<name>``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -54,36 +56,39 @@ def fetch(
         part.unlink()
     url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision)
     headers = build_hf_headers(token=token)
-    with (
-        naming_path(part),
-        open(part, "ab", buffering=0) as out,
-        hf_tqdm(
-            desc=filename,
-            total=size,
-            initial=out.tell(),
-            unit="B",
-            unit_scale=True,
-            name="huggingface_hub.http_get",
-        ) as bar,
-    ):
-        idle = 0
-        while (have := out.tell()) < size:
-            try:
-                _append(url, {**headers, "Range": f"bytes={have}-"}, out, bar)
-            except TransportError as exc:
-                idle = 0 if out.tell() > have else idle + 1
-                if idle > RETRIES:
-                    raise HubError(
-                        f"downloading {repo_id}/{filename}: no connection to "
-                        f"{constants.ENDPOINT} ({type(exc).__name__}) after {out.tell()} of "
-                        f"{size} bytes; rerun to resume from there ({part})."
-                    ) from None
-                time.sleep(1)
+    with naming_path(part), open(part, "ab", buffering=0) as out:
+        _lock(out, f"downloading {repo_id}/{filename}: another process is downloading it "
+                   f"into {directory}; wait for it to finish or use another directory.")  # fmt: skip
+        bar = hf_tqdm(desc=filename, total=size, initial=out.tell(), unit="B", unit_scale=True,
+                      name="huggingface_hub.http_get")  # fmt: skip
+        with bar:
+            idle = 0
+            while (have := out.tell()) < size:
+                try:
+                    _append(url, {**headers, "Range": f"bytes={have}-"}, out, bar)
+                except TransportError as exc:
+                    idle = 0 if out.tell() > have else idle + 1
+                    if idle > RETRIES:
+                        raise HubError(
+                            f"downloading {repo_id}/{filename}: no connection to "
+                            f"{constants.ENDPOINT} ({type(exc).__name__}) after {out.tell()} "
+                            f"of {size} bytes; rerun to resume from there ({part})."
+                        ) from None
+                    time.sleep(1)
     if part.stat().st_size != size:
         part.unlink()
         raise HubError(f"downloading {repo_id}/{filename}: got more than its {size} bytes.")
     os.replace(part, target)
     return target
+
+
+def _lock(out, busy: str) -> None:
+    """Hold an exclusive ``flock`` on the partial file while appending to it (released when
+    it closes, or its process dies); raise ``HubError(busy)`` if another process holds it."""
+    try:
+        fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise HubError(busy) from None
 
 
 def _append(url: str, headers: dict[str, str], out, bar) -> None:

@@ -194,3 +194,18 @@ def test_the_hub_gone_mid_chunk_is_one_line_naming_it(hub, release, chunks, tmp_
     line = error_line(stderr)
     assert f"downloading {REPO}/mt80/chunk_1.pt: no connection to {hub.endpoint}" in line, line
     assert f"after {received} of " in line and "rerun to resume" in line, line
+
+
+def test_a_second_download_into_the_same_dir_leaves_the_chunk_to_the_first(hub, release, tmp_path):
+    dest = tmp_path / "mt80"
+    first = start_killable_download(hub, dest, "chunk_1.pt", 1000)
+    try:
+        run = subprocess.run(cli("download", "mt80", "--dir", str(dest)), env=cli_env(hub),
+                             capture_output=True, text=True)  # fmt: skip
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    assert run.returncode == 2
+    line = error_line(run.stderr)
+    assert "mt80/chunk_1.pt: another process is downloading it into" in line, line
+    assert partial(dest, "chunk_1.pt").stat().st_size == 1000  # untouched
