@@ -36,7 +36,8 @@ def require_room(what: str, needs: dict[Path, int], hint: str = "") -> None:
     for dirs, total in by_device.values():
         free = shutil.disk_usage(_existing(dirs[0])).free
         if total > free:
+            named = [d for d in dirs if not any(o in d.parents for o in dirs)]  # outermost
             raise NoRoomError(
                 f"{what} needs {total / GB:.3g} GB free on the filesystem of "
-                f"{' and '.join(map(str, dirs))}, which has {free / GB:.3g} GB free{hint}"
+                f"{' and '.join(map(str, named))}, which has {free / GB:.3g} GB free{hint}"
             )
