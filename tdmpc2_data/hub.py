@@ -286,7 +286,9 @@ def _download_legacy(
     Progress lives in the converted dataset itself (the converter marks each chunk's
     ``sources`` entry complete, with its size and tasks), so a rerun skips converted
     chunks without downloading them and refuses a chunk of another size (another version);
-    ``.tdmpc2-download.json`` keeps the chunk list for offline reruns.
+    ``.tdmpc2-download.json`` keeps the chunk list for offline reruns. A chunk is staged
+    in ``.chunks/<its git blob id>/`` (``resumable.fetch``: a rerun resumes its partial
+    download, never one of another version) once ``_require_room`` found room for it.
     """
     from tdmpc2_data.convert import legacy_pt
     from tdmpc2_data.writer import read_root_attributes
