@@ -1,18 +1,22 @@
-"""Refuse work that would fill a disk, before starting it, in one line with the numbers."""
+"""A full disk in one line: refuse work that would fill it, before starting, with the numbers;
+name the work that found it full anyway."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NoRoomError", "require_room"]
+__all__ = ["NoRoomError", "naming_full_disk", "require_room"]
 
 GB = 1e9
 
 
 class NoRoomError(OSError):
-    """Not enough free space for what is about to be written; nothing was."""
+    """Not enough free space for what is (about to be) written."""
 
 
 def _existing(path: Path) -> Path:
@@ -41,3 +45,17 @@ def require_room(what: str, needs: dict[Path, int], hint: str = "") -> None:
                 f"{what} needs {total / GB:.3g} GB free on the filesystem of "
                 f"{' and '.join(map(str, named))}, which has {free / GB:.3g} GB free{hint}"
             )
+
+
+@contextmanager
+def naming_full_disk(what: str, hint: str = "") -> Iterator[None]:
+    """A full disk inside (``ENOSPC``) is raised again as ``NoRoomError`` naming ``what`` and
+    the file being written, then ``hint``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise NoRoomError(
+            f"{what}: no space left on the device writing {exc.filename}{hint}"
+        ) from exc

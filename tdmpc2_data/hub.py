@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from tdmpc2_data import resumable, schema
 from tdmpc2_data.atomic import write_text_atomic
-from tdmpc2_data.disk_space import require_room
+from tdmpc2_data.disk_space import naming_full_disk, require_room
 from tdmpc2_data.hub_api import (
     PUBLISHED_DATASETS,
     HubError,
@@ -79,6 +79,7 @@ INDEX = "zarr.json"
 CARD = "README.md"
 EPISODES = "episodes.parquet"  # the per-episode table `datasets.load_dataset(repo)` reads
 DOWNLOAD_RECORD = ".tdmpc2-download.json"
+KEPT = "converted chunks and downloaded bytes are kept"  # what a failed legacy download keeps
 DEFAULT_COMMIT_BYTES = 2 << 30
 DEFAULT_COMMIT_FILES = 500
 
@@ -327,9 +328,10 @@ def _download_legacy(
             continue
         staged = staging / blob[:16]  # a partial download of one version of the chunk
         _require_room(path, size, staged, dest)
-        with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
-            local = resumable.fetch(repo_id, path, staged, size, revision=commit, token=token)
-        legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
+        with naming_full_disk(path, f"; free some space and rerun ({KEPT})."):
+            with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
+                local = resumable.fetch(repo_id, path, staged, size, revision=commit, token=token)
+            legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
         os.remove(local)
     shutil.rmtree(staging, ignore_errors=True)
     return dest
@@ -346,7 +348,7 @@ def _require_room(path: str, size: int, staged: Path, dest: Path) -> None:
     require_room(
         path,
         {staged: size - have, dest: size},
-        hint="; free some space and rerun (converted chunks are kept), or use another --dir.",
+        hint=f"; free some space and rerun ({KEPT}), or use another --dir.",
     )
 
 

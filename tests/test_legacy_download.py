@@ -151,25 +151,33 @@ def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, rele
     assert not hub.server.downloads(".pt")  # refused before its download
 
 
-def test_a_disk_filled_mid_chunk_is_one_line_naming_it_and_the_rerun_resumes(
-    hub, release, chunks, disk
+@pytest.mark.parametrize("filled", ["download", "conversion"])
+def test_a_disk_filled_mid_chunk_is_one_line_naming_it_and_the_rerun_continues(
+    hub, release, chunks, disk, filled
 ):
-    dest = disk / "mt80"
-    proc = start_killable_download(hub, dest, "chunk_1.pt", chunks["mt80"].stat().st_size // 2)
-    filler = fill(disk)  # someone else fills the disk mid-transfer
+    """Someone else fills the disk while chunk_1 downloads: its download or its conversion
+    fails, naming it; the rerun resumes the download (or refetches nothing)."""
+    dest, size = disk / "mt80", chunks["mt80"].stat().st_size
+    proc = start_killable_download(hub, dest, "chunk_1.pt", size // 2)
+    rest = size - size // 2 if filled == "conversion" else 0  # room to finish the download
+    filler = fill(disk, leave=rest + 8192)
     hub.server.release()
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
+    line = error_line(stderr)
+    assert "error: mt80/chunk_1.pt: no space left on the device writing " in line, line
+    assert line.endswith("; free some space and rerun (converted chunks and downloaded bytes "
+                         "are kept).")  # fmt: skip
     part = partial(dest, "chunk_1.pt")
-    assert error_line(stderr).endswith(f"error: {part}: no space left on the device"), stderr
+    assert (part is None) == (filled == "conversion")  # downloaded completely, or part of it
+    have = part.stat().st_size if part else size
     filler.unlink()
-    have = part.stat().st_size
     hub.server.log.clear()
     run = subprocess.run(cli("download", "mt80", "--dir", str(dest)), env=cli_env(hub),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith("chunk_1.pt")]
-    assert ranges == [f"bytes={have}-"] and have >= chunks["mt80"].stat().st_size // 2
+    ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith(".pt")]
+    assert ranges == ([f"bytes={have}-"] if part else []) and have >= size // 2
     assert_matches(dest, "mt80", copies=2)
 
 
