@@ -1,6 +1,7 @@
 """Legacy chunk conversion and shard codecs, measured on a synthetic mt80-like chunk.
 
     OMP_NUM_THREADS=1 python bench/convert.py [--gb 1.1] [--keep DIR]
+    OMP_NUM_THREADS=1 python bench/convert.py --published [--episodes 90000] [--dir /tmp]
 
 1. Writes a legacy chunk (a TensorDict [episodes, 101] saved by torch.save, NaN filler,
    80 tasks in contiguous blocks) with mt80's real padding: DMControl obs/actions padded from
@@ -13,6 +14,12 @@
 4. Codec table on a 4000-episode sample (all tasks): bytes/transition, write MB/s, full read
    MB/s and random single-episode reads/s per CPU second (process time of all threads, best
    of 3: robust to other jobs on a shared machine), for the codec and chunk sizes tried.
+
+``--published`` instead writes a chunk of the published mt30 layout at real scale (tensordict
+0.2.1 state with ``_device = torch.device('cpu')``, protocol 4, T+1 = 501, obs width 24;
+90,000 episodes: 5.8 GB, its obs member 4.3 GB, a ZIP64 member, and the members after it at
+offsets past 4 GiB), streamed to disk block by block (never in RAM), then converts it in a
+fresh process and prints its peak RSS and MB/s; both files are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -98,6 +105,87 @@ total = float(td["obs"].sum())  # touch the data
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                   "rss": PEAK_RSS()}))
 """
+
+
+# ------------------------------------------------------------------ a published chunk at real scale
+MT30_STEPS, MT30_OBS, MT30_ACTION = 501, 24, 6
+BLOCK_EPISODES = 500
+
+
+def _published_blocks(field: str, episodes: int, seed: int):
+    """Blocks (bytes) of ``field`` for ``episodes`` mt30 episodes, tasks in contiguous runs
+    (a block never crosses one): random walks on the task's real dims, zero padding, filler
+    step 0 (action 0, reward NaN)."""
+    tasks = TASK_SETS["mt30"]
+    per_task = -(-episodes // len(tasks))
+    rng = np.random.default_rng(seed)
+    hi = 0
+    while hi < episodes:
+        lo, hi = hi, min(hi + BLOCK_EPISODES, episodes, (hi // per_task + 1) * per_task)
+        n, tid = hi - lo, lo // per_task
+        task = get_task(tasks[tid])
+        if field == "task":
+            x = np.full((n, MT30_STEPS), tid, np.int32)
+        elif field == "reward":
+            x = rng.random((n, MT30_STEPS), np.float32)
+            x[:, 0] = np.nan
+        else:
+            width, real = (
+                (MT30_OBS, task.obs_dim) if field == "obs" else (MT30_ACTION, task.action_dim)
+            )
+            x = np.zeros((n, MT30_STEPS, width), np.float32)
+            walk = rng.standard_normal((n, MT30_STEPS, real), np.float32)
+            x[..., :real] = np.cumsum(walk * np.float32(0.05), axis=1)
+            if field == "action":
+                x[..., :real] = np.tanh(x[..., :real])
+                x[:, 0] = 0
+        yield x.tobytes()
+
+
+def published_chunk(path: Path, episodes: int) -> None:
+    """Stream an mt30 chunk of the published layout to ``path`` (ZIP64 where needed)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from legacy_chunks import chunk_pickle, write_torch_zip  # the tests' layout writer
+
+    shapes = {
+        "obs": (np.float32, (episodes, MT30_STEPS, MT30_OBS)),
+        "action": (np.float32, (episodes, MT30_STEPS, MT30_ACTION)),
+        "reward": (np.float32, (episodes, MT30_STEPS)),
+        "task": (np.int32, (episodes, MT30_STEPS)),
+    }
+    storages = [
+        (int(np.prod(shape)) * np.dtype(dtype).itemsize, _published_blocks(k, episodes, seed))
+        for seed, (k, (dtype, shape)) in enumerate(shapes.items())
+    ]
+    write_torch_zip(path, chunk_pickle("published-mt30", shapes), storages)
+
+
+def published_scale(args: argparse.Namespace) -> None:
+    """Convert a real-scale published-layout chunk; print its size, peak RSS and MB/s."""
+    import zipfile
+
+    work = Path(tempfile.mkdtemp(prefix="bench-published-", dir=args.dir))
+    chunk = work / "chunk_0.pt"
+    try:
+        t0 = time.perf_counter()
+        published_chunk(chunk, args.episodes)
+        size = chunk.stat().st_size
+        with zipfile.ZipFile(chunk) as z:
+            members = {i.filename.rsplit("/", 1)[-1]: i for i in z.infolist()}
+        obs, last = members["0"], members["3"]
+        print(f"published-layout mt30 chunk: {args.episodes} episodes x {MT30_STEPS} steps, "
+              f"{size / 1e9:.2f} GB, obs member {obs.file_size / 2**30:.2f} GiB, task member "
+              f"at offset {last.header_offset / 2**30:.2f} GiB "
+              f"(written in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        evict(chunk)
+        r = run_measured(CONVERT, str(chunk), str(work / "ds"))
+        shards = dir_bytes(work / "ds")
+        print(f"convert_chunk, cold cache: {r['episodes']} episodes in {r['wall']:.0f} s, "
+              f"{size / r['wall'] / 1e6:.0f} MB/s wall, {size / r['cpu'] / 1e6:.0f} MB/s per "
+              f"CPU second, peak RSS {r['rss'] / 1e9:.2f} GB (VmHWM), shards {shards / 1e9:.2f} GB")  # fmt: skip
+        print(f"machine: {os.cpu_count()} cores, uptime: {os.popen('uptime').read().strip()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_measured(code: str, *args: str) -> dict:
@@ -207,7 +295,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.1, help="legacy chunk size (default 1.1)")
     parser.add_argument("--keep", help="work directory to keep (default: a temp dir, removed)")
+    parser.add_argument(
+        "--published", action="store_true", help="convert a real-scale published mt30 chunk"
+    )
+    parser.add_argument("--episodes", type=int, default=90_000, help="its episodes (--published)")
+    parser.add_argument("--dir", help="where to write it (--published; default the temp dir)")
     args = parser.parse_args()
+    if args.published:
+        return published_scale(args)
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-convert-"))
     work.mkdir(parents=True, exist_ok=True)
     chunk = work / "chunk_0.pt"

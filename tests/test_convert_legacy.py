@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 import types
@@ -16,11 +17,16 @@ import pytest
 import torch
 from legacy_chunks import (
     FIXTURES,
+    PUBLISHED,
     TD02,
     assert_matches,
+    handwritten_chunk,
     hostile_chunk,
     hostile_edits,
+    hostile_published_chunk,
+    hostile_published_edits,
     in_expected_order,
+    rewrite_pickle,
     stored_episodes,
     truncated_pickle_chunk,
 )
@@ -47,10 +53,13 @@ def test_tiny_chunks_match_the_expected_arrays(tmp_path, name, task_set):
     assert verify_dataset(tmp_path / "ds").ok
 
 
+@pytest.mark.parametrize("layout", [TD02, PUBLISHED], ids=["td02", "published"])
 @pytest.mark.parametrize("name", ["mt80", "mt30"])
-def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name):
-    """The tensordict 0.2.x layout (TensorDict NEWOBJ + BUILD, _StringOnlyDict, set()):
-    `tdmpc2-data convert` matches the expected arrays exactly, with tensordict unimportable."""
+def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name, layout):
+    """The tensordict 0.2.x layout (TensorDict NEWOBJ + BUILD, _StringOnlyDict, set()) and the
+    published chunks' (the same with `_device = torch.device('cpu')`: a 7-key state of June
+    2023 for mt80, 0.2.1 with protocol 4 for mt30): `tdmpc2-data convert` matches the
+    expected arrays exactly, with tensordict unimportable."""
     dst = tmp_path / "ds"
     code = (
         "import sys; sys.modules['tensordict'] = None\n"  # any tensordict import fails
@@ -58,7 +67,7 @@ def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     run = subprocess.run(
-        [sys.executable, "-c", code, "convert", str(TD02[name]), str(dst), "--from", "legacy-pt"],
+        [sys.executable, "-c", code, "convert", str(layout[name]), str(dst), "--from", "legacy-pt"],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -70,14 +79,111 @@ def test_2023_chunks_convert_from_the_cli_without_tensordict(tmp_path, name):
     assert verify_dataset(dst).ok
 
 
-def test_both_layouts_load_the_same_tensors():
+def test_all_layouts_load_the_same_tensors():
     for name in ("mt80", "mt30"):
-        with TorchZip(FIXTURES / f"{name}_chunk_tiny.pt") as new, TorchZip(TD02[name]) as old:
-            a, b = as_tensordict(new.load(), "new"), as_tensordict(old.load(), "old")
-            assert a.batch_size == b.batch_size and sorted(a.fields) == sorted(b.fields)
-            for k in a.fields:
-                assert a.fields[k].dtype == b.fields[k].dtype
-                np.testing.assert_array_equal(a.fields[k], b.fields[k], err_msg=k)
+        for path in (TD02[name], PUBLISHED[name]):
+            with TorchZip(FIXTURES / f"{name}_chunk_tiny.pt") as new, TorchZip(path) as old:
+                a, b = as_tensordict(new.load(), "new"), as_tensordict(old.load(), "old")
+                assert a.batch_size == b.batch_size and sorted(a.fields) == sorted(b.fields)
+                assert a.device is None
+                assert b.device == ("cpu" if path == PUBLISHED[name] else None)
+                for k in a.fields:
+                    assert a.fields[k].dtype == b.fields[k].dtype
+                    np.testing.assert_array_equal(a.fields[k], b.fields[k], err_msg=k)
+
+
+def test_published_chunks_convert_exactly(tmp_path):
+    for name in ("mt80", "mt30"):
+        [r] = convert([PUBLISHED[name]], tmp_path / name, source_format="legacy-pt")
+        assert r.task_set == name and r.episodes == len(np.load(
+            FIXTURES / f"{name}_chunk_tiny_expected.npz")["task"])  # fmt: skip
+        assert_matches(tmp_path / name, name)
+        assert verify_dataset(tmp_path / name).ok
+
+
+# every layout written opcode by opcode (tiny chunk data); ZIP64 headers and LONG1 ints in turn
+HANDWRITTEN = [
+    (layout, name, big)
+    for layout in ("td01", "published-mt80", "published-mt30", "td03")
+    for name, big in (("mt80", False), ("mt30", True))
+]
+
+
+@pytest.mark.parametrize("layout, name, big", HANDWRITTEN)
+def test_handwritten_layouts_convert_exactly(tmp_path, layout, name, big):
+    """tensordict <= 0.1.2 (plain dict, `_names`), the published 7-key and 9-key states,
+    0.3/0.4 (`tensordict._td.TensorDict` NEWOBJ + BUILD); `big`: every storage a ZIP64
+    member (ZIP64 extra field in its local header) and every int pickled as LONG1, as the
+    element count of a storage over 2^31 elements is."""
+    path = handwritten_chunk(tmp_path / "chunk_0.pt", name, layout, zip64=big, long1=big)
+    with zipfile.ZipFile(path) as z:
+        ops = {op.name for op, _, _ in pickletools.genops(z.read("chunk_0/data.pkl"))}
+        assert ("LONG1" in ops) == big and ("BININT1" in ops) != big
+        assert all(len(i.extra) > 20 for i in z.infolist() if "/data/" in i.filename) or not big
+    [r] = convert([path], tmp_path / "ds", source_format="legacy-pt")
+    assert r.task_set == name
+    assert_matches(tmp_path / "ds", name)
+
+
+@pytest.mark.parametrize(
+    "device, name", [(("cuda",), "cuda"), (("cuda", 3), "cuda:3"), (None, None)]
+)
+def test_cuda_and_unset_devices_are_accepted(tmp_path, device, name):
+    path = handwritten_chunk(tmp_path / "chunk_0.pt", "mt80", "published-mt80", device=device)
+    with TorchZip(path) as z:
+        assert as_tensordict(z.load(), "").device == name
+    convert([path], tmp_path / "ds")
+    assert_matches(tmp_path / "ds", "mt80")
+
+
+@pytest.mark.parametrize("kind", list(hostile_published_edits()))
+def test_hostile_published_layout_variants_are_refused(tmp_path, kind, capsys):
+    """One edit of the real published pickle each: a device with other arguments, or used
+    anywhere but as a TensorDict's `_device`, or an unknown state key: one line naming the
+    file, the class and why; nothing is written."""
+    path, refusal = hostile_published_chunk(tmp_path / "chunk_0.pt", kind)
+    with pytest.raises(UnsafePickleError, match=r"chunk_0\.pt: " + refusal):
+        convert([path], tmp_path / "ds")
+    assert cli(["convert", str(path), str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "ds").exists()
+
+
+HOSTILE_HANDWRITTEN = {
+    "0.1.x state with a _StringOnlyDict": (
+        "td01",
+        (
+            b"}(X\x03\x00\x00\x00obs",
+            b"ctensordict.utils\n_StringOnlyDict\n)\x81(X\x03\x00\x00\x00obs",
+        ),
+        r"tensordict\.tensordict\.TensorDict: _tensordict is a _StringOnlyDict, expected a dict",
+    ),
+    "0.3 state with a lock": (
+        "td03",
+        (b"ub.", b"X\n\x00\x00\x00_is_locked\x89ub."),
+        r"tensordict\._td\.TensorDict: state has unexpected key\(s\) '_is_locked'",
+    ),
+    "0.3 TensorDict created with arguments": (
+        "td03",
+        (b"TensorDict\n)\x81", b"TensorDict\n(K\x01t\x81"),
+        r"tensordict\._td\.TensorDict: created with arguments",
+    ),
+    "0.3 TensorDict built twice": (
+        "td03",
+        (b"ub.", b"ub}b."),
+        r"tensordict\._td\.TensorDict: built twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_HANDWRITTEN))
+def test_hostile_handwritten_layout_variants_are_refused(tmp_path, kind):
+    layout, (old, new), refusal = HOSTILE_HANDWRITTEN[kind]
+    good = handwritten_chunk(tmp_path / "good.pt", "mt80", layout)
+    path = rewrite_pickle(good, tmp_path / "chunk_0.pt", lambda p: p.replace(old, new, 1))
+    with pytest.raises(UnsafePickleError, match=r"chunk_0\.pt: refuses to load " + refusal):
+        convert([path], tmp_path / "ds")
 
 
 @pytest.mark.parametrize("kind", list(hostile_edits(Path("m"))))

@@ -1,5 +1,6 @@
-"""`download("mt80")` from a local Hub repo of 2023-layout (tensordict 0.2.x) chunks:
-download, convert, resume after a kill and after an interrupted download, match."""
+"""`download("mt80")` from a local Hub repo of chunks in the published layout (a 7-key
+TensorDict state with `_device = torch.device('cpu')`): download, convert, resume after a
+kill and after an interrupted download, match."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from legacy_chunks import TD02, assert_matches
+from legacy_chunks import PUBLISHED, assert_matches
 
 from tdmpc2_data import hub as hubio
 from tdmpc2_data import open_dataset
@@ -18,23 +19,23 @@ CHUNKS = 3
 
 
 @pytest.fixture
-def td02_repo(hub, tmp_path, monkeypatch) -> str:
-    """A repo laid out like the original release, its mt80 chunks in the 2023 layout."""
+def published_repo(hub, tmp_path, monkeypatch) -> str:
+    """A repo laid out like the original release, its mt80 chunks in the published layout."""
     monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
     api = hub.api()
-    api.create_repo("tester/legacy02", repo_type="dataset")
+    api.create_repo("tester/legacy-published", repo_type="dataset")
     for i in range(CHUNKS):
         api.upload_file(
-            path_or_fileobj=str(TD02["mt80"]),
+            path_or_fileobj=str(PUBLISHED["mt80"]),
             path_in_repo=f"mt80/chunk_{i}.pt",
-            repo_id="tester/legacy02",
+            repo_id="tester/legacy-published",
             repo_type="dataset",
         )
-    monkeypatch.setenv("TDMPC2_DATA_REPO_MT80", "tester/legacy02")
-    return "tester/legacy02"
+    monkeypatch.setenv("TDMPC2_DATA_REPO_MT80", "tester/legacy-published")
+    return "tester/legacy-published"
 
 
-def test_2023_chunks_download_convert_and_resume_after_a_kill(hub, td02_repo, tmp_path):
+def test_2023_chunks_download_convert_and_resume_after_a_kill(hub, published_repo, tmp_path):
     dest = tmp_path / "mt80"
     kill = (  # killed (no cleanup) while converting the second chunk
         "import os, sys\n"
@@ -54,7 +55,7 @@ def test_2023_chunks_download_convert_and_resume_after_a_kill(hub, td02_repo, tm
     assert open_dataset(dest).num_episodes >= 6  # chunk 0 is in (and part of chunk 1)
     hub.server.log.clear()
     # the second chunk's download is cut midway: it resumes with a Range request
-    hub.server.fail("GET", "mt80/chunk_2.pt", drop_after=TD02["mt80"].stat().st_size // 2)
+    hub.server.fail("GET", "mt80/chunk_2.pt", drop_after=PUBLISHED["mt80"].stat().st_size // 2)
     assert hubio.download("mt80", local_dir=dest) == dest
     fetched = hub.server.downloads(".pt")
     assert not any(p.endswith("chunk_0.pt") for p in fetched)  # converted: not fetched again
@@ -65,7 +66,7 @@ def test_2023_chunks_download_convert_and_resume_after_a_kill(hub, td02_repo, tm
     assert not list((dest / ".chunks").rglob("*.pt"))
 
 
-def test_2023_chunks_from_the_cli_and_a_failed_chunk_is_one_line(hub, td02_repo, tmp_path):
+def test_2023_chunks_from_the_cli_and_a_failed_chunk_is_one_line(hub, published_repo, tmp_path):
     dest = tmp_path / "mt80"
     env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1"}
     hub.server.fail("GET", "mt80/chunk_1.pt", status=500)

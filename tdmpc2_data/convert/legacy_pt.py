@@ -105,6 +105,7 @@ def convert_chunk(
         td = as_tensordict(archive.load(), str(path))
         obs, action, reward, task = _fields(td.fields, path)
         episodes, steps = task.shape
+        first_task = _first_steps(task, archive)
         task_set = task_set or _infer_task_set(path, steps, obs.shape[2])
         if task_set not in TASK_SETS:
             raise ValueError(f"--task-set {task_set!r}: expected one of {', '.join(TASK_SETS)}.")
@@ -114,7 +115,7 @@ def convert_chunk(
         if unknown:
             raise ValueError(f"--tasks {sorted(unknown)} are not in task set {task_set}.")
         result = ChunkResult(str(path), task_set)
-        result.left_out = _outside_table(task[:, 0], (steps, obs.shape[2]), task_set)
+        result.left_out = _outside_table(first_task, (steps, obs.shape[2]), task_set)
         if result.left_out and not drop_other_tasks:
             raise ValueError(
                 f"{path}: {result.left_out} not in --task-set {task_set}; pass "
@@ -140,7 +141,7 @@ def convert_chunk(
             per_episode = obs[0].nbytes + action[0].nbytes + reward[0].nbytes + task[0].nbytes
             bar = tqdm(total=episodes, unit="episode", desc=path.name, disable=not progress)
             try:
-                for lo, hi, tid in _runs(task[:, 0], max(1, SLICE_BYTES // per_episode)):
+                for lo, hi, tid in _runs(first_task, max(1, SLICE_BYTES // per_episode)):
                     if tid in ids:
                         n = _add_slice(
                             writer, path, table, tid, source, obs, action, reward, task, lo, hi
@@ -182,6 +183,17 @@ def _fields(fields: dict, path: Path) -> tuple[np.ndarray, ...]:
     return obs, action, reward, task
 
 
+def _first_steps(task: np.ndarray, archive: TorchZip) -> np.ndarray:
+    """``task[:, 0]``, the episodes' task ids, read in slices whose pages are released (a
+    column of a [N, T+1] field touches every page of it: 400 MB in a real chunk)."""
+    first = np.empty(task.shape[0], task.dtype)
+    step = max(1, SLICE_BYTES // max(1, task[0].nbytes))
+    for lo in range(0, len(first), step):
+        first[lo : lo + step] = task[lo : lo + step, 0]
+        archive.drop_pages()
+    return first
+
+
 def _squeeze_last(x: np.ndarray) -> np.ndarray:
     return x[..., 0] if x.ndim == 3 and x.shape[2] == 1 else x
 
@@ -200,7 +212,7 @@ def _outside_table(first_task: np.ndarray, layout: tuple[int, int], task_set: st
     """ "N episodes of NAME (n), ..." for the chunk's episodes whose task id is outside
     ``task_set``, named by the set of the chunk's ``layout`` (T+1, obs width) when it is a
     published one; "" when there are none."""
-    ids, counts = np.unique(np.asarray(first_task), return_counts=True)
+    ids, counts = np.unique(first_task, return_counts=True)
     size = len(TASK_SETS[task_set])
     outside = [(int(i), int(n)) for i, n in zip(ids, counts, strict=True) if not 0 <= i < size]
     if not outside:
@@ -230,7 +242,6 @@ def _remaining_tasks(writer: ShardWriter, path: Path, wanted: set[str], table: l
 
 def _runs(first_task: np.ndarray, limit: int):
     """(start, stop, task id) of runs of consecutive same-task episodes, at most ``limit`` long."""
-    first_task = np.asarray(first_task)
     edges = np.flatnonzero(np.diff(first_task)) + 1
     bounds = np.concatenate([[0], edges, [first_task.shape[0]]])
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):

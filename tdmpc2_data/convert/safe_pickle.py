@@ -1,14 +1,15 @@
 """Load the original TD-MPC2's pickled TensorDict chunks without running their code.
 
 A ``torch.save`` file is a zip archive: ``<name>/data.pkl`` (the pickle) plus one raw record
-per tensor storage (``<name>/data/<key>``, stored uncompressed). Unpickling a TensorDict
-normally imports tensordict and lets the file name any callable; here a restricted
-unpickler resolves exactly the globals such chunks use (``ALLOWED``) to inert stand-ins that
-accept only what the two known layouts pass them (tensordict 0.2.x: a TensorDict object filled
-by BUILD, an empty set, a ``_StringOnlyDict`` of tensors; tensordict 0.8.x: ``_make_td``), and
-rebuild the TensorDict here, so a hostile file cannot execute anything, and neither torch's
-storages nor tensordict are needed. Tensors come back as read-only numpy views of a memory map of the file, so a
-1.7 GB chunk costs no RAM until its pages are read (and ``drop_pages`` releases them).
+per tensor storage (``<name>/data/<key>``, stored uncompressed, ZIP64 past 4 GiB). Unpickling
+a TensorDict normally imports tensordict and lets the file name any callable; here a
+restricted unpickler resolves exactly the globals such chunks use (``ALLOWED``) to inert
+stand-ins that accept only what the known TensorDict layouts pass them (``LAYOUTS``: the
+published chunks' 2023 layouts with ``_device = torch.device('cpu')``, and those of files
+re-saved with tensordict 0.1 to 0.8), and rebuild the TensorDict here, so a hostile file
+cannot execute anything, and neither torch's storages nor tensordict are needed. Tensors
+come back as read-only numpy views of a memory map of the file, so a 19 GB chunk costs no
+RAM until its pages are read (and ``drop_pages`` releases them).
 """
 
 from __future__ import annotations
@@ -54,30 +55,96 @@ class _Refused(Exception):
         self.name, self.why = name, why
 
 
+@dataclass(frozen=True)
+class _Device:
+    """Stand-in for a ``torch.device``: ``cpu``, ``cuda`` or ``cuda:<index>``."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refused(DEVICE, "given a BUILD state; chunks only create one")
+
+
 @dataclass
 class TensorDictState:
-    """What a pickled TensorDict holds: its entries (arrays or nested states) and batch size."""
+    """What a pickled TensorDict holds: its entries (arrays or nested states), batch size and
+    device ("cpu", "cuda", "cuda:<index>"; None: not set)."""
 
     fields: dict[str, Any]
     batch_size: tuple[int, ...]
+    device: str | None = None
 
 
 # ------------------------------------------------------------------ stand-ins
-# Each allowed global resolves to one of these. They accept exactly the arguments the two
-# chunk layouts pass (README of the legacy fixtures) and refuse everything else, so the
-# unpickled object is plain data whatever the file says.
+# Each allowed global resolves to one of these. They accept exactly the arguments the chunk
+# layouts pass (README of the legacy fixtures) and refuse everything else, so the unpickled
+# object is plain data whatever the file says.
 OLD_TD = "tensordict.tensordict.TensorDict"
 STRING_ONLY_DICT = "tensordict.utils._StringOnlyDict"
 NEW_TD = "tensordict._td.TensorDict"
 MAKE_TD = "tensordict._reductions._make_td"
-#: The state tensordict 0.2.x pickles for a TensorDict (its ``__getstate__``: the slots
-#: but the caches); ``_tensordict`` and ``_batch_size`` are required.
-OLD_TD_STATE = {
-    "_tensordict", "_batch_size", "_is_shared", "_is_memmap", "_device", "_is_locked",
-    "_td_dim_names", "_lock_id", "_locked_tensordicts",
-}  # fmt: skip
-#: The state ``tensordict._reductions._make_td`` receives (tensordict 0.8.x).
-NEW_TD_STATE = {"_tensordict", "_batch_size", "_device", "_td_dim_names"}
+DEVICE = "torch.device"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A TensorDict state some tensordict version pickles: its keys (a subset may be given;
+    ``_tensordict`` and ``_batch_size`` are required) and the type of its ``_tensordict``."""
+
+    keys: frozenset[str]
+    entries: type
+
+
+_BASE = {"_tensordict", "_batch_size", "_device"}
+_FLAGS = {"_is_shared", "_is_memmap"}
+
+
+class _StringOnlyDict(dict):
+    """Stand-in for ``tensordict.utils._StringOnlyDict``: a TensorDict's entries, filled by
+    SETITEMS; it takes only string keys and tensors or nested TensorDicts as values."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _StringOnlyDict:
+        _device_free(STRING_ONLY_DICT, (args, kwargs))
+        if args or kwargs:
+            raise _Refused(STRING_ONLY_DICT, "built with arguments; chunks build it empty")
+        return super().__new__(cls)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _device_free(STRING_ONLY_DICT, (key, value))
+        if not isinstance(key, str):
+            raise _Refused(STRING_ONLY_DICT, f"key {key!r:.80} is not a string")
+        _entry(STRING_ONLY_DICT, key, value)
+        super().__setitem__(key, value)
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Refused(STRING_ONLY_DICT, "given a BUILD state; chunks only fill its items")
+
+
+#: Stand-in name -> the layouts of the states it is given.
+LAYOUTS = {
+    OLD_TD: (
+        # tensordict <= 0.1.2 (and nightlies <= 2023-06-08): dim names under ``_names``
+        _Layout(frozenset(_BASE | _FLAGS | {"_is_locked", "_names"}), dict),
+        # tensordict main of June 2023 (7 keys: the published mt80 chunks) and 0.2.x (9 keys)
+        _Layout(
+            frozenset(
+                _BASE | _FLAGS | {"_is_locked", "_td_dim_names", "_lock_id", "_locked_tensordicts"}
+            ),
+            _StringOnlyDict,
+        ),
+    ),
+    # tensordict 0.3.x and 0.4.x: the instance's ``__dict__``
+    NEW_TD: (_Layout(frozenset(_BASE | _FLAGS | {"_td_dim_names"}), _StringOnlyDict),),
+    # tensordict 0.8.x: the state passed to ``_make_td``
+    MAKE_TD: (_Layout(frozenset(_BASE | {"_td_dim_names"}), dict),),
+}
 
 
 class _StorageType:
@@ -88,8 +155,33 @@ class _StorageType:
         raise _Refused(f"torch.{self.name}", "a storage class is only named, never called")
 
 
+def _device_free(name: str, value: Any) -> None:
+    """Refuse a ``torch.device`` anywhere in ``value`` (what the file passed to ``name``):
+    a TensorDict's ``_device`` is the only place chunks put one."""
+    todo, seen = [value], set()
+    while todo:
+        v = todo.pop()
+        if isinstance(v, _Device):
+            raise _Refused(DEVICE, f"passed to {name}; a device may only be a TensorDict's _device")
+        if isinstance(v, (tuple, list, set, frozenset, dict)) and id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(v.items() if isinstance(v, dict) else v)
+
+
+def _torch_device(*args: Any) -> _Device:
+    """Stand-in for ``torch.device``: ``('cpu',)``, ``('cuda',)`` or ``('cuda', index)``."""
+    kind = args[0] if args else None
+    if not (
+        (len(args) == 1 and type(kind) is str and kind in ("cpu", "cuda"))
+        or (len(args) == 2 and type(kind) is str and kind == "cuda" and _is_dim(args[1]))
+    ):
+        raise _Refused(DEVICE, f"expected ('cpu',), ('cuda',) or ('cuda', index), got {args!r:.80}")
+    return _Device(*args)
+
+
 def _torch_size(dims: Any = ()) -> tuple[int, ...]:
     """Stand-in for ``torch.Size``: a tuple of non-negative ints."""
+    _device_free("torch.Size", dims)
     if not isinstance(dims, (tuple, list)) or not all(_is_dim(d) for d in dims):
         raise _Refused("torch.Size", f"expected a tuple of non-negative ints, got {dims!r:.80}")
     return tuple(dims)
@@ -101,6 +193,7 @@ def _is_dim(d: Any) -> bool:
 
 def _ordered_dict(*args: Any) -> OrderedDict:
     """Stand-in for ``collections.OrderedDict``: a tensor's (empty) backward hooks."""
+    _device_free("collections.OrderedDict", args)
     if args:
         raise _Refused("collections.OrderedDict", "only an empty one (a tensor's hooks)")
     return OrderedDict()
@@ -108,125 +201,113 @@ def _ordered_dict(*args: Any) -> OrderedDict:
 
 def _empty_set(items: Any = ()) -> set:
     """Stand-in for ``__builtin__.set``: a TensorDict's (empty) ``_lock_id``."""
+    _device_free("__builtin__.set", items)
     if not isinstance(items, (list, tuple)) or items:
         raise _Refused("__builtin__.set", f"a set may only be empty, got {items!r:.80}")
     return set()
 
 
-class _StringOnlyDict(dict):
-    """Stand-in for ``tensordict.utils._StringOnlyDict``: a TensorDict's entries, filled by
-    SETITEMS; it takes only string keys and tensors or nested TensorDicts as values."""
+class _TensorDict:
+    """A TensorDict stand-in created empty (NEWOBJ), then filled by BUILD with its state,
+    from which ``td`` is rebuilt here."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _StringOnlyDict:
-        if args or kwargs:
-            raise _Refused(STRING_ONLY_DICT, "built with arguments; chunks build it empty")
-        return super().__new__(cls)
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if not isinstance(key, str):
-            raise _Refused(STRING_ONLY_DICT, f"key {key!r:.80} is not a string")
-        if not isinstance(value, (np.ndarray, _OldTensorDict)):
-            raise _Refused(
-                STRING_ONLY_DICT,
-                f"entry {key!r} holds a {type(value).__name__}, expected a tensor or a TensorDict",
-            )
-        super().__setitem__(key, value)
-
-    def __setstate__(self, state: Any) -> None:
-        raise _Refused(STRING_ONLY_DICT, "given a BUILD state; chunks only fill its items")
-
-
-class _OldTensorDict:
-    """Stand-in for ``tensordict.tensordict.TensorDict`` (tensordict 0.2.x): created empty
-    (NEWOBJ), then BUILD passes its slot values, from which ``td`` is rebuilt here."""
-
+    name: str
     td: TensorDictState
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _OldTensorDict:
+    def __new__(cls, *args: Any, **kwargs: Any) -> _TensorDict:
+        _device_free(cls.name, (args, kwargs))
         if args or kwargs:
-            raise _Refused(OLD_TD, "created with arguments; chunks create it empty")
+            raise _Refused(cls.name, "created with arguments; chunks create it empty")
         return super().__new__(cls)
 
     def __setstate__(self, state: Any) -> None:
         if hasattr(self, "td"):
-            raise _Refused(OLD_TD, "built twice")
-        if not isinstance(state, dict):
-            raise _Refused(OLD_TD, f"BUILD state is a {type(state).__name__}, expected a dict")
-        _check_keys(OLD_TD, state, OLD_TD_STATE)
-        entries = state["_tensordict"]
-        if type(entries) is not _StringOnlyDict:
-            raise _Refused(
-                OLD_TD, f"_tensordict is a {type(entries).__name__}, expected a _StringOnlyDict"
-            )
-        for key in ("_is_shared", "_is_memmap", "_is_locked"):
-            if not isinstance(state.get(key, False), bool):
-                raise _Refused(OLD_TD, f"{key} is {state[key]!r:.80}, expected a bool")
-        lock_id, locked = state.get("_lock_id", set()), state.get("_locked_tensordicts", [])
-        if type(lock_id) is not set or lock_id:
-            raise _Refused(OLD_TD, f"_lock_id is {lock_id!r:.80}, expected an empty set")
-        if type(locked) is not list or locked:
-            raise _Refused(OLD_TD, f"_locked_tensordicts is {locked!r:.80}, expected []")
-        fields = {}
-        for key, value in entries.items():
-            if isinstance(value, _OldTensorDict):
-                if not hasattr(value, "td"):
-                    raise _Refused(OLD_TD, f"entry {key!r} is a TensorDict used before it is built")
-                value = value.td
-            fields[key] = value
-        self.td = _rebuilt(OLD_TD, state, fields)
+            raise _Refused(self.name, "built twice")
+        self.td = _rebuilt(self.name, state)
 
 
-class _NewTensorDictClass:
-    """Marker for ``tensordict._td.TensorDict``: only ever passed to ``_make_td``."""
+class _OldTensorDict(_TensorDict):
+    """Stand-in for ``tensordict.tensordict.TensorDict`` (tensordict <= 0.2.x)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> None:
-        raise _Refused(NEW_TD, "created; chunks only pass the class to _make_td")
+    name = OLD_TD
 
 
-def _make_td(cls: Any, state: Any) -> TensorDictState:
+class _NewTensorDict(_TensorDict):
+    """Stand-in for ``tensordict._td.TensorDict``: built by BUILD (0.3.x, 0.4.x), or only
+    passed to ``_make_td`` (0.8.x)."""
+
+    name = NEW_TD
+
+
+def _make_td(cls: Any, state: Any) -> _NewTensorDict:
     """Stand-in for ``tensordict._reductions._make_td`` (tensordict 0.8.x pickles)."""
-    if cls is not _NewTensorDictClass:
+    _device_free(MAKE_TD, cls)
+    if cls is not _NewTensorDict:
         raise _Refused(MAKE_TD, f"called with {cls!r:.80}, expected tensordict._td.TensorDict")
+    td = _NewTensorDict()
+    td.td = _rebuilt(MAKE_TD, state)  # built: a BUILD of it is refused
+    return td
+
+
+def _entry(name: str, key: str, value: Any) -> np.ndarray | TensorDictState:
+    """A TensorDict entry: a tensor, or a nested TensorDict (built) as its state."""
+    if isinstance(value, _TensorDict):
+        if not hasattr(value, "td"):
+            raise _Refused(name, f"entry {key!r} is a TensorDict used before it is built")
+        return value.td
+    if not isinstance(value, np.ndarray):
+        raise _Refused(
+            name, f"entry {key!r} holds a {type(value).__name__}, expected a tensor or a TensorDict"
+        )
+    return value
+
+
+def _rebuilt(name: str, state: Any) -> TensorDictState:
+    """The TensorDict of a state ``name`` was given, checked against its layout."""
     if not isinstance(state, dict):
-        raise _Refused(MAKE_TD, f"state is a {type(state).__name__}, expected a dict")
-    _check_keys(MAKE_TD, state, NEW_TD_STATE)
-    entries = state["_tensordict"]
-    if type(entries) is not dict or not all(isinstance(k, str) for k in entries):
-        raise _Refused(MAKE_TD, "_tensordict is not a dict with string keys")
-    for key, value in entries.items():
-        if not isinstance(value, (np.ndarray, TensorDictState)):
-            raise _Refused(
-                MAKE_TD,
-                f"entry {key!r} holds a {type(value).__name__}, expected a tensor or a TensorDict",
-            )
-    return _rebuilt(MAKE_TD, state, dict(entries))
-
-
-def _check_keys(name: str, state: dict, allowed: set[str]) -> None:
-    unexpected = sorted(map(repr, set(state) - allowed))
-    if unexpected:
-        raise _Refused(name, f"state has unexpected key(s) {', '.join(unexpected)}")
+        raise _Refused(name, f"state is a {type(state).__name__}, expected a dict")
+    device = state.get("_device")
+    _device_free(name, [item for item in state.items() if item[0] != "_device"])
+    if device is not None and type(device) is not _Device:
+        _device_free(name, device)
+        raise _Refused(name, f"_device is {device!r:.80}, expected None or a torch.device")
+    fits = [layout for layout in LAYOUTS[name] if set(state) <= layout.keys]
+    if not fits:
+        unexpected = min((set(state) - layout.keys for layout in LAYOUTS[name]), key=len)
+        raise _Refused(
+            name, f"state has unexpected key(s) {', '.join(sorted(map(repr, unexpected)))}"
+        )
     missing = {"_tensordict", "_batch_size"} - set(state)
     if missing:
         raise _Refused(name, f"state lacks {sorted(missing)}")
-
-
-def _rebuilt(name: str, state: dict, fields: dict[str, Any]) -> TensorDictState:
-    """The TensorDict of a checked state; device (CPU only) and dim names are checked too."""
+    entries = state["_tensordict"]
+    if not any(type(entries) is layout.entries for layout in fits) or not all(
+        isinstance(k, str) for k in entries
+    ):
+        raise _Refused(
+            name,
+            f"_tensordict is a {type(entries).__name__}, expected a "
+            f"{fits[0].entries.__name__} with string keys",
+        )
+    for key in ("_is_shared", "_is_memmap", "_is_locked"):
+        if not isinstance(state.get(key, False), bool):
+            raise _Refused(name, f"{key} is {state[key]!r:.80}, expected a bool")
+    lock_id, locked = state.get("_lock_id", set()), state.get("_locked_tensordicts", [])
+    if type(lock_id) is not set or lock_id:
+        raise _Refused(name, f"_lock_id is {lock_id!r:.80}, expected an empty set")
+    if type(locked) is not list or locked:
+        raise _Refused(name, f"_locked_tensordicts is {locked!r:.80}, expected []")
     batch_size = state["_batch_size"]
     if not isinstance(batch_size, tuple) or not all(_is_dim(d) for d in batch_size):
         raise _Refused(name, f"_batch_size is {batch_size!r:.80}, expected a torch.Size")
-    if state.get("_device") is not None:
-        raise _Refused(name, f"_device is {state['_device']!r:.80}, expected None (CPU)")
-    names = state.get("_td_dim_names")
-    if names is not None and not (
-        isinstance(names, list) and all(n is None or isinstance(n, str) for n in names)
-    ):
-        raise _Refused(name, f"_td_dim_names is {names!r:.80}, expected None or a list of names")
-    return TensorDictState(fields, batch_size)
+    for key in ("_td_dim_names", "_names"):
+        dim_names = state.get(key)
+        if dim_names is not None and not (
+            isinstance(dim_names, list) and all(n is None or isinstance(n, str) for n in dim_names)
+        ):
+            raise _Refused(name, f"{key} is {dim_names!r:.80}, expected None or a list of names")
+    fields = {key: _entry(name, key, value) for key, value in entries.items()}
+    return TensorDictState(fields, batch_size, None if device is None else str(device))
 
 
 def _rebuild_tensor_v2(
@@ -240,6 +321,7 @@ def _rebuild_tensor_v2(
 ) -> np.ndarray:
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: a strided numpy view of the storage."""
     name = "torch._utils._rebuild_tensor_v2"
+    _device_free(name, (storage_offset, size, stride, requires_grad, backward_hooks, metadata))
     if not isinstance(storage, np.ndarray) or storage.ndim != 1:
         raise _Refused(name, "the tensor is not rebuilt from a storage")
     if not (
@@ -274,10 +356,11 @@ def _rebuild_tensor_v2(
 ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
     ("collections", "OrderedDict"): _ordered_dict,
     ("__builtin__", "set"): _empty_set,
     ("tensordict._reductions", "_make_td"): _make_td,
-    ("tensordict._td", "TensorDict"): _NewTensorDictClass,
+    ("tensordict._td", "TensorDict"): _NewTensorDict,
     ("tensordict.tensordict", "TensorDict"): _OldTensorDict,
     ("tensordict.utils", "_StringOnlyDict"): _StringOnlyDict,
     **{("torch", name): _StorageType(name, dtype) for name, dtype in STORAGE_DTYPES.items()},
@@ -300,6 +383,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> np.ndarray:
+        _device_free("a persistent id", pid)
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise _Refused("persistent id", f"{pid!r:.80} is not a torch storage record")
         _, storage_type, key, location, numel = pid
@@ -339,7 +423,9 @@ class TorchZip:
         other failure to decode is a ``DatasetError`` (a damaged file); both name the file."""
         try:
             with self._zip.open(f"{self._prefix}data.pkl") as f:
-                return _RestrictedUnpickler(f, self._storage).load()
+                obj = _RestrictedUnpickler(f, self._storage).load()
+            _device_free("the top level", obj)
+            return obj
         except _Refused as exc:
             raise UnsafePickleError(f"{self.path}: refuses to load {exc.name}: {exc.why}") from None
         except (DatasetError, OSError):
@@ -363,7 +449,11 @@ class TorchZip:
             )
         if info.compress_type != zipfile.ZIP_STORED:  # never written by torch; read it whole
             return np.frombuffer(self._zip.read(info), dtype)
+        # the local header's extra field (ZIP64 sizes, torch's alignment padding) differs from
+        # the central directory's, which gave the offset and sizes: the data follows it
         header = self._mmap[info.header_offset : info.header_offset + 30]
+        if header[:4] != b"PK\x03\x04":
+            raise DatasetError(f"{self.path}: no local header for tensor record {name}")
         name_len, extra_len = struct.unpack("<HH", header[26:30])
         start = info.header_offset + 30 + name_len + extra_len
         if start + info.file_size > len(self._mmap):
@@ -393,10 +483,8 @@ class TorchZip:
 
 
 def as_tensordict(obj: Any, where: str) -> TensorDictState:
-    """The TensorDict state of an unpickled object (either tensordict layout, or a dict)."""
-    if isinstance(obj, TensorDictState):
-        return obj
-    if isinstance(obj, _OldTensorDict) and hasattr(obj, "td"):
+    """The TensorDict state of an unpickled object (any tensordict layout, or a dict)."""
+    if isinstance(obj, _TensorDict) and hasattr(obj, "td"):
         return obj.td
     if type(obj) in (dict, _StringOnlyDict) and all(
         isinstance(v, np.ndarray) for v in obj.values()
