@@ -1,10 +1,8 @@
 """`tdmpc2-data download mt80|mt30` of the original release's chunks, as a user meets it, from
 a local Hub repo laid out like `nicklashansen/tdmpc2`: download, convert, verify, pretrain;
 a SIGKILL mid-transfer resumes that chunk from its bytes on disk (HTTP Range); a disk without
-room, a chunk 404 and a Hub gone mid-chunk fail in one line naming the chunk.
-
-Parametrized over the chunk layouts: the published one (`*_published*`, what the Hub
-serves) and the tensordict 0.2.x one (`*_td02`)."""
+room, a disk filled mid-chunk, a chunk 404 and a Hub gone mid-chunk fail in one line
+naming the chunk. The chunks are the published layout's tiny fixtures (`*_published*`)."""
 
 from __future__ import annotations
 
@@ -18,35 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from huggingface_hub import CommitOperationAdd
-from legacy_chunks import TD02, assert_matches, expected
-from legacy_fixtures import FIXTURES
+from legacy_chunks import PUBLISHED, assert_matches, expected
 from test_full_disk import fill
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.cli import main
 
 REPO = "tester/release"
-PUBLISHED = {
-    "mt80": FIXTURES / "mt80_chunk_tiny_published.pt",
-    "mt30": FIXTURES / "mt30_chunk_tiny_published_p4.pt",
-}
+SIZE = PUBLISHED["mt80"].stat().st_size
 FILES = {"mt80/chunk_0.pt": "mt80", "mt80/chunk_1.pt": "mt80", "mt30/chunk_0.pt": "mt30"}
 
 
-@pytest.fixture(params=["published", "td02"])
-def chunks(request) -> dict[str, Path]:
-    """The tiny chunk of each task set, in one layout."""
-    return PUBLISHED if request.param == "published" else TD02
-
-
 @pytest.fixture
-def release(hub, chunks, tmp_path, monkeypatch) -> str:
+def release(hub, tmp_path, monkeypatch) -> str:
     """A dataset repo holding mt80/chunk_0.pt, mt80/chunk_1.pt and mt30/chunk_0.pt, which
     `download("mt80")` and `download("mt30")` use."""
     monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
     api = hub.api()
     api.create_repo(REPO, repo_type="dataset")
-    ops = [CommitOperationAdd(path, str(chunks[name])) for path, name in FILES.items()]
+    ops = [CommitOperationAdd(path, str(PUBLISHED[name])) for path, name in FILES.items()]
     api.create_commit(REPO, ops, commit_message="the release", repo_type="dataset")
     for name in ("mt80", "mt30"):
         monkeypatch.setenv(f"TDMPC2_DATA_REPO_{name.upper()}", REPO)
@@ -117,10 +105,9 @@ def test_download_mt80_and_mt30_then_verify_and_pretrain(hub, release, tmp_path,
     assert (tmp_path / "pt" / "final").is_dir()
 
 
-def test_a_kill_mid_chunk_resumes_that_chunk_from_its_bytes_on_disk(hub, release, chunks, tmp_path):
+def test_a_kill_mid_chunk_resumes_that_chunk_from_its_bytes_on_disk(hub, release, tmp_path):
     dest = tmp_path / "mt80"
-    size = chunks["mt80"].stat().st_size
-    received = size // 2
+    received = SIZE // 2
     proc = start_killable_download(hub, dest, "chunk_1.pt", received)
     proc.send_signal(signal.SIGKILL)  # mid-transfer of chunk_1, chunk_0 converted
     proc.communicate()
@@ -135,13 +122,13 @@ def test_a_kill_mid_chunk_resumes_that_chunk_from_its_bytes_on_disk(hub, release
     gets = [(p, r) for m, p, r in hub.server.log if m == "GET" and p.endswith(".pt")]
     assert [r for p, r in gets if p.endswith("mt80/chunk_1.pt")] == [f"bytes={received}-"]
     assert not [p for p, _ in gets if p.endswith("chunk_0.pt")]  # converted: not requested
-    assert hub.server.bytes_served - served == size - received  # only the missing bytes
+    assert hub.server.bytes_served - served == SIZE - received  # only the missing bytes
     assert_matches(dest, "mt80", copies=2)
     assert main(["verify", str(dest)]) == 0 and not (dest / ".chunks").exists()
 
 
-def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, release, chunks, disk):
-    fill(disk, leave=2 * chunks["mt80"].stat().st_size - 4096)
+def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, release, disk):
+    fill(disk, leave=2 * SIZE - 4096)
     run = subprocess.run(cli("download", "mt80", "--dir", str(disk / "mt80")), env=cli_env(hub),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2
@@ -153,13 +140,13 @@ def test_no_room_for_a_chunk_and_its_shards_refuses_before_downloading(hub, rele
 
 @pytest.mark.parametrize("filled", ["download", "conversion"])
 def test_a_disk_filled_mid_chunk_is_one_line_naming_it_and_the_rerun_continues(
-    hub, release, chunks, disk, filled
+    hub, release, disk, filled
 ):
     """Someone else fills the disk while chunk_1 downloads: its download or its conversion
     fails, naming it; the rerun resumes the download (or refetches nothing)."""
-    dest, size = disk / "mt80", chunks["mt80"].stat().st_size
-    proc = start_killable_download(hub, dest, "chunk_1.pt", size // 2)
-    rest = size - size // 2 if filled == "conversion" else 0  # room to finish the download
+    dest = disk / "mt80"
+    proc = start_killable_download(hub, dest, "chunk_1.pt", SIZE // 2)
+    rest = SIZE - SIZE // 2 if filled == "conversion" else 0  # room to finish the download
     filler = fill(disk, leave=rest + 8192)
     hub.server.release()
     _, stderr = proc.communicate(timeout=120)
@@ -170,14 +157,14 @@ def test_a_disk_filled_mid_chunk_is_one_line_naming_it_and_the_rerun_continues(
                          "are kept).")  # fmt: skip
     part = partial(dest, "chunk_1.pt")
     assert (part is None) == (filled == "conversion")  # downloaded completely, or part of it
-    have = part.stat().st_size if part else size
+    have = part.stat().st_size if part else SIZE
     filler.unlink()
     hub.server.log.clear()
     run = subprocess.run(cli("download", "mt80", "--dir", str(dest)), env=cli_env(hub),
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     ranges = [r for m, p, r in hub.server.log if m == "GET" and p.endswith(".pt")]
-    assert ranges == ([f"bytes={have}-"] if part else []) and have >= size // 2
+    assert ranges == ([f"bytes={have}-"] if part else []) and have >= SIZE // 2
     assert_matches(dest, "mt80", copies=2)
 
 
@@ -192,9 +179,9 @@ def test_a_chunk_404_is_one_line_naming_it(hub, release, tmp_path):
     assert open_dataset(dest).num_episodes == 6  # chunk_0 is kept
 
 
-def test_the_hub_gone_mid_chunk_is_one_line_naming_it(hub, release, chunks, tmp_path):
+def test_the_hub_gone_mid_chunk_is_one_line_naming_it(hub, release, tmp_path):
     dest = tmp_path / "mt80"
-    received = chunks["mt80"].stat().st_size // 3
+    received = SIZE // 3
     proc = start_killable_download(hub, dest, "chunk_1.pt", received)
     hub.server.stop()  # cuts the held transfer; the client's retries find no server
     _, stderr = proc.communicate(timeout=120)
