@@ -313,7 +313,7 @@ def _download_legacy(
         if constants.HF_HUB_OFFLINE and record and all(done(*c) for c in record["chunks"]):
             return dest
         raise
-    for path, size, _ in chunks:
+    for path, size, *_ in chunks:
         other = [n for f, n in converted if f == Path(path).name and n != size]
         if other:
             raise HubError(
@@ -323,14 +323,16 @@ def _download_legacy(
     dest.mkdir(parents=True, exist_ok=True)
     _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": [c[:2] for c in chunks]})
     staging = dest / ".chunks"
-    for path, size, blob in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+    for path, size, blob, sha256 in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
         if done(path, size):
             continue
         staged = staging / blob[:16]  # a partial download of one version of the chunk
         _require_room(path, size, staged, dest)
         with naming_full_disk(path, f"; free some space and rerun ({KEPT})."):
             with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
-                local = resumable.fetch(repo_id, path, staged, size, revision=commit, token=token)
+                local = resumable.fetch(
+                    repo_id, path, staged, size, revision=commit, sha256=sha256, token=token
+                )
             legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
         os.remove(local)
     shutil.rmtree(staging, ignore_errors=True)
@@ -354,9 +356,9 @@ def _require_room(path: str, size: int, staged: Path, dest: Path) -> None:
 
 def _list_chunks(
     name: str, repo_id: str, revision: str | None, token: str | bool | None
-) -> tuple[str, list[tuple[str, int, str]]]:
-    """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files (path, size, git blob
-    id) in order."""
+) -> tuple[str, list[tuple[str, int, str, str | None]]]:
+    """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files in order: (path, size,
+    git blob id, sha256 of an LFS file or None)."""
     api = HfApi(token=token)
     with hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
         commit = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
@@ -366,7 +368,11 @@ def _list_chunks(
             tree = []
     pattern = re.compile(rf"{name}/chunk_(\d+)\.pt")
     chunks = sorted(
-        ((f.path, f.size, f.blob_id) for f in tree if pattern.fullmatch(f.path)),
+        (
+            (f.path, f.size, f.blob_id, f.lfs and f.lfs.sha256)
+            for f in tree
+            if pattern.fullmatch(f.path)
+        ),
         key=lambda c: int(pattern.fullmatch(c[0]).group(1)),
     )
     if not chunks:

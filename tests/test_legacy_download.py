@@ -204,3 +204,29 @@ def test_a_second_download_into_the_same_dir_leaves_the_chunk_to_the_first(hub, 
     line = error_line(run.stderr)
     assert "mt80/chunk_1.pt: another process is downloading it into" in line, line
     assert partial(dest, "chunk_1.pt").stat().st_size == 1000  # untouched
+
+
+def test_a_damaged_partial_download_is_caught_by_its_sha256_and_fetched_again(
+    hub, release, tmp_path
+):
+    dest = tmp_path / "mt80"
+    first = start_killable_download(hub, dest, "chunk_1.pt", SIZE // 2)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    part = partial(dest, "chunk_1.pt")
+    with open(part, "r+b") as f:  # one flipped byte in what was received
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    cmd = cli("download", "mt80", "--dir", str(dest))
+    run = subprocess.run(cmd, env=cli_env(hub), capture_output=True, text=True)
+    assert run.returncode == 2
+    line = error_line(run.stderr)
+    assert f"downloading {REPO}/mt80/chunk_1.pt: the bytes received do not match" in line, line
+    assert not part.exists() and open_dataset(dest).num_episodes == 6
+    hub.server.log.clear()
+    run = subprocess.run(cmd, env=cli_env(hub), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert [r for m, p, r in hub.server.log if m == "GET" and p.endswith(".pt")] == ["bytes=0-"]
+    assert_matches(dest, "mt80", copies=2)
