@@ -79,19 +79,24 @@ def fetch(
                             f"of {size} bytes; rerun to resume from there ({part})."
                         ) from None
                     time.sleep(1)
-    with open(part, "rb") as f:
-        damaged = part.stat().st_size != size or (
-            sha256 is not None and sha_fileobj(f).hex() != sha256
-        )
-    if damaged:
-        part.unlink()
-        listed = f"{size} bytes" + (f", sha256 {sha256}" if sha256 else "")
-        raise HubError(
-            f"downloading {repo_id}/{filename}: the bytes received do not match what the Hub "
-            f"lists ({listed}); deleted them, rerun to download it again."
-        )
-    os.replace(part, target)
+        _check(part, size, sha256, f"downloading {repo_id}/{filename}")
+        os.replace(part, target)
     return target
+
+
+def _check(part: Path, size: int, sha256: str | None, doing: str) -> None:
+    """Delete ``part`` and raise ``HubError`` unless it holds ``size`` bytes of ``sha256``."""
+    with open(part, "rb") as f:
+        if os.fstat(f.fileno()).st_size == size and (
+            sha256 is None or sha_fileobj(f).hex() == sha256
+        ):
+            return
+    part.unlink()
+    listed = f"{size} bytes" + (f", sha256 {sha256}" if sha256 else "")
+    raise HubError(
+        f"{doing}: the bytes received do not match what the Hub lists ({listed}); deleted "
+        "them, rerun to download it again."
+    )
 
 
 def _lock(out, busy: str) -> None:
