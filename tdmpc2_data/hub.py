@@ -15,7 +15,9 @@ tokens, resumable HTTP), so the Hub's own semantics hold:
   ``TDMPC2_DATA_REPO_MT30`` (or ``repo=``), default the published legacy repo. A repo
   with a root ``zarr.json`` is a shard repo (above); otherwise its ``mt80/chunk_*.pt``
   files are fetched one at a time, converted to shards and deleted (bounded disk and
-  memory); a rerun continues after the last converted chunk.
+  memory); a rerun continues after the last converted chunk, and a chunk whose download
+  was cut, even by a kill, resumes from its last byte on disk (``resumable``). Each chunk
+  is refused before its download when its disk lacks room for it and its shards.
 - ``push(dir, "OWNER/NAME", revision=BRANCH, tag=TAG)`` uploads shards in commits of
   bounded size, skipping files already on the Hub with the same content, then the root
   index and the dataset card in a final commit, so the branch never indexes a shard that
@@ -55,8 +57,9 @@ from huggingface_hub.errors import RemoteEntryNotFoundError
 from huggingface_hub.utils import sha
 from tqdm.auto import tqdm
 
-from tdmpc2_data import schema
+from tdmpc2_data import resumable, schema
 from tdmpc2_data.atomic import write_text_atomic
+from tdmpc2_data.disk_space import naming_full_disk, require_room
 from tdmpc2_data.hub_api import (
     PUBLISHED_DATASETS,
     HubError,
@@ -76,6 +79,7 @@ INDEX = "zarr.json"
 CARD = "README.md"
 EPISODES = "episodes.parquet"  # the per-episode table `datasets.load_dataset(repo)` reads
 DOWNLOAD_RECORD = ".tdmpc2-download.json"
+KEPT = "converted chunks and downloaded bytes are kept"  # what a failed legacy download keeps
 DEFAULT_COMMIT_BYTES = 2 << 30
 DEFAULT_COMMIT_FILES = 500
 
@@ -283,7 +287,9 @@ def _download_legacy(
     Progress lives in the converted dataset itself (the converter marks each chunk's
     ``sources`` entry complete, with its size and tasks), so a rerun skips converted
     chunks without downloading them and refuses a chunk of another size (another version);
-    ``.tdmpc2-download.json`` keeps the chunk list for offline reruns.
+    ``.tdmpc2-download.json`` keeps the chunk list for offline reruns. A chunk is staged
+    in ``.chunks/<its git blob id>/`` (``resumable.fetch``: a rerun resumes its partial
+    download, never one of another version) once ``_require_room`` found room for it.
     """
     from tdmpc2_data.convert import legacy_pt
     from tdmpc2_data.writer import read_root_attributes
@@ -307,7 +313,7 @@ def _download_legacy(
         if constants.HF_HUB_OFFLINE and record and all(done(*c) for c in record["chunks"]):
             return dest
         raise
-    for path, size in chunks:
+    for path, size, *_ in chunks:
         other = [n for f, n in converted if f == Path(path).name and n != size]
         if other:
             raise HubError(
@@ -315,25 +321,44 @@ def _download_legacy(
                 f"{repo_id}@{commit} ({size} bytes); download into another --dir."
             )
     dest.mkdir(parents=True, exist_ok=True)
-    _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": chunks})
+    _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": [c[:2] for c in chunks]})
     staging = dest / ".chunks"
-    for path, size in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+    for path, size, blob, sha256 in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
         if done(path, size):
             continue
-        with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
-            local = hf_hub_download(
-                repo_id, path, repo_type="dataset", revision=commit, local_dir=staging, token=token
-            )
-        legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
+        staged = staging / blob[:16]  # a partial download of one version of the chunk
+        _require_room(path, size, staged, dest)
+        with naming_full_disk(path, f"; free some space and rerun ({KEPT})."):
+            with hub_errors(repo_id, commit, f"downloading {repo_id}/{path}"):
+                local = resumable.fetch(
+                    repo_id, path, staged, size, revision=commit, sha256=sha256, token=token
+                )
+            legacy_pt.convert_chunk(local, dest, tasks=sorted(wanted), task_set=name, progress=True)
         os.remove(local)
     shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
+def _require_room(path: str, size: int, staged: Path, dest: Path) -> None:
+    """Refuse chunk ``path`` (``size`` bytes) unless there is room for the rest of its
+    download in ``staged`` and for its shards in ``dest``. Estimate: the shards take at most
+    the chunk's size (the chunk is an uncompressed archive of the same data plus the filler
+    step, the zero padding and the per-step task ids, which the compressed shards drop)."""
+    part = resumable.partial_path(staged, path)
+    complete = (staged / Path(path).name).is_file()
+    have = size if complete else part.stat().st_size if part.exists() else 0
+    require_room(
+        path,
+        {staged: size - have, dest: size},
+        hint=f"; free some space and rerun ({KEPT}), or use another --dir.",
+    )
+
+
 def _list_chunks(
     name: str, repo_id: str, revision: str | None, token: str | bool | None
-) -> tuple[str, list[tuple[str, int]]]:
-    """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files (path, size) in order."""
+) -> tuple[str, list[tuple[str, int, str, str | None]]]:
+    """The commit of ``revision`` and its ``<name>/chunk_<i>.pt`` files in order: (path, size,
+    git blob id, sha256 of an LFS file or None)."""
     api = HfApi(token=token)
     with hub_errors(repo_id, revision, f"listing the {name} chunks of {repo_id}"):
         commit = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
@@ -343,7 +368,11 @@ def _list_chunks(
             tree = []
     pattern = re.compile(rf"{name}/chunk_(\d+)\.pt")
     chunks = sorted(
-        ((f.path, f.size) for f in tree if pattern.fullmatch(f.path)),
+        (
+            (f.path, f.size, f.blob_id, f.lfs and f.lfs.sha256)
+            for f in tree
+            if pattern.fullmatch(f.path)
+        ),
         key=lambda c: int(pattern.fullmatch(c[0]).group(1)),
     )
     if not chunks:

@@ -17,7 +17,9 @@ counts file bytes sent (also at ``GET /_stats``);
 ``fail(method, path_part, status=...)`` answers the next matching request with an HTTP
 error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body and then
 closes the connection (an interrupted download); ``fail(..., stall=s)`` holds the request
-``s`` seconds (a client to kill mid-download).
+``s`` seconds (a client to kill mid-download); ``fail(..., pause_after=n)`` sends ``n``
+bytes of the body and holds the rest until ``release()`` (then sends it) or ``stop()``
+(then cuts it): a client to kill, or whose disk to fill, mid-transfer.
 
 Run standalone (for benchmarks): ``python tests/hub_server.py --root DIR --port 0
 --token hf_x:alice`` prints the endpoint on its first line.
@@ -699,6 +701,9 @@ class HubHandler(BaseHTTPRequestHandler):
             f.seek(start)
             self.wfile.write(f.read(min(self.fault.drop_after, end - start)))
             self.wfile.flush()
+            if self.fault.pause and self.server.held():
+                self.wfile.write(f.read(end - start - self.fault.drop_after))
+                return
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
@@ -725,6 +730,7 @@ class Fault:
     drop_after: int | None
     skip: int
     stall: float | None = None
+    pause: bool = False  # after sending ``drop_after`` bytes, hold the rest (``held``)
 
 
 class HubServer(ThreadingHTTPServer):
@@ -745,6 +751,8 @@ class HubServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
+        self._released = threading.Event()  # paused transfers go on (``release``) ...
+        self._stopping = threading.Event()  # ... or are cut (``stop``)
 
     def process_request(self, request, client_address):
         with self._lock:
@@ -766,15 +774,29 @@ class HubServer(ThreadingHTTPServer):
 
     def fail(self, method: str, path_part: str, *, status: int | None = None,
              drop_after: int | None = None, stall: float | None = None,
-             skip: int = 0) -> None:  # fmt: skip
+             pause_after: int | None = None, skip: int = 0) -> None:  # fmt: skip
         """Make a ``method`` request whose path contains ``path_part`` fail, after letting
         ``skip`` such requests through: answer ``status``, or (GET of a file) cut the body
         after ``drop_after`` bytes, or hold the request ``stall`` seconds before answering it
-        (a client to be killed mid-download). Each call fails one request."""
-        if sum(x is not None for x in (status, drop_after, stall)) != 1:
-            raise ValueError("give exactly one of status=, drop_after= and stall=")
+        (a client to be killed mid-download), or (GET of a file) send ``pause_after`` bytes
+        of the body and hold the rest until ``release`` or ``stop``."""
+        if sum(x is not None for x in (status, drop_after, stall, pause_after)) != 1:
+            raise ValueError("give exactly one of status=, drop_after=, stall= and pause_after=")
+        pause = pause_after is not None
+        drop_after = pause_after if pause else drop_after
         with self._lock:
-            self._faults.append(Fault(method, path_part, status, drop_after, skip, stall))
+            self._faults.append(Fault(method, path_part, status, drop_after, skip, stall, pause))
+
+    def release(self) -> None:
+        """Send the rest of the transfers paused by ``fail(..., pause_after=n)``."""
+        self._released.set()
+
+    def held(self) -> bool:
+        """Wait while paused transfers are held: True once released, False once stopped."""
+        while not self._stopping.is_set():
+            if self._released.wait(0.05):
+                return True
+        return False
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -797,6 +819,7 @@ class HubServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stop listening and cut open keep-alive connections: the Hub is gone."""
+        self._stopping.set()
         self.shutdown()
         self.server_close()
         with self._lock:

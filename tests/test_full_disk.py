@@ -1,13 +1,12 @@
 """A full disk, for real: a small tmpfs mounted for the test (root, or CAP_SYS_ADMIN, is
 needed; elsewhere the tests skip). Collecting or converting onto it fails in one line that
-names the path, leaves no temp files or empty dataset skeleton, and keeps what was there."""
+names the path, leaves no temp files or empty dataset skeleton, and keeps what was there.
+The ``disk`` fixture (a 2 MiB tmpfs) is in conftest.py."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,6 @@ from tdmpc2_data.cli import main
 from tdmpc2_data.format import verify_dataset
 
 TASK = "cartpole-balance"
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs at ``tmp_path/disk``."""
-    root = tmp_path / "disk"
-    root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield root
-    finally:
-        subprocess.run(["umount", "-l", str(root)], check=False)
 
 
 def fill(disk: Path, leave: int = 8192) -> Path:

@@ -139,13 +139,7 @@ def convert_chunk(
             source_id = writer.source_id(source)
             ids = [table.index(n) for n in todo]
             per_episode = obs[0].nbytes + action[0].nbytes + reward[0].nbytes + task[0].nbytes
-            bar = tqdm(
-                total=episodes * per_episode,
-                unit="B",
-                unit_scale=True,
-                desc=path.name,
-                disable=not progress,
-            )
+            bar = tqdm(total=episodes, unit="episode", desc=path.name, disable=not progress)
             try:
                 for lo, hi, tid in _runs(first_task, max(1, SLICE_BYTES // per_episode)):
                     if tid in ids:
@@ -155,7 +149,7 @@ def convert_chunk(
                         result.episodes += n
                         result.transitions += n * (steps - 1)
                     archive.drop_pages()
-                    bar.update((hi - lo) * per_episode)
+                    bar.update(hi - lo)
                 writer.flush()
             except BaseException:  # leave no part of this chunk behind (a kill is undone on rerun)
                 writer.discard_buffer()
