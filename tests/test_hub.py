@@ -509,10 +509,10 @@ def test_server_serves_model_repos(hub, tmp_path):
 LEGACY = FIXTURES
 
 
-@pytest.fixture(params=["", "_td02"], ids=["tensordict-0.8", "tensordict-0.2"])
+@pytest.fixture(params=["_published", ""], ids=["published", "tensordict-0.8"])
 def legacy_repo(hub, tmp_path, monkeypatch, request) -> str:
     """A repo laid out like the original release: two copies of the tiny fixture chunk, in
-    the 2024 pickle layout or the 2023 one of the published data."""
+    the published chunks' pickle layout or a re-saved file's (tensordict 0.8)."""
     monkeypatch.setenv("TDMPC2_DATA_HOME", str(tmp_path / "tdmpc2-home"))
     api = hub.api()
     api.create_repo("tester/legacy", repo_type="dataset")
