@@ -51,10 +51,11 @@ class TDMPC2(nn.Module, HubMixin):
     >>> info = agent.update(batch)                 # one update on a Batch; dict of floats
     """
 
-    def __init__(self, cfg: TDMPC2Config):
+    def __init__(self, cfg: TDMPC2Config, model: WorldModel | None = None):
+        """A new agent of ``cfg``; ``model``: its world model, already made (a loaded one)."""
         super().__init__()
         self.cfg = cfg
-        self.model = WorldModel(cfg)
+        self.model = WorldModel(cfg) if model is None else model
         self.scale = losses.RunningScale(cfg.tau)
         self.optim, self.pi_optim = make_optimizers(self.model)
         self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
