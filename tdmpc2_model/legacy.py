@@ -55,7 +55,7 @@ def load_weights_only(
     except Exception as exc:
         lines = str(exc).splitlines() or [""]
         detail = next((x.strip() for x in lines if "Unsupported" in x), lines[0].strip())
-        named = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
+        named = re.search(r"unsupported GLOBAL:? (?:GLOBAL )?(\S+)", str(exc), re.IGNORECASE)
         if named:  # torch's line goes on to suggest allowlisting it: never for such a file
             detail = f"its pickle names the global {named.group(1)}, which could run code"
         raise error(f"{path}: not {what}; torch.load(weights_only=True) refused it "
@@ -75,11 +75,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             f"{path}: not a TD-MPC2 checkpoint; expected a dict with a 'model' state dict, "
             f"got {type(obj).__name__}."
         )
-    pre_release = sorted((k for k in state if _PRE_RELEASE.match(k)), key=lambda k: -k.count("."))
+    pre_release = [k for k in state if _PRE_RELEASE.match(k)]
     if pre_release and not any(".ln." in k for k in state):
+        example = next((k for k in pre_release if k.startswith("_dynamics")), pre_release[0])
         raise PreReleaseLayoutError(
             f"{path}: pre-release TD-MPC2 key layout (Linear and LayerNorm as separate entries, "
-            f"e.g. {pre_release[0]}), whose mapping to the release layout is unknown; load "
+            f"e.g. {example}), whose mapping to the release layout is unknown; load "
             "another seed of the task instead."
         )
     missing = [k for k in _REQUIRED if not isinstance(state.get(k), torch.Tensor)]

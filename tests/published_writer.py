@@ -1,11 +1,13 @@
 """Write checkpoints in the layout of the published multitask files, ``{"model": state_dict,
-"cfg": config}``, with the config pickled as omegaconf 2.3 pickles a parsed ``DictConfig``
-(every container and node made by NEWOBJ, then filled by BUILD with its ``__dict__``), without
-omegaconf. ``test_model_legacy`` checks that it rewrites the published fixture byte for byte."""
+"cfg": config}``: the Oct-2023 state dict (flat ``_Qs.params.N``) and the config pickled as
+omegaconf 2.3 pickles a parsed ``DictConfig`` (every container and node made by NEWOBJ, then
+filled by BUILD with its ``__dict__``), without omegaconf. ``test_model_legacy`` checks that
+it rewrites the published fixture opcode for opcode."""
 
 from __future__ import annotations
 
 import pickle
+import re
 import typing
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
@@ -94,3 +96,45 @@ def write_published(path: Path, state: dict[str, torch.Tensor], config: Any) -> 
         config = omegaconf_like(config)
     torch.save({"model": state, "cfg": config}, path, pickle_module=PickleModule)
     return path
+
+
+def to_flat_layout(state: dict) -> dict:
+    """The older layout: `_Qs.params.N` / `_target_Qs.params.N` with N = 4*layer + k, no
+    detached copy, no tensordict metadata, no log_std/action-mask buffers."""
+    names = {"weight": 0, "bias": 1, "ln.weight": 2, "ln.bias": 3}
+    flat = {}
+    for key, value in state.items():
+        m = re.match(r"^(_Qs\.params|_target_Qs_params)\.(\d+)\.(.+)$", key)
+        if m:
+            prefix = "_Qs.params" if m.group(1) == "_Qs.params" else "_target_Qs.params"
+            flat[f"{prefix}.{4 * int(m.group(2)) + names[m.group(3)]}"] = value
+        elif "Qs" not in key and key not in ("log_std_min", "log_std_dif", "_action_masks"):
+            flat[key] = value
+    return flat
+
+
+def multitask_file(path: Path, tasks: list[str], size: str = "1M", name: str = "mt70") -> Path:
+    """A multitask checkpoint of ``tasks`` in the published layout: a new model's weights
+    (seed 0) and a config holding the task table as the original's does (``tasks``)."""
+    from tdmpc2_model import TDMPC2, TDMPC2Config
+
+    torch.manual_seed(0)
+    model = TDMPC2(TDMPC2Config(size=size, tasks=tasks)).model
+    config = {"task": name, "multitask": True, "tasks": list(tasks),
+              "work_dir": PurePosixPath("/root/tdmpc2/logs", name, "1", "default")}  # fmt: skip
+    return write_published(path, to_flat_layout(model.state_dict()), config)
+
+
+def pre_release_state(width: int = 8) -> dict[str, torch.Tensor]:
+    """A hand-made state dict in the reported pre-release key layout: Linear and LayerNorm as
+    separate Sequential entries (``_encoder.state.{1,2,4,5}``, ``_dynamics.0.{0,1,3,4,6}``)."""
+    state = {}
+    for prefix, linears, norms in [("_encoder.state", (1, 4), (2, 5)),
+                                   *((f"_{m}.0", (0, 3, 6), (1, 4)) for m in ("dynamics", "reward", "pi"))]:  # fmt: skip
+        for i in linears:
+            state[f"{prefix}.{i}.weight"] = torch.zeros(width, width)
+            state[f"{prefix}.{i}.bias"] = torch.zeros(width)
+        for i in norms:
+            state[f"{prefix}.{i}.weight"] = torch.ones(width)
+            state[f"{prefix}.{i}.bias"] = torch.zeros(width)
+    return state
