@@ -411,7 +411,8 @@ def finetune_parser() -> argparse.ArgumentParser:
         f"Default: a published {FINETUNE_SIZE} multitask model (runs on a laptop CPU): "
         f"mt70-{FINETUNE_SIZE} if it holds the task out (the paper's few-shot set-up; the "
         f"task list stored in multitask/mt70-{FINETUNE_SIZE}.pt, downloaded once, says), "
-        f"else mt80-{FINETUNE_SIZE}",
+        f"else mt80-{FINETUNE_SIZE}. An mt70 model gets a new task-embedding row for a task "
+        "it holds out",
     )
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint (or of the "
                    "published repo, without --checkpoint)")  # fmt: skip
@@ -561,6 +562,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
     args = _parse(finetune_parser(), argv, required=["task"])
 
     def body() -> None:
+        from tdmpc2_data.tasks import resolve_task_name
+
         _set_threads(args)
         config = _online_config(args)
         checkpoint = args.checkpoint
@@ -570,6 +573,11 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
             checkpoint, why = finetune_checkpoint(args.task, args.revision)
             print(f"no --checkpoint: finetuning {checkpoint} ({why})")
         agent = _load(checkpoint, args.task, config, _device(args.device), args.revision)
+        task = resolve_task_name(args.task)
+        if checkpoint.lower().startswith("mt70-") and task not in agent.cfg.task_names:
+            agent = agent.with_task(task)
+            print(f"{task} added to {checkpoint}'s task table as task {agent.cfg.num_tasks - 1} "
+                  "(a new task-embedding row)")  # fmt: skip
         data = f"{checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
         _online(args, agent, data)
 

@@ -295,14 +295,14 @@ def _build(
     check_finite(tensors, source)
     run_cfg = _apply_overrides(cfg, overrides, source)
     scale = tensors.pop(SCALE_KEY, None)
-    agent = cls(run_cfg, model=_holding(run_cfg, tensors, source))
+    agent = cls(run_cfg, model=world_model_of(run_cfg, tensors, source))
     agent.model_defaults = cfg if overrides else None
     if scale is not None:
         agent.scale.value.copy_(scale)
     return agent
 
 
-def _holding(cfg: TDMPC2Config, tensors: dict, source: str) -> WorldModel:
+def world_model_of(cfg: TDMPC2Config, tensors: dict, source: str) -> WorldModel:
     """The model of ``cfg`` made of ``tensors`` themselves, not copies (built on the meta
     device, then ``load_state_dict(assign=True)``): a memory-mapped checkpoint is read once
     into its pages, so a 317M model loads in about its own bytes (bench/load.py). Copied
