@@ -132,9 +132,10 @@ def infer_config(
 
     A multitask checkpoint's task table is its stored config's ``tasks`` (``stored``; then
     ``task``, if given, must be tasks of it); without one, 30 or 80 task embeddings are mt30 /
-    mt80 and other task counts need ``task`` (the task list in id order). Single-task checkpoints take an optional task name (action dims and
-    discount from the registry); without one, the episode length is taken from the
-    registry tasks with the same dims when they agree.
+    mt80 and other task counts need ``task`` (the task list in id order). Single-task
+    checkpoints take an optional task name (action dims and discount from the registry);
+    without one, the episode length is taken from the registry tasks with the same dims when
+    they agree.
     """
     multitask = "_task_emb.weight" in state
     num_tasks, task_dim = state["_task_emb.weight"].shape if multitask else (1, 0)
