@@ -454,7 +454,7 @@ class HubMixin:
             try:
                 agent = _load_local(cls, local, task or alias_task, overrides, source=where)
             except PreReleaseLayoutError as exc:  # the bare alias is seed 1, one of them
-                raise PreReleaseLayoutError(f"{exc} (alias {other_seed(text)})") from None
+                raise PreReleaseLayoutError(f"{str(exc)[:-1]}: {other_seed(text)}.") from None
             agent.hub_provenance = {"source": f"{where} (original implementation)",
                                     "training_data": training}  # fmt: skip
             return agent

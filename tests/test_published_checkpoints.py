@@ -78,7 +78,7 @@ def test_every_domains_alias_loads_the_file_at_its_real_path(hub, published):
         TDMPC2.from_pretrained("cartpole-swingup")  # seed 1: reported pre-release
     message = str(exc.value)
     assert "\n" not in message and "pre-release TD-MPC2 key layout" in message
-    assert message.endswith("load another seed of the task instead. (alias cartpole-swingup-2)")
+    assert message.endswith("load another seed of the task instead: cartpole-swingup-2.")
 
 
 def finetune(task: str, out: Path) -> int:
