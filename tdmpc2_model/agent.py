@@ -75,8 +75,9 @@ class TDMPC2(nn.Module, HubMixin):
         """This multitask agent with ``task`` appended to its task table, to finetune it on a
         task it was not pretrained on (the paper's few-shot set-up: the mt70 models). The
         task embedding gets a row initialised as the original initialises one (uniform in
-        +-0.02, seed 0) and the action masks the task's row; every other tensor, the running
-        Q scale, the checkpoint defaults and provenance are this agent's."""
+        +-0.02, seed 0) and the action masks the task's row; every other tensor is shared
+        with this agent (keep one of the two); the running Q scale, checkpoint defaults and
+        provenance are carried over."""
         if not self.cfg.multitask:
             raise ValueError("with_task: a single-task model has no task table to extend.")
 
