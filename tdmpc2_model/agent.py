@@ -12,10 +12,10 @@ import torch.nn as nn
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import losses
 from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.hub import HubMixin
+from tdmpc2_model.hub import HubMixin, world_model_of
 from tdmpc2_model.planner import plan
 from tdmpc2_model.update import update_step
-from tdmpc2_model.world_model import WorldModel
+from tdmpc2_model.world_model import WorldModel, action_masks
 
 
 def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
@@ -51,10 +51,11 @@ class TDMPC2(nn.Module, HubMixin):
     >>> info = agent.update(batch)                 # one update on a Batch; dict of floats
     """
 
-    def __init__(self, cfg: TDMPC2Config):
+    def __init__(self, cfg: TDMPC2Config, model: WorldModel | None = None):
+        """A new agent of ``cfg``; ``model``: its world model, already made (a loaded one)."""
         super().__init__()
         self.cfg = cfg
-        self.model = WorldModel(cfg)
+        self.model = WorldModel(cfg) if model is None else model
         self.scale = losses.RunningScale(cfg.tau)
         self.optim, self.pi_optim = make_optimizers(self.model)
         self.register_buffer("discount", torch.tensor(cfg.discounts, dtype=torch.float32))
@@ -68,6 +69,34 @@ class TDMPC2(nn.Module, HubMixin):
         """Agent with world-model weights ``state_dict`` (this package's layout, strict)."""
         agent = cls(cfg)
         agent.model.load_state_dict(state_dict)
+        return agent
+
+    def with_task(self, task: str) -> TDMPC2:
+        """This multitask agent with ``task`` appended to its task table, to finetune it on a
+        task it was not pretrained on (the paper's few-shot set-up: the mt70 models). The
+        task embedding gets a row initialised as the original initialises one (uniform in
+        +-0.02, seed 0) and the action masks the task's row; every other tensor is shared
+        with this agent (keep one of the two); the running Q scale, checkpoint defaults and
+        provenance are carried over."""
+        if not self.cfg.multitask:
+            raise ValueError("with_task: a single-task model has no task table to extend.")
+
+        def extended(cfg: TDMPC2Config) -> TDMPC2Config:
+            return TDMPC2Config.from_dict({**cfg.to_dict(), "tasks": [*cfg.task_names, task]})
+
+        cfg = extended(self.cfg)
+        state = self.model.state_dict()
+        emb = state["_task_emb.weight"]
+        row = torch.empty(1, emb.shape[1]).uniform_(
+            -0.02, 0.02, generator=torch.Generator().manual_seed(0)
+        )
+        state["_task_emb.weight"] = torch.cat([emb, row.to(emb)])
+        state["_action_masks"] = action_masks(cfg).to(emb.device)
+        agent = type(self)(cfg, model=world_model_of(cfg, state, f"adding {task}")).to(self.device)
+        agent.scale.value.copy_(self.scale.value)
+        defaults = getattr(self, "model_defaults", None)
+        agent.model_defaults = extended(defaults) if defaults is not None else None
+        agent.hub_provenance = getattr(self, "hub_provenance", None)
         return agent
 
     @property

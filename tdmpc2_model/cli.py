@@ -391,19 +391,31 @@ def pretrain_parser() -> argparse.ArgumentParser:
 
 
 def finetune_parser() -> argparse.ArgumentParser:
+    from tdmpc2_model.model_repo import FINETUNE_SIZE
+
     p = _parser(
         "tdmpc2-finetune",
         "Finetune a pretrained world model online on one task of its task table (a multitask "
         "model: any task of its table, including held-out tasks it has rows for; a single-task "
         "model: its own task). Writes the replay buffer as shards (OUT/buffer), checkpoints "
         "(OUT/checkpoints), OUT/final and CSV logs in OUT/logs.",
+        "  tdmpc2-finetune --task door-open --steps 20000   # a published 5M model (below)\n"
         "  tdmpc2-finetune --task door-open --checkpoint runs/pretrain/final --steps 20000\n"
         "  tdmpc2-finetune --task walker-walk --checkpoint mt80-19M --out runs/ft --resume\n"
         "  tdmpc2-finetune --recipe recipes/finetune-door-open.yaml",
     )
     p.add_argument("--task", action=_Once, help="the task to finetune on (one)")
-    p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
-    p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        help=f"Hub repo, save_pretrained dir, legacy .pt or alias (mt80-19M, walker-walk-2). "
+        f"Default: a published {FINETUNE_SIZE} multitask model (runs on a laptop CPU): "
+        f"mt70-{FINETUNE_SIZE} if it holds the task out (the paper's few-shot set-up; the "
+        f"task list stored in multitask/mt70-{FINETUNE_SIZE}.pt, downloaded once, says), "
+        f"else mt80-{FINETUNE_SIZE}. An mt70 model gets a new task-embedding row for a task "
+        "it holds out",
+    )
+    p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint (or of the "
+                   "published repo, without --checkpoint)")  # fmt: skip
     _steps_flag(p, default=20_000)
     p.add_argument("--out", default="runs/finetune")
     p.add_argument("--seed", type=int, default=0)
@@ -547,13 +559,26 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
 
 
 def finetune_main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(finetune_parser(), argv, required=["task", "checkpoint"])
+    args = _parse(finetune_parser(), argv, required=["task"])
 
     def body() -> None:
+        from tdmpc2_data.tasks import resolve_task_name
+
         _set_threads(args)
         config = _online_config(args)
-        agent = _load(args.checkpoint, args.task, config, _device(args.device), args.revision)
-        data = f"{args.checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            from tdmpc2_model.model_repo import finetune_checkpoint
+
+            checkpoint, why = finetune_checkpoint(args.task, args.revision)
+            print(f"no --checkpoint: finetuning {checkpoint} ({why})")
+        agent = _load(checkpoint, args.task, config, _device(args.device), args.revision)
+        task = resolve_task_name(args.task)
+        if checkpoint.lower().startswith("mt70-") and task not in agent.cfg.task_names:
+            agent = agent.with_task(task)
+            print(f"{task} added to {checkpoint}'s task table as task {agent.cfg.num_tasks - 1} "
+                  "(a new task-embedding row)")  # fmt: skip
+        data = f"{checkpoint}, finetuned online on {args.task} ({args.steps} steps)"
         _online(args, agent, data)
 
     return _run("tdmpc2-finetune", body, args)

@@ -13,14 +13,9 @@ A saved model is a directory (or Hub model repo) with
   settings, usage, citation) with ``ModelCardData`` front matter (``card_data``).
 
 ``from_pretrained`` also reads checkpoints of the original implementation (through
-``legacy.py``), local or published: an alias such as ``mt80-317M`` or ``walker-walk`` names
-a file of the Hub model repo ``nicklashansen/tdmpc2`` (``$TDMPC2_MODEL_REPO`` overrides it):
-
-- multitask: ``multitask/{mt30,mt80}-{1,5,19,48,317}M.pt``;
-- single-task (all 5M): ``{domain}/{task}-{seed}.pt`` with domain ``dmcontrol``,
-  ``metaworld``, ``maniskill`` or ``myosuite`` and seeds 1-3 (``walker-walk`` is seed 1,
-  ``walker-walk-2`` seed 2). This layout is confirmed for ``dmcontrol`` by public download
-  scripts; for the other domains it is assumed to be the same.
+``legacy.py``), local or published: an alias such as ``mt80-317M``, ``mt70-5M``,
+``walker-walk`` or ``myo-hand-reach-2`` names a file of the published model repo
+(``model_repo.py``: its layout and aliases).
 
 The agent class gets these as methods from ``HubMixin`` (``TDMPC2`` inherits it), so this
 module never imports the agent. All Hub access goes through ``huggingface_hub``
@@ -34,42 +29,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
 import torch
-from huggingface_hub import (
-    EvalResult,
-    HfApi,
-    ModelCard,
-    ModelCardData,
-    hf_hub_download,
-    snapshot_download,
-)
-from huggingface_hub.errors import RemoteEntryNotFoundError
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tdmpc2_data.atomic import write_atomic
 from tdmpc2_data.cards import render_template
 from tdmpc2_data.hub_api import (
-    MODEL_REPO_ENV,
-    HubError,
     at,
     hub_errors,
     hub_unreachable,
     is_repo_id,
     open_branch,
-    published_model_repo,
     refuse_mistyped_path,
     tag_commit,
 )
-from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError, get_task, resolve_task_name
-from tdmpc2_model.config import TDMPC2Config, parse_size
-from tdmpc2_model.legacy import load_legacy
+from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError
+from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.legacy import PreReleaseLayoutError, load_legacy
+from tdmpc2_model.model_repo import ModelHubError, fetch, other_seed, resolve_alias
+from tdmpc2_model.world_model import WorldModel
 
 __all__ = [
     "HubMixin",
@@ -84,7 +69,6 @@ FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 SHA256_KEY = "tensors_sha256"  # safetensors metadata: ``tensors_sha256`` of the stored tensors
 SCALE_KEY = "running_scale"  # the agent's RunningScale value, next to the world model
-SEEDS = (1, 2, 3)
 #: fields that change tensor shapes: a checkpoint fixes them, ``**overrides`` may not
 SHAPE_FIELDS = frozenset(
     "size tasks multitask obs_dim action_dim enc_dim mlp_dim latent_dim num_enc_layers num_q "
@@ -93,10 +77,6 @@ SHAPE_FIELDS = frozenset(
 _META = ("format_version", "library_name", "provenance")
 CARD_TEMPLATE = "model_card.md"  # package data: the model card's Jinja template
 TAGS = ["reinforcement-learning", "model-based-rl", "world-model", "tdmpc2", "continuous-control"]
-
-
-class ModelHubError(HubError):
-    """A model could not be found, read or pushed; the message says which and what to do."""
 
 
 # --------------------------------------------------------------------------- saving
@@ -313,16 +293,34 @@ def _build(
     ``cfg`` stays its ``model_defaults``, what `save_pretrained` writes (a finetuning run's
     planner settings are the run's, not the finetuned model's)."""
     check_finite(tensors, source)
-    agent = cls(_apply_overrides(cfg, overrides, source))
-    agent.model_defaults = cfg if overrides else None
+    run_cfg = _apply_overrides(cfg, overrides, source)
     scale = tensors.pop(SCALE_KEY, None)
-    try:
-        agent.model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise ModelHubError(f"{source}: its tensors do not fit its config: {exc}") from None
+    agent = cls(run_cfg, model=world_model_of(run_cfg, tensors, source))
+    agent.model_defaults = cfg if overrides else None
     if scale is not None:
         agent.scale.value.copy_(scale)
     return agent
+
+
+def world_model_of(cfg: TDMPC2Config, tensors: dict, source: str) -> WorldModel:
+    """The model of ``cfg`` made of ``tensors`` themselves, not copies (built on the meta
+    device, then ``load_state_dict(assign=True)``): a memory-mapped checkpoint is read once
+    into its pages, so a 317M model loads in about its own bytes (bench/load.py). Copied
+    anyway: a tensor of another dtype (cast), one under a second name (they would share), and
+    one not 64-byte aligned (safetensors' are not, and float32 matmuls round differently at
+    another alignment: a saved model acts bit-identically after loading)."""
+    with torch.device("meta"):
+        model = WorldModel(cfg)
+    expected, held, seen = model.state_dict(), {}, set()
+    for name, t in tensors.items():
+        t = t.to(expected[name].dtype) if name in expected else t
+        held[name] = t.clone() if t.data_ptr() in seen or t.data_ptr() % 64 else t
+        seen.add(held[name].data_ptr())
+    try:
+        model.load_state_dict(held, assign=True)
+    except RuntimeError as exc:
+        raise ModelHubError(f"{source}: its tensors do not fit its config: {exc}") from None
+    return model
 
 
 def _check_tasks(cfg: TDMPC2Config, task: str | list[str] | None, source: str) -> None:
@@ -355,37 +353,6 @@ def _load_local(
         return agent
     cfg, state = load_legacy(path, task)
     return _build(cls, cfg, state, source, overrides)
-
-
-# -------------------------------------------------------------------------- aliases
-def resolve_alias(alias: str) -> tuple[str, str, str | None, str] | None:
-    """``(repo_id, filename, task, training data)`` of a published-checkpoint alias, or None.
-
-    ``mt80-317M`` -> ``multitask/mt80-317M.pt``; ``walker-walk`` / ``walker-walk-2`` ->
-    ``dmcontrol/walker-walk-1.pt`` / ``-2.pt``; short task names work (``door-open``).
-    """
-    multi = re.fullmatch(r"(mt30|mt80)-(\w+)", alias.strip(), re.IGNORECASE)
-    if multi:
-        try:
-            size = parse_size(multi.group(2))
-        except ValueError:
-            return None
-        name = multi.group(1).lower()
-        return (published_model_repo(), f"multitask/{name}-{size}.pt", name,
-                f"the published {name} dataset (offline, original implementation)")  # fmt: skip
-    seed, name = 1, alias.strip()
-    split = re.fullmatch(r"(.+)-(\d+)", name)
-    if split and int(split.group(2)) in SEEDS:
-        try:
-            resolve_task_name(name)
-        except UnknownTaskError:
-            name, seed = split.group(1), int(split.group(2))
-    try:
-        t = get_task(name)
-    except UnknownTaskError:
-        return None
-    return (published_model_repo(), f"{t.domain}/{t.name}-{seed}.pt", t.name,
-            f"online RL on {t.name}, seed {seed} (original implementation)")  # fmt: skip
 
 
 # ------------------------------------------------------------------ the agent's methods
@@ -451,23 +418,18 @@ class HubMixin:
 
         - a local ``save_pretrained`` directory, or a legacy ``.pt`` file of the original code
           (config inferred from its tensors);
-        - an alias of a published checkpoint (``mt80-317M``, ``mt30-48M``, ``walker-walk``,
-          ``door-open-2``; see ``resolve_alias``);
+        - an alias of a published checkpoint (``mt80-317M``, ``mt70-5M``, ``walker-walk``,
+          ``door-open-2``, ``myo-hand-reach``; see ``model_repo.resolve_alias``);
         - a Hub model repo ``OWNER/NAME`` written by ``push_to_hub``.
 
         ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task
         of a single-task legacy checkpoint (sets action dims and discount) or the task list
-        of a multitask one that is neither mt30 nor mt80 (``tasks=`` is accepted as a
-        synonym). ``cache_dir``, ``force_download``, ``local_files_only``: as in
+        of a multitask one without a stored config that is neither mt30 nor mt80 (``tasks=``
+        is accepted as a synonym). ``cache_dir``, ``force_download``, ``local_files_only``: as in
         ``huggingface_hub`` (and ``ModelHubMixin.from_pretrained``), for Hub repos and aliases.
         ``overrides``: config fields that do not change tensor shapes, e.g.
         ``num_samples=256``; the loaded ``model_defaults`` stay what ``save_pretrained`` writes.
         """
-
-        def hub() -> dict[str, Any]:  # a dead endpoint: the cache at once, not ~24 s of retries
-            return {"revision": revision, "token": token, "cache_dir": cache_dir,
-                    "force_download": force_download,
-                    "local_files_only": local_files_only or hub_unreachable()}  # fmt: skip
 
         if "tasks" in overrides:
             if task is not None:
@@ -487,30 +449,34 @@ class HubMixin:
         if alias is not None:
             repo_id, filename, alias_task, training = alias
             where = f"{repo_id}/{filename}@{revision or 'main'}"
-            with hub_errors(repo_id, revision, f"loading alias {text!r} ({where})", "model",
-                            ModelHubError, local_files_only, cache_dir):  # fmt: skip
-                try:
-                    local = hf_hub_download(repo_id, filename, **hub())
-                except RemoteEntryNotFoundError:
-                    raise ModelHubError(
-                        f"loading alias {text!r}: {where} does not exist. Set "
-                        f"${MODEL_REPO_ENV} to a repo that mirrors the published checkpoints."
-                    ) from None
-            agent = _load_local(cls, Path(local), task or alias_task, overrides, source=where)
+            local = fetch(filename, f"loading alias {text!r} ({where})", revision, token,
+                          cache_dir, force_download, local_files_only)  # fmt: skip
+            try:
+                agent = _load_local(cls, local, task or alias_task, overrides, source=where)
+            except PreReleaseLayoutError as exc:  # the bare alias is seed 1, one of them
+                raise PreReleaseLayoutError(f"{str(exc)[:-1]}: {other_seed(text)}.") from None
             agent.hub_provenance = {"source": f"{where} (original implementation)",
                                     "training_data": training}  # fmt: skip
             return agent
         if not is_repo_id(text):
             raise ValueError(
                 f"Got {text!r}: not a local path, not a Hub repo id OWNER/NAME, and not an "
-                "alias of a published checkpoint (mt30-1M ... mt80-317M, or a task name such "
-                "as walker-walk or walker-walk-2)."
+                "alias of a published checkpoint (mt30-1M ... mt80-317M, mt70-5M, mt70-19M, or a "
+                "task name such as walker-walk or walker-walk-2)."
             )
         where = at(text, revision)
         with hub_errors(text, revision, f"loading {text}", "model", ModelHubError,
                         local_files_only, cache_dir):  # fmt: skip
             # one snapshot: the revision is resolved once, so config and weights are one commit's
-            local = snapshot_download(text, allow_patterns=[CONFIG, WEIGHTS, CARD], **hub())
+            local = snapshot_download(
+                text,
+                allow_patterns=[CONFIG, WEIGHTS, CARD],
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                local_files_only=local_files_only or hub_unreachable(),  # the cache at once
+            )
         if not (Path(local) / CONFIG).is_file() or not (Path(local) / WEIGHTS).is_file():
             raise ModelHubError(
                 f"Hub repo {where} has no {CONFIG} + {WEIGHTS}, so it is not a TD-MPC2 model "

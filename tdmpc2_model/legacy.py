@@ -1,31 +1,43 @@
-"""Checkpoints of the original TD-MPC2 implementation (``agent.save()``: ``{"model": state_dict}``).
+"""Checkpoints of the original TD-MPC2 implementation (``agent.save()``: ``{"model": state_dict}``;
+the published multitask files also hold the original's parsed config).
 
-Loading never runs pickled code (``torch.load(weights_only=True)``). The state dict is
+Loading never runs pickled code (``torch.load(weights_only=True)``, the config's classes as
+inert stand-ins: ``omegaconf_pickle``) and memory-maps the tensors. The state dict is
 translated to this package's layout (which keeps the original names), and the config is
-inferred from tensor shapes; see shared/fixtures/legacy/README.md for both Q layouts.
+inferred from tensor shapes, the task table from the stored config where there is one; see
+shared/fixtures/legacy/README.md for both Q layouts.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tdmpc2_data.tasks import TASK_SETS, TASKS
+from tdmpc2_data.tasks import TASK_SETS, TASKS, UnknownTaskError, resolve_tasks
 from tdmpc2_model.config import SIZE_PRESETS, TDMPC2Config, preset
+from tdmpc2_model.omegaconf_pickle import SAFE_GLOBALS, ConfigPickleError, is_config, to_plain
 from tdmpc2_model.world_model import WorldModel, action_masks
 
 _FLAT_Q = re.compile(r"^(_Qs\.params|_target_Qs\.params)\.(\d+)$")
 _FLAT_NAMES = ("weight", "bias", "ln.weight", "ln.bias")
 _REQUIRED = ("_encoder.state.0.weight", "_dynamics.0.weight", "_reward.0.weight", "_pi.0.weight")
 _TASK_SET_BY_SIZE = {len(TASK_SETS[k]): k for k in ("mt30", "mt80")}
+#: a layer's own index under a Sequential (``_dynamics.0.0.weight``) or a LayerNorm of its own
+#: (``_encoder.state.2.weight`` with no ``.ln.`` keys anywhere): the pre-release layout
+_PRE_RELEASE = re.compile(r"^_(encoder\.state|dynamics|reward|pi)\.\d+(\.\d+)?\.weight$")
 
 
 class LegacyCheckpointError(ValueError):
     """A file that is not a readable TD-MPC2 checkpoint."""
+
+
+class PreReleaseLayoutError(LegacyCheckpointError):
+    """A checkpoint in the pre-release key layout, which is refused (see ``read_checkpoint``)."""
 
 
 def load_weights_only(
@@ -43,19 +55,33 @@ def load_weights_only(
     except Exception as exc:
         lines = str(exc).splitlines() or [""]
         detail = next((x.strip() for x in lines if "Unsupported" in x), lines[0].strip())
+        named = re.search(r"unsupported GLOBAL:? (?:GLOBAL )?(\S+)", str(exc), re.IGNORECASE)
+        if named:  # torch's line goes on to suggest allowlisting it: never for such a file
+            detail = f"its pickle names the global {named.group(1)}, which could run code"
         raise error(f"{path}: not {what}; torch.load(weights_only=True) refused it "
                     f"({type(exc).__name__}: {detail}).") from None  # fmt: skip
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The raw state dict of a legacy ``.pt`` file, loaded without running pickled code."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(raw state dict, the stored config as plain data or None) of a legacy ``.pt`` file,
+    loaded without running pickled code, its tensors memory-mapped (zip archives)."""
     path = Path(path)
-    obj = load_weights_only(path, "a TD-MPC2 checkpoint", LegacyCheckpointError, map_location="cpu")
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        obj = load_weights_only(path, "a TD-MPC2 checkpoint", LegacyCheckpointError,
+                                map_location="cpu", mmap=zipfile.is_zipfile(path))  # fmt: skip
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise LegacyCheckpointError(
             f"{path}: not a TD-MPC2 checkpoint; expected a dict with a 'model' state dict, "
             f"got {type(obj).__name__}."
+        )
+    pre_release = [k for k in state if _PRE_RELEASE.match(k)]
+    if pre_release and not any(".ln." in k for k in state):
+        example = next((k for k in pre_release if k.startswith("_dynamics")), pre_release[0])
+        raise PreReleaseLayoutError(
+            f"{path}: pre-release TD-MPC2 key layout (Linear and LayerNorm as separate entries, "
+            f"e.g. {example}), whose mapping to the release layout is unknown; load "
+            "another seed of the task instead."
         )
     missing = [k for k in _REQUIRED if not isinstance(state.get(k), torch.Tensor)]
     if missing:
@@ -63,7 +89,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise LegacyCheckpointError(
             f"{path}: not a TD-MPC2 checkpoint; missing {', '.join(missing)} (found: {found})."
         )
-    return state
+    configs = [v for k, v in obj.items() if k != "model" and is_config(v)]
+    if len(configs) > 1:
+        raise LegacyCheckpointError(f"{path}: holds {len(configs)} configs; expected one.")
+    try:
+        return state, to_plain(configs[0]) if configs else None
+    except ConfigPickleError as exc:
+        raise LegacyCheckpointError(f"{path}: {exc}") from None
 
 
 def convert_state_dict(state: dict[str, object]) -> dict[str, torch.Tensor]:
@@ -91,14 +123,19 @@ def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def infer_config(
-    state: dict[str, torch.Tensor], task: str | list[str] | None = None, source: str = "checkpoint"
+    state: dict[str, torch.Tensor],
+    task: str | list[str] | None = None,
+    source: str = "checkpoint",
+    stored: dict[str, Any] | None = None,
 ) -> TDMPC2Config:
     """Config of a legacy state dict (either Q layout), from its tensor shapes.
 
-    Multitask checkpoints with 30 or 80 task embeddings are mt30 / mt80; other task counts
-    need ``task`` (the task list in id order). Single-task checkpoints take an optional task name (action dims and
-    discount from the registry); without one, the episode length is taken from the
-    registry tasks with the same dims when they agree.
+    A multitask checkpoint's task table is its stored config's ``tasks`` (``stored``; then
+    ``task``, if given, must be tasks of it); without one, 30 or 80 task embeddings are mt30 /
+    mt80 and other task counts need ``task`` (the task list in id order). Single-task
+    checkpoints take an optional task name (action dims and discount from the registry);
+    without one, the episode length is taken from the registry tasks with the same dims when
+    they agree.
     """
     multitask = "_task_emb.weight" in state
     num_tasks, task_dim = state["_task_emb.weight"].shape if multitask else (1, 0)
@@ -125,7 +162,9 @@ def infer_config(
     log_std_max = log_std_min + float(state.get("log_std_dif", torch.tensor(12.0)))
 
     tasks, extra = task, {}
-    if multitask:
+    if multitask and stored is not None:
+        tasks = _stored_tasks(stored, task, num_tasks, source)
+    elif multitask:
         if tasks is None:
             if num_tasks not in _TASK_SET_BY_SIZE:
                 raise LegacyCheckpointError(
@@ -166,6 +205,28 @@ def infer_config(
     return cfg
 
 
+def _stored_tasks(
+    stored: dict[str, Any], task: str | list[str] | None, num_tasks: int, source: str
+) -> list[str]:
+    """The stored config's task table, checked against the embeddings and ``task``."""
+    tasks = stored.get("tasks")
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise LegacyCheckpointError(f"{source}: its stored config has no task list (tasks).")
+    try:
+        names, asked = resolve_tasks(tasks), resolve_tasks(task) if task is not None else []
+    except (UnknownTaskError, ValueError) as exc:
+        raise LegacyCheckpointError(f"{source}: {exc}") from None
+    if len(names) != num_tasks:
+        raise LegacyCheckpointError(f"{source}: its stored config lists {len(names)} tasks but "
+                                    f"it has {num_tasks} task embeddings; refused.")  # fmt: skip
+    if not set(asked) <= set(names):
+        raise LegacyCheckpointError(
+            f"{source}: task={task!r} is not in the task table of its stored config "
+            f"({len(names)} tasks: {', '.join(names[:3])}, ...)."
+        )
+    return names
+
+
 def _matches(arch: dict[str, int], found: dict[str, int], multitask: bool) -> bool:
     keys = [k for k in arch if k != "task_dim" or multitask]
     return all(arch[k] == found[k] for k in keys)
@@ -177,8 +238,8 @@ def load_legacy(
     """(config, state dict in this package's layout) of a legacy ``.pt`` checkpoint; ``task``
     as for ``infer_config``. Old multitask checkpoints lack ``_action_masks``; they are
     rebuilt from the config. Keys and shapes are checked against the inferred model."""
-    raw = read_state_dict(path)
-    cfg = infer_config(raw, task, source=str(path))
+    raw, stored = read_checkpoint(path)
+    cfg = infer_config(raw, task, source=str(path), stored=stored)
     state = convert_state_dict(raw)
     if cfg.multitask:
         masks = action_masks(cfg)

@@ -224,15 +224,27 @@ def test_pretraining_records_the_hub_datasets_of_its_sources(tmp_path):
 
 
 def test_alias_names():
-    assert resolve_alias("mt80-317M")[1:3] == ("multitask/mt80-317M.pt", "mt80")
+    """Every domain's alias names its file as the published repo spells it."""
+    assert resolve_alias("mt80-317M")[1:3] == ("multitask/mt80-317M.pt", None)
     assert resolve_alias("mt30-48m")[1] == "multitask/mt30-48M.pt"
     assert resolve_alias("MT80-5")[1] == "multitask/mt80-5M.pt"
+    assert resolve_alias("mt70-5M")[1] == "multitask/mt70-5M.pt"
+    assert resolve_alias("mt70-19")[1] == "multitask/mt70-19M.pt"
     assert resolve_alias("walker-walk")[1:3] == ("dmcontrol/walker-walk-1.pt", "walker-walk")
     assert resolve_alias("walker-walk-3")[1] == "dmcontrol/walker-walk-3.pt"
     assert resolve_alias("door-open-2")[1:3] == ("metaworld/mw-door-open-2.pt", "mw-door-open")
-    assert resolve_alias("myo-key-turn")[1] == "myosuite/myo-key-turn-1.pt"
-    assert resolve_alias("mt80-7M") is None and resolve_alias("walker-fly") is None
+    assert resolve_alias("lift-cube")[1:3] == ("maniskill2/lift-cube-1.pt", "lift-cube")
+    assert resolve_alias("pick-ycb-3")[1] == "maniskill2/pick-ycb-3.pt"
+    for alias in ("myo-key-turn", "myo-hand-key-turn"):
+        assert resolve_alias(alias)[1:3] == ("myosuite/myo-hand-key-turn-1.pt", "myo-key-turn")
+    for alias in ("myo-reach-hard-2", "myo-hand-reach-hard-2"):
+        assert resolve_alias(alias)[1] == "myosuite/myo-hand-reach-hard-2.pt"
+    assert resolve_alias("walker-fly") is None
     assert resolve_alias("walker-walk-4") is None  # published seeds are 1-3
+    with pytest.raises(ValueError, match="mt70-1M: mt70 models are published at 5M, 19M only"):
+        resolve_alias("mt70-1M")
+    with pytest.raises(ValueError, match="mt80-7M: mt80 models are published at 1M, 5M"):
+        resolve_alias("mt80-7M")
 
 
 # ------------------------------------------------------------------ through a real Hub

@@ -2,18 +2,35 @@
 reproduce its stored outputs to float32 tolerance (shared/fixtures/legacy, made by the original code)."""
 
 import json
+import os
 import pickle
-import re
+import pickletools
+import typing
+import zipfile
+from collections import defaultdict
 from pathlib import Path
 
+import published_writer
 import pytest
 import torch
 from legacy_fixtures import FIXTURES
+from published_writer import (
+    multitask_file,
+    omegaconf_like,
+    pre_release_state,
+    to_flat_layout,
+    write_published,
+)
 
 from tdmpc2_data.tasks import TASK_SETS
 from tdmpc2_model import TDMPC2
 from tdmpc2_model import functional as Fn
-from tdmpc2_model.legacy import LegacyCheckpointError, load_legacy
+from tdmpc2_model.legacy import (
+    LegacyCheckpointError,
+    PreReleaseLayoutError,
+    load_legacy,
+    read_checkpoint,
+)
 
 MODELS = ["cheetah-run_1M", "mt30_1M"]
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
@@ -96,21 +113,6 @@ def test_task_name_of_a_single_task_checkpoint():
         TDMPC2.from_pretrained(FIXTURES / "cheetah-run_1M_state_dict.pt", task="walker-walk")
 
 
-def to_flat_layout(state: dict) -> dict:
-    """The older layout: `_Qs.params.N` / `_target_Qs.params.N` with N = 4*layer + k, no
-    detached copy, no tensordict metadata, no log_std/action-mask buffers."""
-    names = {"weight": 0, "bias": 1, "ln.weight": 2, "ln.bias": 3}
-    flat = {}
-    for key, value in state.items():
-        m = re.match(r"^(_Qs\.params|_target_Qs_params)\.(\d+)\.(.+)$", key)
-        if m:
-            prefix = "_Qs.params" if m.group(1) == "_Qs.params" else "_target_Qs.params"
-            flat[f"{prefix}.{4 * int(m.group(2)) + names[m.group(3)]}"] = value
-        elif "Qs" not in key and key not in ("log_std_min", "log_std_dif", "_action_masks"):
-            flat[key] = value
-    return flat
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_old_flat_q_layout_gives_identical_outputs(name, tmp_path):
     state = torch.load(FIXTURES / f"{name}_state_dict.pt", weights_only=True)["model"]
@@ -185,3 +187,142 @@ def test_unknown_multitask_task_count_needs_a_task_list(tmp_path):
         TDMPC2.from_pretrained(path)
     agent = TDMPC2.from_pretrained(path, task=TASK_SETS["mt30"][:29])
     assert agent.cfg.num_tasks == 29
+
+
+# ------------------------------------------------------------------ the published layout
+PUBLISHED = FIXTURES / "mt30_1M_published.pt"
+
+
+def test_published_multitask_file_reproduces_the_reference():
+    """{"model", "cfg"}: the config's classes load as stand-ins, its task list is the table."""
+    agent = TDMPC2.from_pretrained(PUBLISHED)
+    assert agent.cfg.task_names == TASK_SETS["mt30"]
+    ref = torch.load(FIXTURES / "mt30_1M_reference.pt", weights_only=True)
+    assert_matches_reference(outputs(agent, ref), ref, "published")
+
+
+def test_the_stored_config_reads_as_omegaconf_reads_it():
+    omegaconf = pytest.importorskip("omegaconf")
+    _, stored = read_checkpoint(PUBLISHED)
+    real = torch.load(PUBLISHED, weights_only=False)["cfg"]  # a trusted fixture: runs omegaconf
+    assert stored == omegaconf.OmegaConf.to_container(real)
+    assert stored["tasks"] == TASK_SETS["mt30"] and str(stored["work_dir"]).startswith("/root")
+
+
+def _data_pkl(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+
+
+def _opcodes(data: bytes) -> list[tuple]:
+    """The pickle's opcodes with memo references resolved: a repeated string or global as
+    itself (a pickler memoizes equal strings or not), other objects by order of creation."""
+    simple, objects, out = {}, {}, []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("BINPUT", "LONG_BINPUT"):
+            if out and out[-1][0] in ("BINUNICODE", "GLOBAL"):
+                simple[arg] = out[-1]
+            else:
+                objects[arg] = len(objects)
+        elif op.name in ("BINGET", "LONG_BINGET"):
+            out.append(simple.get(arg) or ("GET", objects[arg]))
+        else:
+            out.append((op.name, arg))
+    return out
+
+
+def test_the_writer_rewrites_the_published_fixture_opcode_for_opcode(tmp_path):
+    state, stored = read_checkpoint(PUBLISHED)
+    written = write_published(tmp_path / "w.pt", state, stored)
+    assert _opcodes(_data_pkl(written)) == _opcodes(_data_pkl(PUBLISHED))
+
+
+def test_the_stored_task_table_is_the_models_and_must_fit_its_embeddings(tmp_path):
+    tasks = [t for t in TASK_SETS["mt80"] if t not in TASK_SETS["mt80-heldout"]]
+    path = multitask_file(tmp_path / "mt70.pt", tasks)
+    agent = TDMPC2.from_pretrained(path)  # 70 embeddings: only the stored config can say
+    assert agent.cfg.task_names == tasks and agent.model._task_emb.weight.shape[0] == 70
+    assert TDMPC2.from_pretrained(path, task="walker-walk").cfg.task_names == tasks
+    with pytest.raises(LegacyCheckpointError, match="task='door-open' is not in the task table"):
+        TDMPC2.from_pretrained(path, task="door-open")
+    state, stored = read_checkpoint(path)
+    bad = write_published(tmp_path / "bad.pt", state, {**stored, "tasks": tasks[:69]})
+    with pytest.raises(LegacyCheckpointError) as exc:
+        TDMPC2.from_pretrained(bad)
+    assert str(exc.value) == (
+        f"{bad}: its stored config lists 69 tasks but it has 70 task embeddings; refused."
+    )
+
+
+class _Call:
+    """Pickled as a call of ``func`` with ``args`` (GLOBAL, args, REDUCE)."""
+
+    def __init__(self, func: object, *args: object):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+class StringNode:  # an omegaconf class the published files never name
+    pass
+
+
+def _node(cfg, key):
+    return cfg._content[key]
+
+
+HOSTILE = {
+    "posix.system": lambda cfg, marker: setattr(
+        _node(cfg, "task"), "_val", _Call(os.system, f"touch {marker}")
+    ),
+    "omegaconf.nodes.StringNode": lambda cfg, marker: setattr(
+        _node(cfg, "task"), "__class__", StringNode
+    ),
+    "omegaconf.dictconfig.DictConfig: created with": lambda cfg, marker: cfg._content.update(
+        obs_shape=_Call(published_writer.DictConfig, str(marker))
+    ),
+    "omegaconf.nodes.AnyNode: called": lambda cfg, marker: cfg._content.update(
+        task=_Call(published_writer.AnyNode)
+    ),
+    "typing.Any: called": lambda cfg, marker: setattr(
+        _node(cfg, "task")._metadata, "ref_type", _Call(typing.Any)
+    ),
+    "collections.defaultdict: made of (list,)": lambda cfg, marker: setattr(
+        _node(cfg, "task")._metadata, "resolver_cache", defaultdict(list)
+    ),
+    "omegaconf.base.Metadata: built from": lambda cfg, marker: setattr(
+        _node(cfg, "task")._metadata, "extra", 1
+    ),
+    "omegaconf.nodes.AnyNode: _val is b'": lambda cfg, marker: setattr(
+        _node(cfg, "task"), "_val", b"\x00code"
+    ),
+}
+
+
+@pytest.mark.parametrize("refused", HOSTILE)
+def test_hostile_configs_are_refused_in_one_line_naming_file_and_global(
+    refused, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(published_writer.NAMES, StringNode, ("omegaconf.nodes", "StringNode"))
+    state, stored = read_checkpoint(PUBLISHED)
+    cfg, marker = omegaconf_like(stored), tmp_path / "pwned"
+    HOSTILE[refused](cfg, marker)
+    path = write_published(tmp_path / "hostile.pt", state, cfg)
+    with pytest.raises(LegacyCheckpointError) as exc:
+        TDMPC2.from_pretrained(path)
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and refused in message
+    assert not marker.exists()
+
+
+def test_the_pre_release_layout_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "cartpole-swingup-1.pt"
+    torch.save({"model": pre_release_state()}, path)
+    with pytest.raises(PreReleaseLayoutError) as exc:
+        TDMPC2.from_pretrained(path, task="cartpole-swingup")
+    assert str(exc.value) == (
+        f"{path}: pre-release TD-MPC2 key layout (Linear and LayerNorm as separate entries, e.g. "
+        "_dynamics.0.0.weight), whose mapping to the release layout is unknown; load another "
+        "seed of the task instead."
+    )
