@@ -165,13 +165,18 @@ def infer_config(
     if multitask and stored is not None:
         tasks = _stored_tasks(stored, task, num_tasks, source)
     elif multitask:
-        if tasks is None:
+        one = task if isinstance(task, str) and task not in TASK_SETS else None
+        if tasks is None or one is not None:  # the task table follows from the embeddings
             if num_tasks not in _TASK_SET_BY_SIZE:
                 raise LegacyCheckpointError(
                     f"{source}: multitask checkpoint with {num_tasks} task embeddings; only 30 "
                     "(mt30) and 80 (mt80) are known; pass task=[...] (the task list in id order)."
                 )
             tasks = _TASK_SET_BY_SIZE[num_tasks]
+            if one is not None and _resolved(one, source) not in TASK_SETS[tasks]:
+                raise LegacyCheckpointError(
+                    f"{source}: task={one!r} is not in the task table of this {tasks} checkpoint."
+                )
     elif tasks is None:
         lengths = {
             t.episode_length
@@ -203,6 +208,13 @@ def infer_config(
             f"{source}: {num_tasks} task embeddings, but task={tasks!r} names {cfg.num_tasks}."
         )
     return cfg
+
+
+def _resolved(task: str, source: str) -> str:
+    try:
+        return resolve_tasks(task)[0]
+    except (UnknownTaskError, ValueError) as exc:
+        raise LegacyCheckpointError(f"{source}: {exc}") from None
 
 
 def _stored_tasks(

@@ -189,6 +189,17 @@ def test_unknown_multitask_task_count_needs_a_task_list(tmp_path):
     assert agent.cfg.num_tasks == 29
 
 
+def test_one_task_of_a_multitask_checkpoint_keeps_its_task_table():
+    """``task="cup-spin"`` names the task to act on, not a 1-task table (a bare mt30 state dict)."""
+    path = FIXTURES / "mt30_1M_state_dict.pt"
+    agent = TDMPC2.from_pretrained(path, task="cup-spin")
+    assert agent.cfg.task_names == TASK_SETS["mt30"]
+    with pytest.raises(
+        LegacyCheckpointError, match="'door-open' is not in the task table of this mt30"
+    ):
+        TDMPC2.from_pretrained(path, task="door-open")
+
+
 # ------------------------------------------------------------------ the published layout
 PUBLISHED = FIXTURES / "mt30_1M_published.pt"
 
