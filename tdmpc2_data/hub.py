@@ -263,8 +263,10 @@ def _task_view(
         return view
     tmp = view.with_name(f".tmp-{view.name}-{uuid.uuid4().hex}")
     (tmp / schema.SHARDS_DIR).mkdir(parents=True)
+    where = f"{repo_id}@{commit}/{INDEX}"
     for s in shards:
-        os.symlink(snapshot / s["path"], tmp / s["path"], target_is_directory=True)
+        target = schema.shard_dir(snapshot, s["path"], where)
+        os.symlink(target, tmp / s["path"], target_is_directory=True)
     _write_index(tmp, attrs, shards)
     try:
         os.rename(tmp, view)

@@ -226,6 +226,12 @@ CASES = [
     ("index-task-counts-a-list", index(0, task_counts=[3, 1]),
      ("zarr.json", "index entry shards/000000: task_counts [3, 1]; expected {task id: "),
      SAME, SAME, SAME),
+    ("index-path-climbs-out", index(1, path="shards/../../ds/shards/000001"),
+     ("zarr.json", "zarr.json: index entry with path 'shards/../../ds/shards/000001'; expected "
+      "shards/<digits>"), SAME, SAME, SAME),
+    ("index-path-absolute", index(0, path="/etc"),
+     ("zarr.json", "zarr.json: index entry with path '/etc'; expected shards/<digits>"), SAME,
+     SAME, SAME),
     ("index-names-a-shard-not-there", edit_json("zarr.json", index_ghost),
      ("shards/000007", "listed in the root index but not on disk"),
      "zarr.json: the shards index lists shards/000007, which is not on storage", SAME, SAME),
