@@ -265,6 +265,27 @@ def test_download_killed_mid_way_reruns_fetching_only_what_is_missing(hub, pushe
     assert verify_dataset(path).ok
 
 
+@pytest.mark.parametrize("into", ["cache", "dir"])
+def test_bytes_unlike_the_hubs_hash_are_refused_then_replaced(hub, pushed, tmp_path, into, capsys):
+    """The Hub sends other bytes than its listed sha256 (LFS) / git blob id (regular file),
+    same size: `download` exits 2 naming the file (after one refetch); once the server is
+    fixed, a rerun exits 0 with the right bytes."""
+    lfs, regular = "shards/000001/obs/c/0/0/0", "shards/000002/zarr.json"
+    for path in (lfs, lfs, regular, regular):  # the refetch gets flipped bytes too
+        hub.server.fail("GET", path, flip=True)
+    where = ["--dir", str(tmp_path / "dl")] if into == "dir" else []
+    assert cli(["download", REPO, *where]) == 2
+    err = capsys.readouterr().err  # huggingface_hub's progress bars, then the error line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tdmpc2-data download: error: ") and "Traceback" not in err, err
+    assert f"{lfs} (and 1 more) came with other bytes than the Hub's hash" in last, last
+    assert cli(["download", REPO, *where]) == 0  # the server is fixed
+    root = tmp_path / "dl" if into == "dir" else hubio.download(REPO)
+    for path in (lfs, regular):
+        assert (root / path).read_bytes() == (pushed / path).read_bytes()
+    assert verify_dataset(root).ok
+
+
 def test_offline_from_cache(hub, pushed, monkeypatch):
     full = hubio.download(REPO)
     view = hubio.download(REPO, tasks=["walker-walk"])
