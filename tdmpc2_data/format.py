@@ -40,6 +40,8 @@ Choices made here on top of the spec (all readable by any zarr v3 reader):
 - Each array is one file (sharding codec, shard = whole array) with inner chunks of
   ~512 KiB of obs (a few episodes: `schema.chunk_episodes`), compressed with blosc-zstd
   level 1 + byte shuffle and protected by crc32c per inner chunk and on the shard index.
+  A chunk is decoded only if the size its blosc (or zstd) header declares is its array
+  chunk's (``tdmpc2_data.codecs``): a small chunk declaring gigabytes is refused unread.
 - Episodes inside a shard are ordered by task id, so ``ShardInfo.task_ranges`` gives each
   task's contiguous episode range; shard group attributes hold ``episodes``,
   ``episode_length``, ``task_counts`` and ``sources`` (ids of the root ``sources`` used).

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import zarr.codecs as zc
 
+import tdmpc2_data.codecs  # noqa: F401  (every chunk read checks its declared size first)
 from tdmpc2_data.tasks import ACTION_LIMIT, TASKS, Task, padded_dims, resolve_task_name
 
 #: Major version (root ``tdmpc2_format``): a reader refuses majors it does not know.

@@ -15,6 +15,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import zarr
 
 from tdmpc2_data import TASK_SETS, ShardWriter, open_dataset
 from tdmpc2_data.cli import main as cli
@@ -382,3 +383,23 @@ def test_writer_killed_mid_shard_leaves_a_readable_dataset(tmp_path):
     assert ds.num_episodes >= 100 and ds.num_episodes % 100 == 0
     assert verify_dataset(root).ok and not verify_dataset(root).warnings
     ShardWriter(root).close()  # and the dataset can grow again
+
+
+def test_a_zstd_chunk_without_a_declared_size_is_refused_unread(tmp_path):
+    """A zstd frame without a content size (streamed) decodes to whatever it holds, so it is
+    refused before decoding; one declaring its chunk's size reads (``tdmpc2_data.codecs``)."""
+    import zstandard
+
+    path = tmp_path / "a"
+    zarr.create_array(path, shape=(8,), chunks=(8,), dtype="float32",
+                      compressors=[zarr.codecs.ZstdCodec()])[:] = 1  # fmt: skip
+    data = np.full(8, 2, np.float32).tobytes()
+    (path / "c" / "0").write_bytes(
+        zstandard.ZstdCompressor(write_content_size=False).compress(data)
+    )
+    with pytest.raises(
+        ValueError, match=r"zstd chunk of shape \(8,\) declares no size, expected 32"
+    ):
+        zarr.open_array(path, mode="r")[:]
+    (path / "c" / "0").write_bytes(zstandard.ZstdCompressor().compress(data))
+    assert (zarr.open_array(path, mode="r")[:] == 2).all()
