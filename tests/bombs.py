@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zipfile
 from pathlib import Path
 
 import google_crc32c
@@ -36,3 +37,32 @@ def replace_first_chunk(array_dir: Path, chunk: bytes) -> None:
     entries[0] = (len(body), len(chunk))
     index = entries.tobytes()
     path.write_bytes(body + chunk + index + google_crc32c.value(index).to_bytes(4, "little"))
+
+
+def deflated(src: Path, dst: Path) -> Path:
+    """The torch zip archive ``src`` with its tensor records DEFLATE-compressed."""
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "w") as out:
+        for info in z.infolist():
+            packed = zipfile.ZIP_DEFLATED if "/data/" in info.filename else zipfile.ZIP_STORED
+            out.writestr(info.filename, z.read(info), packed)
+    return dst
+
+
+def deflate_bomb(dst: Path, nbytes: int = GIB) -> Path:
+    """A torch zip archive whose one tensor (float32 ``obs``) is ``nbytes`` zero bytes in a
+    DEFLATE-compressed record: ~5 MB on disk per GiB inside (~2 s to make)."""
+    from legacy_chunks import chunk_pickle
+
+    with zipfile.ZipFile(dst, "w", compresslevel=1) as z:
+        z.writestr(
+            f"{dst.stem}/data.pkl",
+            chunk_pickle("published-mt80", {"obs": (np.float32, (nbytes // 4,))}),
+        )
+        z.writestr(f"{dst.stem}/byteorder", "little")
+        info = zipfile.ZipInfo(f"{dst.stem}/data/0")
+        info.compress_type, info._compresslevel = zipfile.ZIP_DEFLATED, 1  # the fastest
+        zeros = bytes(1 << 20)
+        with z.open(info, "w") as member:
+            for _ in range(nbytes >> 20):
+                member.write(zeros)
+    return dst
