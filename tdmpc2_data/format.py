@@ -45,7 +45,9 @@ Choices made here on top of the spec (all readable by any zarr v3 reader):
 - Episodes inside a shard are ordered by task id, so ``ShardInfo.task_ranges`` gives each
   task's contiguous episode range; shard group attributes hold ``episodes``,
   ``episode_length``, ``task_counts`` and ``sources`` (ids of the root ``sources`` used).
-- Root index entries carry ``nbytes`` (stored bytes) in addition to the spec's keys.
+- Root index entries carry ``nbytes`` (stored bytes) in addition to the spec's keys; their
+  ``path`` is exactly ``shards/<digits>``, refused otherwise wherever an index is read
+  (local, Hub, task view: ``schema.check_shard_path``), so no entry points outside its root.
 - Writer bookkeeping files start with a dot (``.tdmpc2.lock``, ``shards/.tmp-*``); readers
   and uploads ignore them.
 """
