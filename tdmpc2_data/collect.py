@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tdmpc2_data.envs import make_env
 from tdmpc2_data.reader import open_dataset
 from tdmpc2_data.tasks import get_task, resolve_tasks
-from tdmpc2_data.writer import ShardWriter, compact, finalize
+from tdmpc2_data.writer import ShardWriter, compact, finalize, root_lock
 
 #: A policy maps (observation [obs_dim], task name) to an action in [-1, 1]^action_dim.
 Policy = Callable[[np.ndarray, str], np.ndarray]
@@ -106,14 +106,15 @@ def _collected(root: Path, source_id: int) -> dict[str, int]:
     """Episodes per task name that ``root`` already holds from the source ``source_id``
     (after indexing shards that a killed run wrote but did not index)."""
     finalize(root)
-    ds = open_dataset(root)
     counts: dict[str, int] = {}
-    for i in range(len(ds.shards)):
-        if not ds.has_field(i, "source"):
-            continue
-        data = ds.read_shard(i, fields=("task", "source"))
-        for tid in data["task"][data["source"] == source_id]:
-            counts[ds.tasks[tid]] = counts.get(ds.tasks[tid], 0) + 1
+    with root_lock(root):  # no other collection's compaction deletes a shard read here
+        ds = open_dataset(root)
+        for i in range(len(ds.shards)):
+            if not ds.has_field(i, "source"):
+                continue
+            data = ds.read_shard(i, fields=("task", "source"))
+            for tid in data["task"][data["source"] == source_id]:
+                counts[ds.tasks[tid]] = counts.get(ds.tasks[tid], 0) + 1
     return counts
 
 

@@ -40,10 +40,14 @@ Choices made here on top of the spec (all readable by any zarr v3 reader):
 - Each array is one file (sharding codec, shard = whole array) with inner chunks of
   ~512 KiB of obs (a few episodes: `schema.chunk_episodes`), compressed with blosc-zstd
   level 1 + byte shuffle and protected by crc32c per inner chunk and on the shard index.
+  A chunk is decoded only if the size its blosc (or zstd) header declares is its array
+  chunk's (``tdmpc2_data.codecs``): a small chunk declaring gigabytes is refused unread.
 - Episodes inside a shard are ordered by task id, so ``ShardInfo.task_ranges`` gives each
   task's contiguous episode range; shard group attributes hold ``episodes``,
   ``episode_length``, ``task_counts`` and ``sources`` (ids of the root ``sources`` used).
-- Root index entries carry ``nbytes`` (stored bytes) in addition to the spec's keys.
+- Root index entries carry ``nbytes`` (stored bytes) in addition to the spec's keys; their
+  ``path`` is exactly ``shards/<digits>``, refused otherwise wherever an index is read
+  (local, Hub, task view: ``schema.check_shard_path``), so no entry points outside its root.
 - Writer bookkeeping files start with a dot (``.tdmpc2.lock``, ``shards/.tmp-*``); readers
   and uploads ignore them.
 """

@@ -10,7 +10,10 @@ tokens, resumable HTTP), so the Hub's own semantics hold:
   revision is resolved to a commit first, so every file comes from the same commit.
   An interrupted file resumes from its last byte within the call (HTTP Range); a rerun
   skips every file already complete (the unit of resumption across runs is the file:
-  each array of a shard is one file).
+  each array of a shard is one file). Every shard file is then checked against the Hub's
+  id of it (sha256 of LFS files, git blob id of others; ``_check_download``): a file with
+  other bytes is deleted and fetched once more, then refused, so neither the cache nor a
+  ``local_dir`` keeps bytes the Hub does not list (offline, the cache is taken as checked).
 - ``download("mt80" | "mt30")`` uses the repo named by ``TDMPC2_DATA_REPO_MT80`` /
   ``TDMPC2_DATA_REPO_MT30`` (or ``repo=``), default the published legacy repo. A repo
   with a root ``zarr.json`` is a shard repo (above); otherwise its ``mt80/chunk_*.pt``
@@ -40,7 +43,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,31 +207,72 @@ def download(
         return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
-    with hub_errors(repo_id, revision, f"downloading {repo_id}"):
-        if local_dir is not None:
+
+    def fetch() -> Path:
+        return Path(
             snapshot_download(
                 repo_id,
                 repo_type="dataset",
                 revision=commit,
                 local_dir=local_dir,
-                allow_patterns=patterns,
-                token=token,
-                max_workers=max_workers,
-                local_files_only=cache_only,
-            )
-            return _index_local_dir(Path(local_dir), repo_id, commit, attrs, shards)
-        snapshot = Path(
-            snapshot_download(
-                repo_id,
-                repo_type="dataset",
-                revision=commit,
-                allow_patterns=[INDEX, *patterns],
+                allow_patterns=patterns if local_dir is not None else [INDEX, *patterns],
                 token=token,
                 max_workers=max_workers,
                 local_files_only=cache_only,
             )
         )
-    return snapshot if tasks is None else _task_view(snapshot, repo_id, commit, attrs, shards)
+
+    with hub_errors(repo_id, revision, f"downloading {repo_id}"):
+        root = fetch()
+        if not (cache_only or constants.HF_HUB_OFFLINE):  # else: checked when downloaded
+            _check_download(root, repo_id, commit, shards, token, fetch)
+    if local_dir is not None:
+        return _index_local_dir(root, repo_id, commit, attrs, shards)
+    return root if tasks is None else _task_view(root, repo_id, commit, attrs, shards)
+
+
+def _check_download(
+    root: Path,
+    repo_id: str,
+    commit: str,
+    shards: list[dict],
+    token: str | bool | None,
+    refetch: Callable[[], Path],
+) -> None:
+    """Check the downloaded files of ``shards`` under ``root`` against the Hub's ids of them
+    (``_same_content``: sha256 of LFS files, git blob id of others); files that differ are
+    deleted and fetched again once (``refetch``), then refused in one ``HubError`` line."""
+    tree = HfApi(token=token).list_repo_tree(
+        repo_id, schema.SHARDS_DIR, recursive=True, repo_type="dataset", revision=commit
+    )
+    dirs = tuple(f"{s['path']}/" for s in shards)
+    listed = [f for f in tree if isinstance(f, RepoFile) and f.path.startswith(dirs)]
+    bad = _remove_unlike(root, listed)
+    if bad:
+        refetch()
+        bad = _remove_unlike(root, [f for f in listed if f.path in bad])
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise HubError(
+            f"downloading {repo_id}@{commit}: {bad[0]}{more} came with other bytes than the "
+            "Hub's hash of it (sha256 or git blob id), twice; deleted it, rerun to download "
+            "it again."
+        )
+
+
+def _remove_unlike(root: Path, listed: list[RepoFile]) -> list[str]:
+    """Repo paths of the ``listed`` files whose copy under ``root`` is missing or differs
+    from the Hub's (deleted, with the cache blob a snapshot links it to)."""
+    bad = []
+    for f in listed:
+        local = root / f.path
+        if local.is_file() and _same_content(local, f):
+            continue
+        bad.append(f.path)
+        if local.is_symlink():  # the HF cache: snapshots/<commit>/<path> -> blobs/<etag>
+            local.resolve().unlink(missing_ok=True)
+        local.unlink(missing_ok=True)
+    return bad
 
 
 def _write_index(root: Path, attrs: dict[str, Any], shards: list[dict]) -> None:
@@ -263,8 +307,10 @@ def _task_view(
         return view
     tmp = view.with_name(f".tmp-{view.name}-{uuid.uuid4().hex}")
     (tmp / schema.SHARDS_DIR).mkdir(parents=True)
+    where = f"{repo_id}@{commit}/{INDEX}"
     for s in shards:
-        os.symlink(snapshot / s["path"], tmp / s["path"], target_is_directory=True)
+        target = schema.shard_dir(snapshot, s["path"], where)
+        os.symlink(target, tmp / s["path"], target_is_directory=True)
     _write_index(tmp, attrs, shards)
     try:
         os.rename(tmp, view)

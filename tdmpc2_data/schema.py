@@ -6,13 +6,16 @@ I/O), so the three sides cannot disagree about shapes, dtypes or names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr.codecs as zc
 
+import tdmpc2_data.codecs  # noqa: F401  (every chunk read checks its declared size first)
 from tdmpc2_data.tasks import ACTION_LIMIT, TASKS, Task, padded_dims, resolve_task_name
 
 #: Major version (root ``tdmpc2_format``): a reader refuses majors it does not know.
@@ -23,6 +26,7 @@ SUPPORTED_VERSIONS = (1,)
 #: ignored). 1 added the per-episode provenance arrays (``PER_EPISODE``).
 FORMAT_MINOR = 1
 SHARDS_DIR = "shards"
+_SHARD_PATH = re.compile(rf"{SHARDS_DIR}/[0-9]+")
 
 #: Inner chunks of ~512 KiB of obs: small enough for random episode reads, large enough that
 #: per-chunk overhead and compression ratio do not suffer (bench/shard_codecs.py).
@@ -248,6 +252,8 @@ def check_root_attributes(attrs: Mapping[str, Any], where: str) -> None:
                 f"{where}: root attribute {key!r} is {_short(attrs[key])}; expected a list of "
                 "objects."
             )
+    for entry in attrs["shards"]:
+        check_shard_path(entry.get("path"), where)
     for i, task in enumerate(attrs["tasks"]):
         if not isinstance(task.get("name"), str):
             raise DatasetError(f"{where}: tasks[{i}] has name {_short(task.get('name'))}.")
@@ -269,9 +275,7 @@ def check_index_entry(entry: Mapping[str, Any], where: str, num_tasks: int) -> N
     their product) and task counts of known task ids that sum to its episodes. Readers plan
     and allocate from these numbers, so they are checked before anything else uses them (the
     arrays' shapes are checked against them when the arrays are opened)."""
-    path = entry.get("path")
-    if not isinstance(path, str) or not path.startswith(f"{SHARDS_DIR}/"):
-        raise DatasetError(f"{where}: index entry with path {_short(path)}; expected shards/<n>.")
+    path = check_shard_path(entry.get("path"), where)
     name = f"index entry {path}"
     episodes = _expect_int(entry.get("episodes"), where, f"{name}: episodes", 0)
     length = _expect_int(entry.get("episode_length"), where, f"{name}: episode_length", 1)
@@ -295,6 +299,28 @@ def check_index_entry(entry: Mapping[str, Any], where: str, num_tasks: int) -> N
             f"{where}: {name} has task_counts {counts} that do not sum to its {episodes} "
             f"episodes or name unknown task ids (0..{num_tasks - 1})."
         )
+
+
+def check_shard_path(path: Any, where: str) -> str:
+    """``path`` if it is a shard path as the format defines it, ``shards/<digits>``, else a
+    DatasetError naming ``where``: every index entry (local, Hub, view) passes here before a
+    path built from it is read, written or linked, so none can point outside its dataset
+    (``..``, absolute or drive paths, backslashes, other directories)."""
+    if not isinstance(path, str) or not _SHARD_PATH.fullmatch(path):
+        raise DatasetError(
+            f"{where}: index entry with path {_short(path)}; expected {SHARDS_DIR}/<digits> "
+            "(a shard directory inside the dataset)."
+        )
+    return path
+
+
+def shard_dir(root: Path, path: str, where: str) -> Path:
+    """``root/path`` for a checked shard ``path``, refused (DatasetError naming ``where``)
+    if it resolves outside ``root`` (a symlink on the way): what a link or write uses."""
+    target = root / check_shard_path(path, where)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"{where}: {path} resolves to {target.resolve()}, outside {root}.")
+    return target
 
 
 def _expect_int(value: Any, where: str, what: str, low: int) -> int:

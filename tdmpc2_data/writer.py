@@ -15,7 +15,8 @@ Design (why it is crash-safe and cheap for online agents):
 - Root attributes (``zarr.json``) change only under an exclusive ``flock`` on
   ``.tdmpc2.lock`` and are replaced atomically, so readers always see a whole file. Every
   new shard is appended to the root ``shards`` index at once; ``finalize()`` rebuilds the
-  index from what is on disk.
+  index from what is on disk. A shard that another process's ``compact()`` merged between
+  its rename and its indexing is not indexed again (the merged shard is).
 - Reopening an existing root appends to it (its task table is kept; ``tasks`` may name any
   subset of it).
 """
@@ -632,7 +633,10 @@ class ShardWriter:
         self.shards_written.append(name)
         with root_lock(self.root):
             attrs = read_root_attributes(self.root)
-            if all(s["path"] != shard_path(int(name)) for s in attrs["shards"]):
+            path = shard_path(int(name))
+            # gone: another process's compaction merged it before this lock, and indexed the
+            # merged shard; already there: its finalize indexed it
+            if (self.root / path).is_dir() and all(s["path"] != path for s in attrs["shards"]):
                 attrs["shards"].append(index_entry(self.root, name))
                 write_root_attributes(self.root, attrs)
 

@@ -19,7 +19,9 @@ error, and ``fail(..., drop_after=n)`` sends only ``n`` bytes of a file's body a
 closes the connection (an interrupted download); ``fail(..., stall=s)`` holds the request
 ``s`` seconds (a client to kill mid-download); ``fail(..., pause_after=n)`` sends ``n``
 bytes of the body and holds the rest until ``release()`` (then sends it) or ``stop()``
-(then cuts it): a client to kill, or whose disk to fill, mid-transfer.
+(then cuts it): a client to kill, or whose disk to fill, mid-transfer;
+``fail(..., flip=True)`` sends the file with one byte flipped while its headers give the
+real size and hash (a Hub, proxy or disk that lies about the bytes).
 
 Run standalone (for benchmarks): ``python tests/hub_server.py --root DIR --port 0
 --token hf_x:alice`` prints the endpoint on its first line.
@@ -694,6 +696,12 @@ class HubHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         with open(state.blob_path(entry.sha256), "rb") as f:
+            if self.fault is not None and self.fault.flip:
+                f.seek(start)
+                body = bytearray(f.read(end - start))
+                body[len(body) // 2] ^= 0x01
+                self.wfile.write(body)
+                return
             if self.fault is None or self.fault.drop_after is None:
                 self.server.count_served(end - start)
                 self.connection.sendfile(f, start, end - start)
@@ -731,6 +739,7 @@ class Fault:
     skip: int
     stall: float | None = None
     pause: bool = False  # after sending ``drop_after`` bytes, hold the rest (``held``)
+    flip: bool = False  # send the body with one byte flipped (headers unchanged)
 
 
 class HubServer(ThreadingHTTPServer):
@@ -774,18 +783,23 @@ class HubServer(ThreadingHTTPServer):
 
     def fail(self, method: str, path_part: str, *, status: int | None = None,
              drop_after: int | None = None, stall: float | None = None,
-             pause_after: int | None = None, skip: int = 0) -> None:  # fmt: skip
+             pause_after: int | None = None, flip: bool = False, skip: int = 0) -> None:  # fmt: skip
         """Make a ``method`` request whose path contains ``path_part`` fail, after letting
         ``skip`` such requests through: answer ``status``, or (GET of a file) cut the body
         after ``drop_after`` bytes, or hold the request ``stall`` seconds before answering it
         (a client to be killed mid-download), or (GET of a file) send ``pause_after`` bytes
-        of the body and hold the rest until ``release`` or ``stop``."""
-        if sum(x is not None for x in (status, drop_after, stall, pause_after)) != 1:
-            raise ValueError("give exactly one of status=, drop_after=, stall= and pause_after=")
+        of the body and hold the rest until ``release`` or ``stop``, or (GET of a file, ``flip``)
+        send its body with one byte flipped under the real size and hash headers."""
+        if sum(x is not None for x in (status, drop_after, stall, pause_after)) + flip != 1:
+            raise ValueError(
+                "give exactly one of status=, drop_after=, stall=, pause_after= and flip="
+            )
         pause = pause_after is not None
         drop_after = pause_after if pause else drop_after
         with self._lock:
-            self._faults.append(Fault(method, path_part, status, drop_after, skip, stall, pause))
+            self._faults.append(
+                Fault(method, path_part, status, drop_after, skip, stall, pause, flip)
+            )
 
     def release(self) -> None:
         """Send the rest of the transfers paused by ``fail(..., pause_after=n)``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bombs import deflate_bomb, deflated
 from legacy_chunks import (
     FIXTURES,
     PUBLISHED,
@@ -448,3 +449,36 @@ def test_dispatch_errors(tmp_path, capsys):
     assert "a.npz a shard dataset?" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
     assert cli(["convert", str(tmp_path / "ds")]) == 2
+
+
+CONVERT_AND_MEASURE = """
+import resource, sys
+from tdmpc2_data.convert import convert
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    convert([sys.argv[1]], sys.argv[2], source_format="legacy-pt")
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) >> 10)
+"""
+
+
+def test_compressed_tensor_records_are_refused_unread(tmp_path, capsys):
+    """torch.save stores every member uncompressed; a chunk with a DEFLATE-compressed one
+    (5 MB can inflate to 1 GiB) is refused in one line naming the file and the member,
+    before reading it: converting such a bomb grows the process by +35 MB (imports; before: +2087 MB)."""
+    small = deflated(FIXTURES / "mt80_chunk_tiny.pt", tmp_path / "chunk_0.pt")
+    assert cli(["convert", str(small), str(tmp_path / "ds"), "--from", "legacy-pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tdmpc2-data convert: error: {small}: archive member ") and (
+        "/data/0 is compressed (zip method 8); torch.save stores every member uncompressed" in err
+    ), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ds").exists()
+
+    (tmp_path / "bomb").mkdir()
+    bomb = deflate_bomb(tmp_path / "bomb" / "chunk_0.pt")
+    run = subprocess.run([sys.executable, "-c", CONVERT_AND_MEASURE, str(bomb), str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    said, grown = run.stdout.splitlines()
+    assert said.startswith(f"DatasetError: {bomb}: archive member chunk_0/data/0 is compressed")
+    assert int(grown) < 150, f"grew by {grown} MB"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bombs import deflated
 from legacy_fixtures import FIXTURES
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -146,6 +147,9 @@ CASES = [
     ("convert-tasks-outside-the-set", "tdmpc2-data",
      ["convert", str(FIXTURES / "mt80_chunk_tiny.pt"), "{tmp}/ds", "--task-set", "mt30"],
      "2 episodes of mw-door-open (2) not in --task-set mt30", SUB),
+    ("convert-compressed-tensor-record", "tdmpc2-data",
+     ["convert", "{deflated_pt}", "{tmp}/ds", "--from", "legacy-pt"],
+     "chunk_0.pt: archive member mt80_chunk_tiny/data/0 is compressed (zip method 8)", ""),
     # training that meets a NaN
     ("pretrain-resume-nan-weight", "tdmpc2-pretrain", [*_pretrain("--resume", "auto"), "--out",
      "{nan_run}", "--max-steps", "6"],
@@ -178,6 +182,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     paths["evil_yaml"].write_text(f'steps: !!python/object/apply:os.system ["touch {root}/P"]\n')
     paths["bad_yaml"] = root / "bad.yaml"
     paths["bad_yaml"].write_text("steps: [1, 2\n")
+    paths["deflated_pt"] = deflated(FIXTURES / "mt80_chunk_tiny.pt", root / "chunk_0.pt")
 
     agent = TDMPC2(TDMPC2Config(size="1M", tasks=TASK, num_samples=32, num_elites=4,
                                 num_pi_trajs=4, iterations=1))  # fmt: skip

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from bombs import blosc_zeros, replace_first_chunk
 from dataset_content import write_random
 
 from tdmpc2_data import open_dataset
@@ -60,6 +61,11 @@ def flip(shard: str, field: str) -> Callable[[Path], None]:
         path.write_bytes(bytes(data))
 
     return damage
+
+
+def bomb(shard: str, field: str) -> Callable[[Path], None]:
+    """Inner chunk 0 of an array: a valid blosc frame of 1 GiB of zeros, checksums right."""
+    return lambda root: replace_first_chunk(root / shard / field, blosc_zeros())
 
 
 def remove(relative: str) -> Callable[[Path], None]:
@@ -165,6 +171,10 @@ CASES = [
      f"{S0}/reward: damaged data", SAME),
     ("task-flipped-byte", flip(S0, "task"), (S0, f"{S0}/task: damaged data"), OPENS,
      f"{S0}/task: damaged data", SAME),
+    ("obs-chunk-declares-1-GiB", bomb(S0, "obs"),
+     (S0, f"{S0}/obs: damaged data (a blosc chunk of shape (4, 21, 39) declares 1073741824 "
+      "bytes, expected 13104 bytes; refused before decoding)"), OPENS,
+     f"{S0}/obs: damaged data (a blosc chunk of shape (4, 21, 39) declares", SAME),
     ("success-flipped-byte", flip(S1, "success"), (S1, f"{S1}/success: damaged data"), OPENS,
      SERVES, TRAINS),  # an optional array the loader does not read: verify's to find
     # values a buggy writer left, checksums valid
@@ -226,6 +236,12 @@ CASES = [
     ("index-task-counts-a-list", index(0, task_counts=[3, 1]),
      ("zarr.json", "index entry shards/000000: task_counts [3, 1]; expected {task id: "),
      SAME, SAME, SAME),
+    ("index-path-climbs-out", index(1, path="shards/../../ds/shards/000001"),
+     ("zarr.json", "zarr.json: index entry with path 'shards/../../ds/shards/000001'; expected "
+      "shards/<digits>"), SAME, SAME, SAME),
+    ("index-path-absolute", index(0, path="/etc"),
+     ("zarr.json", "zarr.json: index entry with path '/etc'; expected shards/<digits>"), SAME,
+     SAME, SAME),
     ("index-names-a-shard-not-there", edit_json("zarr.json", index_ghost),
      ("shards/000007", "listed in the root index but not on disk"),
      "zarr.json: the shards index lists shards/000007, which is not on storage", SAME, SAME),
@@ -362,3 +378,41 @@ def test_every_entry_point_meets_the_damage(damaged, verify, opened, sampled, pr
     assert rc == 2 and "Traceback" not in err, err[-3000:]
     assert lines[-1].startswith("tdmpc2-pretrain: error: ") and says in lines[-1], lines[-1]
     assert not (damaged.parent / "pt" / "final").exists()
+
+
+BOMB_READS = """
+import resource, sys, warnings
+from tdmpc2_data import open_dataset
+from tdmpc2_data.format import DatasetError, verify_dataset
+from tdmpc2_data.loader import WindowSampler
+root = sys.argv[1]
+ds = open_dataset(root)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(verify_dataset(root).summary().splitlines()[1])
+for read in (lambda: ds.read_shard(0), lambda: next(iter(WindowSampler(
+        ds, batch_size=16, horizon=3, num_workers=2)))):
+    try:
+        read()
+    except DatasetError as exc:
+        print(exc)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) >> 10)
+"""
+
+
+def test_a_chunk_declaring_a_gigabyte_is_refused_without_decoding_it(clean, tmp_path):
+    """A 0.9 MB obs chunk that decodes to 1 GiB (checksums right): verify, read_shard and a
+    WindowSampler with two workers each refuse it in one line, and the process grows by
+    less than 100 MB (before the size check: +1 GiB in verify alone)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "ds"
+    shutil.copytree(clean, root)
+    bomb(S0, "obs")(root)
+    run = subprocess.run([sys.executable, "-c", BOMB_READS, str(root)], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    *refusals, grown = run.stdout.splitlines()
+    assert run.returncode == 0 and len(refusals) == 3, run.stdout + run.stderr[-2000:]
+    assert all("obs: damaged data (a blosc chunk of shape (4, 21, 39) declares 1073741824"
+               in line for line in refusals), refusals  # fmt: skip
+    assert int(grown) < 100, f"grew by {grown} MB"

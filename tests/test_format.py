@@ -15,6 +15,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+import zarr
 
 from tdmpc2_data import TASK_SETS, ShardWriter, open_dataset
 from tdmpc2_data.cli import main as cli
@@ -353,6 +354,54 @@ def test_concurrent_writer_processes_share_one_root(tmp_path):
     assert ds.task_counts() == {0: 24, 1: 24}
 
 
+FLUSH_ON_GO = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from tdmpc2_data import ShardWriter
+    with ShardWriter(sys.argv[1], tasks=["walker-walk"], sources=[{"writer": 1}]) as w:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        w.add_episode("walker-walk", np.ones((11, 24), np.float32), np.zeros((10, 6)), np.zeros(10))
+    """
+)
+
+
+def test_a_compaction_between_a_writers_shard_and_its_index_is_no_error(tmp_path):
+    """Two writers on a new dataset (as two `tdmpc2-data collect`): writer B's shard is on
+    disk, B waits for the root lock to index it, and A's compaction (`collect` compacts at
+    the end) merges it first. B exits 0 (before: "unreadable shard metadata", exit 1, 2 of
+    10 rounds of two real collect-like writers), and both writers' episodes are there once.
+    The interleaving is made exact with SIGSTOP: B stopped while it waits for the lock."""
+    from tdmpc2_data.writer import root_lock, shard_names
+
+    root = tmp_path / "ds"
+    a = ShardWriter(root, tasks=["walker-walk"], sources=[{"writer": 0}])
+    a.add_episode("walker-walk", np.zeros((11, 24), np.float32), np.zeros((10, 6)), np.zeros(10))
+    a.flush()
+    b = subprocess.Popen([sys.executable, "-c", FLUSH_ON_GO, str(root)], text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert b.stdout.readline() == "ready\n"
+    with root_lock(root):  # B's shard goes on disk, then B waits here to index it
+        b.stdin.write("go\n")
+        b.stdin.flush()
+        deadline = time.monotonic() + 60
+        while len(shard_names(root)) < 2:
+            assert time.monotonic() < deadline and b.poll() is None, b.communicate()
+            time.sleep(0.01)
+        os.kill(b.pid, signal.SIGSTOP)
+    try:
+        assert compact(root) == ["000002"]  # A's and B's shards merged, B's deleted
+    finally:
+        os.kill(b.pid, signal.SIGCONT)
+    _, err = b.communicate(timeout=60)
+    assert b.returncode == 0, err
+    a.close()
+    ds = open_dataset(root)
+    assert [s.path for s in ds.shards] == ["shards/000002"] and ds.num_episodes == 2
+    assert sorted(ds.read_shard(0, ("obs",))["obs"][:, 0, 0]) == [0.0, 1.0]
+    assert verify_dataset(root).ok
+
+
 def test_writer_killed_mid_shard_leaves_a_readable_dataset(tmp_path):
     root = tmp_path / "ds"
     proc = _spawn(root, 0, 10_000, 100, 500)  # ~5 MB shards, written continuously
@@ -382,3 +431,23 @@ def test_writer_killed_mid_shard_leaves_a_readable_dataset(tmp_path):
     assert ds.num_episodes >= 100 and ds.num_episodes % 100 == 0
     assert verify_dataset(root).ok and not verify_dataset(root).warnings
     ShardWriter(root).close()  # and the dataset can grow again
+
+
+def test_a_zstd_chunk_without_a_declared_size_is_refused_unread(tmp_path):
+    """A zstd frame without a content size (streamed) decodes to whatever it holds, so it is
+    refused before decoding; one declaring its chunk's size reads (``tdmpc2_data.codecs``)."""
+    import zstandard
+
+    path = tmp_path / "a"
+    zarr.create_array(path, shape=(8,), chunks=(8,), dtype="float32",
+                      compressors=[zarr.codecs.ZstdCodec()])[:] = 1  # fmt: skip
+    data = np.full(8, 2, np.float32).tobytes()
+    (path / "c" / "0").write_bytes(
+        zstandard.ZstdCompressor(write_content_size=False).compress(data)
+    )
+    with pytest.raises(
+        ValueError, match=r"zstd chunk of shape \(8,\) declares no size, expected 32"
+    ):
+        zarr.open_array(path, mode="r")[:]
+    (path / "c" / "0").write_bytes(zstandard.ZstdCompressor().compress(data))
+    assert (zarr.open_array(path, mode="r")[:] == 2).all()

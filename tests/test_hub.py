@@ -265,6 +265,27 @@ def test_download_killed_mid_way_reruns_fetching_only_what_is_missing(hub, pushe
     assert verify_dataset(path).ok
 
 
+@pytest.mark.parametrize("into", ["cache", "dir"])
+def test_bytes_unlike_the_hubs_hash_are_refused_then_replaced(hub, pushed, tmp_path, into, capsys):
+    """The Hub sends other bytes than its listed sha256 (LFS) / git blob id (regular file),
+    same size: `download` exits 2 naming the file (after one refetch); once the server is
+    fixed, a rerun exits 0 with the right bytes."""
+    lfs, regular = "shards/000001/obs/c/0/0/0", "shards/000002/zarr.json"
+    for path in (lfs, lfs, regular, regular):  # the refetch gets flipped bytes too
+        hub.server.fail("GET", path, flip=True)
+    where = ["--dir", str(tmp_path / "dl")] if into == "dir" else []
+    assert cli(["download", REPO, *where]) == 2
+    err = capsys.readouterr().err  # huggingface_hub's progress bars, then the error line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tdmpc2-data download: error: ") and "Traceback" not in err, err
+    assert f"{lfs} (and 1 more) came with other bytes than the Hub's hash" in last, last
+    assert cli(["download", REPO, *where]) == 0  # the server is fixed
+    root = tmp_path / "dl" if into == "dir" else hubio.download(REPO)
+    for path in (lfs, regular):
+        assert (root / path).read_bytes() == (pushed / path).read_bytes()
+    assert verify_dataset(root).ok
+
+
 def test_offline_from_cache(hub, pushed, monkeypatch):
     full = hubio.download(REPO)
     view = hubio.download(REPO, tasks=["walker-walk"])
@@ -361,6 +382,36 @@ def test_clear_errors(hub, pushed, monkeypatch, capsys):
     assert cli(["download", REPO, "--revision", "v9"]) == 2  # one paragraph, no traceback
     err = capsys.readouterr().err
     assert err.startswith("tdmpc2-data download: error: ") and "Traceback" not in err
+
+
+def tree(root: Path, skip: tuple[Path, ...]) -> set[str]:
+    """Every entry under ``root`` (dangling symlinks included), except under ``skip``."""
+    found = {Path(d, n) for d, dirs, names in os.walk(root) for n in dirs + names}
+    return {str(p) for p in found if not any(p.is_relative_to(s) for s in skip)}
+
+
+#: index paths that point outside the dataset ({tmp}: the test's directory)
+HOSTILE = ["{tmp}/evil", "shards/../../evil", "C:/evil", "shards\\..\\evil", "data/000001",
+           "shards/000001/../../../../evil", "shards/..", "shards/~"]  # fmt: skip
+
+
+def test_hostile_index_paths_are_refused_before_any_link_or_write(hub, pushed, tmp_path, capsys):
+    """A Hub index naming a shard path outside ``shards/<n>``: `download` (into the cache
+    with a task view, or --dir) exits 2 with one line naming it; nothing is created outside
+    the HF cache, no link, no local index."""
+    doc = json.loads((pushed / "zarr.json").read_text())
+    skip = (hub.cache.parent, tmp_path / "hub-server")  # HF_HOME and the server's storage
+    before = tree(tmp_path, skip)
+    for bad in HOSTILE:
+        bad = bad.format(tmp=tmp_path)
+        doc["attributes"]["shards"][1]["path"] = bad  # the mw-door-open shard
+        hub.api().upload_file(path_or_fileobj=json.dumps(doc).encode(), path_in_repo="zarr.json",
+                              repo_id=REPO, repo_type="dataset")  # fmt: skip
+        for where in ([], ["--dir", str(tmp_path / "dl")]):
+            assert cli(["download", REPO, "--tasks", "mw-door-open", *where]) == 2, bad
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"index entry with path {bad!r:.57}" in err, err
+    assert tree(tmp_path, skip) == before
 
 
 def test_hub_down_uses_the_cache(hub, pushed):

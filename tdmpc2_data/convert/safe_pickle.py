@@ -393,7 +393,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 class TorchZip:
-    """A ``torch.save`` zip archive opened read-only with its tensors memory-mapped."""
+    """A ``torch.save`` zip archive opened read-only with its tensors memory-mapped (members
+    stored uncompressed, as torch writes them; a compressed one is refused unread)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -406,6 +407,14 @@ class TorchZip:
                 f"{self.path}: not a torch zip archive (truncated, e.g. by an interrupted "
                 "download, or written by torch < 1.6, which is not supported)"
             ) from None
+        packed = [i for i in self._zip.infolist() if i.compress_type != zipfile.ZIP_STORED]
+        if packed:  # a few MB could inflate to gigabytes: refused before reading any
+            self.close()
+            raise DatasetError(
+                f"{self.path}: archive member {packed[0].filename} is compressed (zip method "
+                f"{packed[0].compress_type}); torch.save stores every member uncompressed, so "
+                "this is not a chunk torch wrote"
+            )
         names = self._zip.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
@@ -447,8 +456,6 @@ class TorchZip:
                 f"{self.path}: storage {key} holds {info.file_size} bytes, expected "
                 f"{numel} x {dtype.itemsize}"
             )
-        if info.compress_type != zipfile.ZIP_STORED:  # never written by torch; read it whole
-            return np.frombuffer(self._zip.read(info), dtype)
         # the local header's extra field (ZIP64 sizes, torch's alignment padding) differs from
         # the central directory's, which gave the offset and sizes: the data follows it
         header = self._mmap[info.header_offset : info.header_offset + 30]
