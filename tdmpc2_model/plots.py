@@ -434,9 +434,11 @@ def embeddings_figure(
                 for j in range(n):
                     ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=8,
                             color="white" if abs(sim[i, j]) > 0.6 else "black")  # fmt: skip
-        ax.set_title(f"task-embedding cosine similarity, {n} tasks "
-                     f"(labels coloured by domain: {', '.join(sorted(colours))})",
-                     fontsize=10)  # fmt: skip
+        ax.set_title(f"task-embedding cosine similarity, {n} tasks")
+        from matplotlib.patches import Patch
+
+        fig.legend([Patch(color=colours[d]) for d in sorted(colours)], sorted(colours),
+                   title="task label colour", fontsize=8, title_fontsize=8, loc="lower left")  # fmt: skip
         fig.tight_layout()
     else:
         xy = task_embedding_map(embeddings)
