@@ -424,8 +424,9 @@ def embeddings_figure(
         xy = np.full((n, 2), np.nan)
         image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1)
         fig.colorbar(image, ax=ax, label="cosine similarity")
-        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(n), names, fontsize=8)
+        size = 8 if n <= 12 else 7
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=size)
+        ax.set_yticks(range(n), names, fontsize=size)
         for label, d in [*zip(ax.get_xticklabels(), domains, strict=True),
                          *zip(ax.get_yticklabels(), domains, strict=True)]:  # fmt: skip
             label.set_color(colours[d])
