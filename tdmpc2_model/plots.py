@@ -308,6 +308,9 @@ def scores_figure(
         drawn = bars.bar(x + (i - (len(data) - 1) / 2) * 0.8 / len(data), heights,
                          0.8 / len(data), label=f"{label}: mean {mean:.1f}")  # fmt: skip
         bars.axhline(mean, color=drawn.patches[0].get_facecolor(), ls="--", lw=1)
+        if len(tasks) * len(data) <= 24:  # few bars: their values (a score of 0 shows no bar)
+            bars.bar_label(drawn, [f"{h:.1f}" if np.isfinite(h) else "" for h in heights],
+                           fontsize=7, padding=1)  # fmt: skip
         rows += [(label, d.get("params"), n, scores[n]["domain"], scores[n]["normalized_score"])
                  for n in tasks if n in scores]  # fmt: skip
         rows.append((label, d.get("params"), "(mean)", "", mean))
@@ -324,13 +327,22 @@ def scores_figure(
         if any(p is None for p in params):
             raise PlotError("Every eval.json needs 'params' for the score-vs-size panel.")
         means = [d["mean_normalized_score"] for d in data]
-        ax.plot(params, means, "o-", color="0.3")
+        order = np.argsort(params)
+        distinct = len(set(params)) == len(params)  # a line joins sizes, not repeats of one
+        ax.plot(np.array(params)[order], np.array(means)[order], "o-" if distinct else "o",
+                color="0.3")  # fmt: skip
+        middle = math.sqrt(min(params) * max(params))
         for p, m, label in zip(params, means, labels, strict=True):
+            right = p > middle  # label towards the middle: it stays inside the panel
             ax.annotate(label.split(" (")[0], (p, m), fontsize=7, textcoords="offset points",
-                        xytext=(3, 3))  # fmt: skip
+                        xytext=(-3 if right else 3, 3), ha="right" if right else "left")  # fmt: skip
         ax.set(xscale="log", xlabel="parameters (millions)", ylabel="mean normalized score",
                title="score vs model size")  # fmt: skip
+        from matplotlib.ticker import LogLocator
+
+        ax.set_xlim(min(params) / 1.5, max(params) * 1.5)
         ax.xaxis.set_major_formatter(_millions)
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
         ax.xaxis.set_minor_formatter(_millions)
         ax.tick_params(axis="x", which="both", labelsize=7)
         ax.grid(alpha=0.3)
