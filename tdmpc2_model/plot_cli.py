@@ -46,14 +46,16 @@ def plot_parser() -> argparse.ArgumentParser:
                    help=f"comma list of published methods to overlay ({', '.join(METHODS)}; "
                         "'' for none; default tdmpc2)")  # fmt: skip
     c.add_argument("--max-step", type=float,
-                   help="x-axis limit (default: the runs' last step, at least 100k)")  # fmt: skip
+                   help="x-axis limit (default: the runs' last step plus 5%%; published points "
+                        "past it are left out, the next one named in the legend)")  # fmt: skip
     c = command("scores", "Normalized score per task (bars grouped by domain) of task-set "
                 "evaluations and, for several, mean score vs parameter count (log axis).")  # fmt: skip
     c.add_argument(
         "evals", nargs="+", metavar="EVAL_DIR", help="tdmpc2-eval --tasks ... --out dirs"
     )
-    c = command("embeddings", "The task embeddings of a multitask checkpoint in 2-D (t-SNE), "
-                "coloured by domain; prints each task's nearest neighbours (cosine).")  # fmt: skip
+    c = command("embeddings", "The task embeddings of a multitask checkpoint: their cosine "
+                "similarity matrix (under 20 tasks) or a t-SNE map coloured by domain; prints "
+                "each task's nearest neighbours (cosine).")  # fmt: skip
     c.add_argument("--checkpoint", required=True, help="a checkpoint tdmpc2-eval accepts")
     c.add_argument("--revision", help="Hub revision of the checkpoint")
     c = command("losses", "Loss terms over time of a pretraining run (vs updates) or an online "
