@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.flags import seed, task_list
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
 
@@ -251,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data collect --tasks walker-walk,cartpole-balance --episodes 20 data/small",
     )
     p.add_argument("dir", help="dataset directory (created, or continued: see --episodes)")
-    p.add_argument("--tasks", action="append", help="task names or task sets, comma separated")
+    p.add_argument(
+        "--tasks", action="append", type=task_list, help="task names or task sets, comma separated"
+    )
     p.add_argument("--task", action="append", help="one task name (repeatable; as --tasks)")
     p.add_argument(
         "--episodes",
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "10); a rerun continues an interrupted one and never repeats an episode",
     )
     p.add_argument("--policy", default="random", help="'random' or a checkpoint (default random)")
-    p.add_argument("--seed", type=int, default=0, help="collection seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="collection seed (default 0)")
     p.add_argument("--task-set", help="task table of a new dataset (default: the given tasks)")
 
     p = add(
@@ -280,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tasks",
+        type=task_list,
         help="legacy-pt/shards/lerobot: keep only these tasks (comma list); torchrl/minari/npz/"
         "hdf5 (and lerobot data whose task strings are not task names): the task of each "
         "source (one for all, or one per source in order; default: the source's metadata)",
@@ -314,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="shard dataset (directory or hf:// URL)")
     p.add_argument("out", help="output directory (must be empty or missing; see --overwrite)")
     p.add_argument("--to", required=True, choices=list(EXPORT_OPTIONS), help="target format")
-    p.add_argument("--tasks", help="only these tasks (names or task sets, comma list)")
+    p.add_argument(
+        "--tasks", type=task_list, help="only these tasks (names or task sets, comma list)"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is not empty (default: refuse)"
     )
@@ -363,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data merge data/a data/b data/both --task-set mt80",
     )
     p.add_argument("paths", nargs="+", metavar="A B ... OUT", help="datasets, then the destination")
-    p.add_argument("--tasks", help="keep only these tasks (comma list or task set)")
+    p.add_argument("--tasks", type=task_list, help="keep only these tasks (comma list or task set)")
     p.add_argument("--task-set", help="task table of the destination (e.g. mt80 keeps ids)")
 
     p = add(
@@ -373,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80",
     )
     p.add_argument("name", metavar="mt80|mt30|OWNER/NAME")
-    p.add_argument("--tasks", help="only the shards/episodes of these tasks (comma list)")
+    p.add_argument(
+        "--tasks", type=task_list, help="only the shards/episodes of these tasks (comma list)"
+    )
     p.add_argument(
         "--dir",
         help="target directory (default: the Hugging Face cache; legacy conversions and "

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.flags import finite_float, seed, task_list
 from tdmpc2_data.versions import add_version_flag
 from tdmpc2_model.malloc import retain_freed_memory
 
@@ -365,20 +366,25 @@ def pretrain_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (alone, or 'auto'), or from a Lightning "
                         "checkpoint file")  # fmt: skip
     p.add_argument("--out", default="runs/pretrain")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-gb", type=float, default=4.0, help="RAM for decoded episodes")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--cache-gb", type=finite_float, default=4.0, help="RAM for decoded episodes")
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
     _logger_flag(p)
     p.add_argument(
         "--exclude-tasks",
+        type=task_list,
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
         "task set (mt80-heldout) or a comma list",
     )
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="evaluate every N updates into the run's logs (0: never)")  # fmt: skip
-    p.add_argument("--eval-tasks", help="task set or comma list to evaluate (default: the table)")
+    p.add_argument(
+        "--eval-tasks",
+        type=task_list,
+        help="task set or comma list to evaluate (default: the table)",
+    )
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task and evaluation")
     p.add_argument(
         "--select",
@@ -418,7 +424,7 @@ def finetune_parser() -> argparse.ArgumentParser:
                    "published repo, without --checkpoint)")  # fmt: skip
     _steps_flag(p, default=20_000)
     p.add_argument("--out", default="runs/finetune")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     _online_flags(p)
     return p
 
@@ -436,7 +442,7 @@ def train_parser() -> argparse.ArgumentParser:
     _steps_flag(p, default=1_000_000)
     p.add_argument("--size", type=_size, default="5M")
     p.add_argument("--out", default="runs/train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     _online_flags(p)
     return p
 
@@ -457,14 +463,16 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     p.add_argument("--task", action=_Once, help="one task")
-    p.add_argument("--tasks", help="a task set (mt80, mt30, mt80-heldout) or a comma list")
+    p.add_argument(
+        "--tasks", type=task_list, help="a task set (mt80, mt30, mt80-heldout) or a comma list"
+    )
     p.add_argument("--out", help="result directory of --tasks (required with it)")
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
     _threads_flag(p)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--video", help="directory for episode videos (mp4); without a display, "
                    "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p
