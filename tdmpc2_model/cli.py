@@ -271,7 +271,7 @@ def _parse(
 
 def expected_errors() -> Any:
     """The data CLI's table of expected errors (``tdmpc2_data.cli.expected_errors``) with the
-    model commands' own rows in front: Ctrl-C (``--resume`` continues), a NaN/Inf loss, a
+    model commands' own rows in front: Ctrl-C or SIGTERM (what was kept), a NaN/Inf loss, a
     file that is not a checkpoint (a refused pickle), Lightning's refusals of devices."""
     import pickle
 
@@ -280,7 +280,7 @@ def expected_errors() -> Any:
     from tdmpc2_model.update import NonFiniteLossError
 
     rows = [
-        ((KeyboardInterrupt,), 130, lambda e, a: "interrupted; rerun with --resume to continue."),
+        ((KeyboardInterrupt,), 130, _interrupted),
         ((NonFiniteLossError,), 2, message_line),  # which update, which loss
         ((pickle.UnpicklingError,), 2, _unpickling),  # the --resume / --checkpoint file
     ]
@@ -288,6 +288,16 @@ def expected_errors() -> Any:
     if lightning is not None:  # e.g. --devices 3 on a 1-GPU machine
         rows.append(((lightning.MisconfigurationException,), 2, message_line))
     return rows + data_errors()
+
+
+def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
+    """Ctrl-C or SIGTERM: what was kept and what continues the command (``tdmpc2-eval``
+    has no ``--resume``; a task set's message, ``TaskSetInterrupted``, says what it kept)."""
+    if str(exc):
+        return str(exc)
+    if hasattr(args, "resume"):
+        return "interrupted; rerun with --resume to continue."
+    return "interrupted; nothing was written."
 
 
 def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
@@ -301,11 +311,12 @@ def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
 def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
-    from tdmpc2_data.cli import one_line_error
+    from tdmpc2_data.cli import one_line_error, sigterm_as_interrupt
 
     try:
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
-        body()
+        with sigterm_as_interrupt():
+            body()
     except BaseException as exc:
         found = one_line_error(exc, args, expected_errors())
         if found is None:
