@@ -15,6 +15,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
+from dataset_content import write_random
 
 from tdmpc2_data import TASK_SETS, ShardWriter, open_dataset
 from tdmpc2_data.cli import main as cli
@@ -382,3 +383,18 @@ def test_writer_killed_mid_shard_leaves_a_readable_dataset(tmp_path):
     assert ds.num_episodes >= 100 and ds.num_episodes % 100 == 0
     assert verify_dataset(root).ok and not verify_dataset(root).warnings
     ShardWriter(root).close()  # and the dataset can grow again
+
+
+def test_a_symlinked_shard_directory_is_refused_never_followed(tmp_path):
+    """A shard to delete (here: merged by compact) that is a symbolic link: one error naming
+    it (rmtree's own names nothing); the directory it points to stays whole."""
+    root = tmp_path / "ds"
+    for seed in range(2):  # two writers: two shards
+        write_random(root, ["walker-walk"], 2, seed=seed)
+    first = root / "shards" / sorted(os.listdir(root / "shards"))[0]
+    elsewhere = tmp_path / "elsewhere"
+    first.rename(elsewhere)
+    first.symlink_to(elsewhere)
+    with pytest.raises(OSError, match=f"^{first}: is a symbolic link .*refused to delete it"):
+        compact(root, episodes_per_shard=100)
+    assert first.is_symlink() and (elsewhere / "zarr.json").is_file()
