@@ -189,9 +189,9 @@ CASES = [
     ("collect-seed-negative", "tdmpc2-data", ["collect", "{tmp}/c", "--tasks", TASK, "--episodes",
      "1", "--seed", "-1"], "argument --seed: -1: must be in", ""),
     ("task-name-100k-eval", "tdmpc2-eval", ["--checkpoint", "{model}", "--task", "x" * 100_000],
-     "Unknown task 'xxxxxxxxxx", ""),
+     "xxxxxxxxxx...' (100002 chars). Run `tdmpc2-data list`", ""),
     ("task-name-100k-train", "tdmpc2-train", ["--task", "x" * 100_000, *_ONLINE],
-     "Got tasks='xxxxxxxxxx", ""),
+     "xxxxxxxxxx...' (100002 chars), which is not a registry task", ""),
 ]  # fmt: skip
 
 
