@@ -2,19 +2,12 @@
 eval.json / eval.csv, worker processes that give the same numbers as one process, a rerun that
 skips finished tasks, and `tdmpc2-eval --tasks`."""
 
-import contextlib
 import csv
 import dataclasses
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
@@ -167,40 +160,22 @@ def test_a_stopped_task_set_evaluation_ends_its_workers_and_keeps_results(agent,
     """SIGTERM (before: the command died silently and its two workers ran on, then hung
     forever) and Ctrl-C alike: the command ends within seconds, no worker outlives it,
     the finished tasks' results stay in --out and the last line says so."""
+    from killing import signal_when
+
     ckpt = agent.save_pretrained(tmp_path / "model")
     out = tmp_path / "ev"
-    code = "import sys; from tdmpc2_model.cli import eval_main; sys.exit(eval_main(sys.argv[1:]))"
     argv = ["--checkpoint", str(ckpt), "--tasks", ",".join(TASKS), "--episodes", "1",
             "--workers", "2", "--out", str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    children: list[psutil.Process] = []
-    try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("tasks/*.json")) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            time.sleep(0.05)
-        children = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(sig)
-        start = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - start < 10
-        assert psutil.wait_procs(children, timeout=5)[1] == []  # no worker left
-    finally:  # nothing left running, whatever failed
-        proc.kill()
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
+    stopped = signal_when("eval_main", argv, lambda: any(out.glob("tasks/*.json")), sig)
+    assert stopped.seconds < 10 and stopped.survivors == []
     kept = sorted(out.glob("tasks/*.json"))
     assert 1 <= len(kept) < len(TASKS)
     assert all(json.loads(p.read_text())["episodes"] == 1 for p in kept)
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    line = err.splitlines()[-1]
-    assert line == (f"tdmpc2-eval: interrupted; the results of {len(kept)} of 3 tasks are kept "
-                    f"in {out / 'tasks'}; the same command run again reuses them and evaluates "
-                    "the rest."), line  # fmt: skip
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    assert stopped.stderr.splitlines()[-1] == (
+        f"tdmpc2-eval: interrupted; the results of {len(kept)} of 3 tasks are kept in "
+        f"{out / 'tasks'}; the same command run again reuses them and evaluates the rest."
+    )
 
 
 def test_pretraining_evaluates_into_the_run_logs(tmp_path):
