@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 import threading
@@ -528,7 +529,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = one_line_error(exc, args)
         if found is None:
             raise
-        print(f"tdmpc2-data {args.command}: {found[1]}", file=sys.stderr)
+        # After Ctrl-C or SIGTERM on a command line, threads still at work (a download's
+        # files in flight; daemon ones too: the exit joins a pool's threads) would hold the
+        # exit until they finish; what is kept is on disk (a download resumes from its
+        # bytes), so the process ends at once, on a line of its own after their progress bar.
+        lingering = argv is None and isinstance(exc, KeyboardInterrupt)
+        lingering = lingering and threading.active_count() > 1
+        newline = "\n" if lingering else ""
+        print(f"{newline}tdmpc2-data {args.command}: {found[1]}", file=sys.stderr)
+        if lingering:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(found[0])
         return found[0]
 
 

@@ -39,8 +39,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,8 @@ def download(
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
     with hub_errors(repo_id, revision, f"downloading {repo_id}"):
         if local_dir is not None:
-            snapshot_download(
+            _interruptible(
+                snapshot_download,
                 repo_id,
                 repo_type="dataset",
                 revision=commit,
@@ -218,7 +220,8 @@ def download(
             )
             return _index_local_dir(Path(local_dir), repo_id, commit, attrs, shards)
         snapshot = Path(
-            snapshot_download(
+            _interruptible(
+                snapshot_download,
                 repo_id,
                 repo_type="dataset",
                 revision=commit,
@@ -229,6 +232,27 @@ def download(
             )
         )
     return snapshot if tasks is None else _task_view(snapshot, repo_id, commit, attrs, shards)
+
+
+def _interruptible(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a daemon thread while this one waits: Ctrl-C or SIGTERM
+    ends the wait at once, instead of when huggingface_hub's download threads have finished
+    the files in flight (its pool waits for them; a killed download resumes on a rerun)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tdmpc2-download", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _write_index(root: Path, attrs: dict[str, Any], shards: list[dict]) -> None:
