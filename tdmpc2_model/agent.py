@@ -105,10 +105,9 @@ class TDMPC2(nn.Module, HubMixin):
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_state_dict(cls, cfg: TDMPC2Config, state_dict: dict[str, torch.Tensor]) -> TDMPC2:
-        """Agent with world-model weights ``state_dict`` (this package's layout, strict)."""
-        agent = cls(cfg)
-        agent.model.load_state_dict(state_dict)
-        return agent
+        """Agent with world-model weights ``state_dict`` (this package's layout, strict), made
+        of those tensors (``world_model_of``): nothing is allocated for fresh weights first."""
+        return cls(cfg, model=world_model_of(cfg, state_dict, "state_dict"))
 
     def with_task(self, task: str) -> TDMPC2:
         """This multitask agent with ``task`` appended to its task table, to finetune it on a
