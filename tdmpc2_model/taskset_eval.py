@@ -138,11 +138,12 @@ def _end_workers(pool: ProcessPoolExecutor) -> None:
 
 def _init_worker(config: dict[str, Any], state: dict[str, torch.Tensor], parent: int) -> None:
     """One thread per worker (the workers share the cores); faster CPU planning (malloc.py);
-    the worker ends with its parent (``_die_with_parent``)."""
+    the worker ends with its parent (``_die_with_parent``). tqdm gets a thread lock, not its
+    multiprocessing one, which an ended worker would leave to the resource tracker (a
+    "leaked semaphore" warning as the command exits)."""
     global _WORKER_AGENT
     _die_with_parent(parent)
-    tqdm.set_lock(threading.RLock())  # not tqdm's multiprocessing lock, which a terminated
-    # worker would leave to the resource tracker (a "leaked semaphore" warning at exit)
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
     retain_freed_memory()
     _WORKER_AGENT = TDMPC2.from_state_dict(TDMPC2Config.from_dict(config), state)
