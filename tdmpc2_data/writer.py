@@ -128,7 +128,7 @@ def _shard_meta(root: Path, name: str, node: str = "") -> dict[str, Any]:
     path = root / SHARDS_DIR / name / node / "zarr.json"
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DatasetError(
             f"{path}: unreadable shard metadata ({exc!r}); run tdmpc2-data verify"
         ) from None

@@ -198,7 +198,7 @@ def _kept(path: Path, episodes: int, seed: int, model: str) -> dict[str, Any] | 
     seed."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # missing, damaged: evaluated again
         return None
     same = (data.get("episodes"), data.get("seed"), data.get("model")) == (episodes, seed, model)
     return data if same else None

@@ -167,6 +167,8 @@ CASES = [
      "deep_config/config.json: JSON nested too deeply to read", SUB),
     ("config-json-1gb", "tdmpc2-eval", _eval("--checkpoint", "{big_config}"),
      "big_config/config.json: 1,073,741,824 bytes, more than a model config.json ever holds", ""),
+    ("run-json-deep", "tdmpc2-train", ["--task", TASK, *_ONLINE, "--out", "{deep_run}", "--resume"],
+     "deep_run/run.json: JSON nested too deeply to read", ""),
     ("zarr-json-deep", "tdmpc2-data", ["info", "{deep_data}"],
      "deep_data/zarr.json: JSON nested too deeply to read", SUB),
     ("zarr-json-1gb", "tdmpc2-data", ["info", "{big_data}"],
@@ -249,6 +251,9 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         paths[name] = shutil.copytree(paths["model"], root / name)
         (paths[name] / "config.json").write_text(text)
     _sparse_gb(paths["big_config"] / "config.json")
+    paths["deep_run"] = root / "deep_run"
+    paths["deep_run"].mkdir()
+    (paths["deep_run"] / "run.json").write_text(DEEP)
     paths["data"] = collect(root / "data", [TASK], episodes=2, seed=0)
     for name in ("deep_data", "big_data"):
         paths[name] = shutil.copytree(paths["data"], root / name)
