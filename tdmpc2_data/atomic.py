@@ -89,3 +89,20 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
         shutil.rmtree(old, ignore_errors=True)
     elif moved:
         old.unlink(missing_ok=True)
+
+
+class SymlinkRefusedError(OSError):
+    """A directory to delete is a symbolic link; nothing was deleted."""
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """``shutil.rmtree(path)``, refusing a symbolic link in one line naming it (rmtree
+    itself raises "Cannot call rmtree on a symbolic link", naming nothing); the link is
+    never followed, so what it points to is never deleted."""
+    path = Path(path)
+    if path.is_symlink():
+        raise SymlinkRefusedError(
+            f"{path}: is a symbolic link (to {os.readlink(path)}), expected a directory to "
+            "delete; refused to delete it. Replace the link by the directory itself or remove it."
+        )
+    shutil.rmtree(path)

@@ -41,4 +41,9 @@ class Batch(NamedTuple):
         return Batch(*(x.pin_memory() for x in self))
 
 
-__all__ = ["Batch"]
+def batch_bytes(batch_size: int, horizon: int, obs_dim: int, action_dim: int) -> int:
+    """Bytes of one `Batch` of ``batch_size`` windows of ``horizon`` steps."""
+    return batch_size * 4 * ((horizon + 1) * obs_dim + horizon * (action_dim + 1) + 2 + action_dim)
+
+
+__all__ = ["Batch", "batch_bytes"]

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.flags import seed, task_list
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
 
@@ -251,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data collect --tasks walker-walk,cartpole-balance --episodes 20 data/small",
     )
     p.add_argument("dir", help="dataset directory (created, or continued: see --episodes)")
-    p.add_argument("--tasks", action="append", help="task names or task sets, comma separated")
+    p.add_argument(
+        "--tasks", action="append", type=task_list, help="task names or task sets, comma separated"
+    )
     p.add_argument("--task", action="append", help="one task name (repeatable; as --tasks)")
     p.add_argument(
         "--episodes",
@@ -261,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "10); a rerun continues an interrupted one and never repeats an episode",
     )
     p.add_argument("--policy", default="random", help="'random' or a checkpoint (default random)")
-    p.add_argument("--seed", type=int, default=0, help="collection seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="collection seed (default 0)")
     p.add_argument("--task-set", help="task table of a new dataset (default: the given tasks)")
 
     p = add(
@@ -280,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tasks",
+        type=task_list,
         help="legacy-pt/shards/lerobot: keep only these tasks (comma list); torchrl/minari/npz/"
         "hdf5 (and lerobot data whose task strings are not task names): the task of each "
         "source (one for all, or one per source in order; default: the source's metadata)",
@@ -314,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="shard dataset (directory or hf:// URL)")
     p.add_argument("out", help="output directory (must be empty or missing; see --overwrite)")
     p.add_argument("--to", required=True, choices=list(EXPORT_OPTIONS), help="target format")
-    p.add_argument("--tasks", help="only these tasks (names or task sets, comma list)")
+    p.add_argument(
+        "--tasks", type=task_list, help="only these tasks (names or task sets, comma list)"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is not empty (default: refuse)"
     )
@@ -363,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data merge data/a data/b data/both --task-set mt80",
     )
     p.add_argument("paths", nargs="+", metavar="A B ... OUT", help="datasets, then the destination")
-    p.add_argument("--tasks", help="keep only these tasks (comma list or task set)")
+    p.add_argument("--tasks", type=task_list, help="keep only these tasks (comma list or task set)")
     p.add_argument("--task-set", help="task table of the destination (e.g. mt80 keeps ids)")
 
     p = add(
@@ -373,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tdmpc2-data download mt80 --tasks mw-door-open,walker-walk --dir data/mt80",
     )
     p.add_argument("name", metavar="mt80|mt30|OWNER/NAME")
-    p.add_argument("--tasks", help="only the shards/episodes of these tasks (comma list)")
+    p.add_argument(
+        "--tasks", type=task_list, help="only the shards/episodes of these tasks (comma list)"
+    )
     p.add_argument(
         "--dir",
         help="target directory (default: the Hugging Face cache; legacy conversions and "
@@ -489,15 +501,46 @@ def one_line_error(
     return None
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises KeyboardInterrupt as Ctrl-C
+    does: a terminated command ends its workers, keeps what is finished and says so, instead
+    of dying silently with its workers still running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with sigterm_as_interrupt():
+            return args.handler(args)
     except BaseException as exc:
         found = one_line_error(exc, args)
         if found is None:
             raise
-        print(f"tdmpc2-data {args.command}: {found[1]}", file=sys.stderr)
+        # After Ctrl-C or SIGTERM on a command line, threads still at work (a download's
+        # files in flight; daemon ones too: the exit joins a pool's threads) would hold the
+        # exit until they finish; what is kept is on disk (a download resumes from its
+        # bytes), so the process ends at once, on a line of its own after their progress bar.
+        lingering = argv is None and isinstance(exc, KeyboardInterrupt)
+        lingering = lingering and threading.active_count() > 1
+        newline = "\n" if lingering else ""
+        print(f"{newline}tdmpc2-data {args.command}: {found[1]}", file=sys.stderr)
+        if lingering:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(found[0])
         return found[0]
 
 

@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -210,7 +211,8 @@ def download(
 
     def fetch() -> Path:
         return Path(
-            snapshot_download(
+            _interruptible(
+                snapshot_download,
                 repo_id,
                 repo_type="dataset",
                 revision=commit,
@@ -273,6 +275,27 @@ def _remove_unlike(root: Path, listed: list[RepoFile]) -> list[str]:
             local.resolve().unlink(missing_ok=True)
         local.unlink(missing_ok=True)
     return bad
+
+
+def _interruptible(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a daemon thread while this one waits: Ctrl-C or SIGTERM
+    ends the wait at once, instead of when huggingface_hub's download threads have finished
+    the files in flight (its pool waits for them; a killed download resumes on a rerun)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tdmpc2-download", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _write_index(root: Path, attrs: dict[str, Any], shards: list[dict]) -> None:

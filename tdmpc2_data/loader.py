@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from tdmpc2_data import schema
-from tdmpc2_data.batch import Batch
+from tdmpc2_data.batch import Batch, batch_bytes
 from tdmpc2_data.cache import READ_FIELDS, Arena, Block, Piece, row_bytes
 from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
@@ -231,7 +231,7 @@ class WindowSampler:
             "cache_bytes": plan.slots * slot_bytes,
             "transitions": sum(p.episodes * p.length for b in plan.blocks for p in b.pieces),
             # one group of batches (outside the budget; about prefetch x workers are in flight)
-            "group_bytes": plan.group * B * 4 * ((H + 1) * self.obs_dim + H * (A + 1) + 2 + A),
+            "group_bytes": plan.group * batch_bytes(B, H, self.obs_dim, A),
         }
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from tdmpc2_data import schema
+from tdmpc2_data.jsonfile import check_size, refused_when_too_deep
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
 from tdmpc2_data.tasks import table_index
 
@@ -66,8 +67,12 @@ class Dataset:
         self._arrays: dict[tuple[int, str], zarr.Array] = {}
         self._metadata: dict[int, dict[str, np.ndarray]] = {}
         where = f"{location}/zarr.json"
+        if isinstance(self.store, LocalStore):
+            check_size(Path(self.store.root) / "zarr.json", schema.ROOT_INDEX_BYTES, DatasetError,
+                       "dataset index")  # fmt: skip
         try:
-            group = zarr.open_group(self.store, mode="r")
+            with refused_when_too_deep(where, DatasetError):
+                group = zarr.open_group(self.store, mode="r")
         except FileNotFoundError:
             raise FileNotFoundError(f"{where}: not found; is {location} a shard dataset?") from None
         except (ValueError, KeyError, TypeError) as exc:  # garbage bytes, or not a group

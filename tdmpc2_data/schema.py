@@ -33,6 +33,8 @@ _SHARD_PATH = re.compile(rf"{SHARDS_DIR}/[0-9]+")
 CHUNK_TARGET_BYTES = 512 << 10
 #: Default shard size: ~128 MiB of uncompressed obs (a few tens of MB on disk per shard file).
 SHARD_TARGET_BYTES = 128 << 20
+#: the most bytes a root ``zarr.json`` may hold (mt80's index of ~4,000 shards holds about 3 MB)
+ROOT_INDEX_BYTES = 1 << 28
 
 
 class DatasetError(ValueError):

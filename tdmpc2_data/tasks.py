@@ -183,6 +183,19 @@ class UnknownTaskError(KeyError):
         return str(self.args[0])
 
 
+#: the longest task name an error message repeats whole (real names have under 40 characters)
+SHOWN_CHARS = 80
+
+
+def shown(name: object) -> str:
+    """``repr(name)`` for a message, cut to ``SHOWN_CHARS`` characters: a 100,000-character
+    name given by mistake is not echoed whole."""
+    text = repr(name)
+    return (
+        text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 5]}...' ({len(text)} chars)"
+    )
+
+
 def resolve_task_name(name: str) -> str:
     """Full task name for ``name``: exact names, aliases and unambiguous short names
     (``door-open`` -> ``mw-door-open``) resolve; anything else raises UnknownTaskError."""
@@ -194,10 +207,11 @@ def resolve_task_name(name: str) -> str:
     prefixed = [n for n in TASKS if n in (f"mw-{key}", f"myo-{key}")]
     if len(prefixed) == 1:
         return prefixed[0]
-    close = difflib.get_close_matches(key, list(TASKS) + list(ALIASES), n=5, cutoff=0.6)
+    close = difflib.get_close_matches(key[:SHOWN_CHARS], list(TASKS) + list(ALIASES), n=5,
+                                      cutoff=0.6)  # fmt: skip
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownTaskError(
-        f"Unknown task {name!r}.{hint} Run `tdmpc2-data list` for all {len(TASKS)} tasks."
+        f"Unknown task {shown(name)}.{hint} Run `tdmpc2-data list` for all {len(TASKS)} tasks."
     )
 
 
@@ -225,7 +239,7 @@ def table_index(
             name = task
         if name in table:
             return list(table).index(name)
-        given, problem = repr(task), f"not in {where} (tasks: {', '.join(table) or 'none'})"
+        given, problem = shown(task), f"not in {where} (tasks: {', '.join(table) or 'none'})"
     raise TaskNotInTableError(
         f"{option} names {given}, which is {problem}." if option else f"Task {given} is {problem}."
     )

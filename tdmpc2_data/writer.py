@@ -42,7 +42,8 @@ import zarr
 from zarr.storage import LocalStore
 
 from tdmpc2_data import schema
-from tdmpc2_data.atomic import naming_path, write_text_atomic
+from tdmpc2_data.atomic import naming_path, remove_tree, write_text_atomic
+from tdmpc2_data.jsonfile import read_json
 from tdmpc2_data.schema import SHARDS_DIR, UNKNOWN, DatasetError, shard_path
 from tdmpc2_data.tasks import ACTION_LIMIT, Task, table_index
 
@@ -66,12 +67,9 @@ def _created_by() -> str:
 # ------------------------------------------------------------------ root metadata I/O
 def read_root_attributes(root: Path) -> dict[str, Any]:
     path = root / "zarr.json"
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not a shard dataset (no zarr.json)") from None
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not a shard dataset (no zarr.json)")
+    meta = read_json(path, schema.ROOT_INDEX_BYTES, DatasetError, "dataset index")
     attrs = meta.get("attributes", {})
     schema.check_root_attributes(attrs, str(path))
     return attrs
@@ -131,7 +129,7 @@ def _shard_meta(root: Path, name: str, node: str = "") -> dict[str, Any]:
     path = root / SHARDS_DIR / name / node / "zarr.json"
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DatasetError(
             f"{path}: unreadable shard metadata ({exc!r}); run tdmpc2-data verify"
         ) from None
@@ -275,7 +273,7 @@ def _remove_merged(root: Path) -> None:
     for name in sorted(names):
         for old in _shard_meta(root, name).get("attributes", {}).get("merged_from", []):
             if old in names:
-                shutil.rmtree(root / SHARDS_DIR / old)
+                remove_tree(root / SHARDS_DIR / old)
                 names.discard(old)
 
 
@@ -573,7 +571,7 @@ class ShardWriter:
             for name in shard_names(self.root):
                 meta = _shard_meta(self.root, name)
                 if meta.get("attributes", {}).get("sources") == [source_id]:
-                    shutil.rmtree(self.root / SHARDS_DIR / name)
+                    remove_tree(self.root / SHARDS_DIR / name)
                     removed.append(name)
         finalize(self.root)
         return removed

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tdmpc2_data.batch import Batch
+from tdmpc2_data.batch import Batch, batch_bytes
 from tdmpc2_model import losses
-from tdmpc2_model.config import TDMPC2Config
+from tdmpc2_model.config import ARCH_FIELDS, TDMPC2Config
 from tdmpc2_model.hub import HubMixin, world_model_of
 from tdmpc2_model.planner import plan
 from tdmpc2_model.update import update_step
@@ -43,6 +43,44 @@ def make_optimizers(model: WorldModel) -> tuple[torch.optim.Adam, torch.optim.Ad
     return optim, _adam(model._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
 
 
+def training_bytes(cfg: TDMPC2Config, new_model: bool) -> tuple[int, int]:
+    """A lower bound of the bytes that training an agent of ``cfg`` allocates: (model: its
+    tensors, with gradients and two Adam moments per parameter, when ``new_model``, else 0;
+    an update: one batch and one float per layer output of each window step)."""
+    model = 0
+    if new_model:
+        with torch.device("meta"):  # shapes only, nothing allocated
+            meta = WorldModel(cfg)
+        model = 4 * sum(t.numel() for t in meta.state_dict().values()) + 12 * meta.total_params
+    c = cfg
+    outputs = (c.enc_dim * c.num_enc_layers + 2 * c.latent_dim + 2 * c.mlp_dim * (c.num_q + 3)
+               + c.num_bins * (c.num_q + 1) + c.task_dim)  # fmt: skip
+    update = batch_bytes(c.batch_size, c.horizon, c.obs_dim, c.action_dim)
+    return model, update + 4 * c.batch_size * (c.horizon + 1) * outputs
+
+
+def check_memory(cfg: TDMPC2Config, new_model: bool) -> None:
+    """Refuse, naming the fields, a model or batch that cannot fit in this machine's
+    available memory (``training_bytes``), before anything is allocated."""
+    import psutil
+
+    model, update = training_bytes(cfg, new_model)
+    available = psutil.virtual_memory().available
+    if model + update <= available:
+        return
+    if update >= model:
+        what = f"batch_size={cfg.batch_size}: an update (horizon {cfg.horizon})"
+        fix = "a smaller batch size (--batch-size)"
+    else:
+        what = f"{', '.join(f'{k}={getattr(cfg, k)}' for k in ARCH_FIELDS)}: training this model"
+        fix = "a smaller size"
+    raise ValueError(
+        f"Got {what} needs at least {(model + update) / 1e9:,.1f} GB (model "
+        f"{model / 1e9:,.1f} GB, batch {update / 1e9:,.1f} GB); this machine has "
+        f"{available / 1e9:,.1f} GB available. Use {fix}."
+    )
+
+
 class TDMPC2(nn.Module, HubMixin):
     """TD-MPC2 agent for single-task and multitask models.
 
@@ -55,6 +93,7 @@ class TDMPC2(nn.Module, HubMixin):
         """A new agent of ``cfg``; ``model``: its world model, already made (a loaded one)."""
         super().__init__()
         self.cfg = cfg
+        check_memory(cfg, new_model=model is None)
         self.model = WorldModel(cfg) if model is None else model
         self.scale = losses.RunningScale(cfg.tau)
         self.optim, self.pi_optim = make_optimizers(self.model)
@@ -66,10 +105,9 @@ class TDMPC2(nn.Module, HubMixin):
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_state_dict(cls, cfg: TDMPC2Config, state_dict: dict[str, torch.Tensor]) -> TDMPC2:
-        """Agent with world-model weights ``state_dict`` (this package's layout, strict)."""
-        agent = cls(cfg)
-        agent.model.load_state_dict(state_dict)
-        return agent
+        """Agent with world-model weights ``state_dict`` (this package's layout, strict), made
+        of those tensors (``world_model_of``): nothing is allocated for fresh weights first."""
+        return cls(cfg, model=world_model_of(cfg, state_dict, "state_dict"))
 
     def with_task(self, task: str) -> TDMPC2:
         """This multitask agent with ``task`` appended to its task table, to finetune it on a

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from tdmpc2_data.atomic import write_atomic
+from tdmpc2_data.atomic import remove_tree, write_atomic
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.hub import SCALE_KEY, run_overrides
@@ -70,7 +70,7 @@ def save_atomically(
             old = target.with_name(f".old-{target.name}-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old)
+            remove_tree(old)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -95,7 +95,7 @@ def save_checkpoint(
     path = save_atomically(agent, out / CHECKPOINTS_DIR / f"step-{step:09d}", training_data, state)
     if keep:
         for old in sorted((out / CHECKPOINTS_DIR).glob("step-*"))[:-keep]:
-            shutil.rmtree(old)
+            remove_tree(old)
     return path
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.flags import finite_float, seed, task_list
 from tdmpc2_data.versions import add_version_flag
 from tdmpc2_model.malloc import retain_freed_memory
 
@@ -270,7 +271,7 @@ def _parse(
 
 def expected_errors() -> Any:
     """The data CLI's table of expected errors (``tdmpc2_data.cli.expected_errors``) with the
-    model commands' own rows in front: Ctrl-C (``--resume`` continues), a NaN/Inf loss, a
+    model commands' own rows in front: Ctrl-C or SIGTERM (what was kept), a NaN/Inf loss, a
     file that is not a checkpoint (a refused pickle), Lightning's refusals of devices."""
     import pickle
 
@@ -279,7 +280,7 @@ def expected_errors() -> Any:
     from tdmpc2_model.update import NonFiniteLossError
 
     rows = [
-        ((KeyboardInterrupt,), 130, lambda e, a: "interrupted; rerun with --resume to continue."),
+        ((KeyboardInterrupt,), 130, _interrupted),
         ((NonFiniteLossError,), 2, message_line),  # which update, which loss
         ((pickle.UnpicklingError,), 2, _unpickling),  # the --resume / --checkpoint file
     ]
@@ -287,6 +288,16 @@ def expected_errors() -> Any:
     if lightning is not None:  # e.g. --devices 3 on a 1-GPU machine
         rows.append(((lightning.MisconfigurationException,), 2, message_line))
     return rows + data_errors()
+
+
+def _interrupted(exc: BaseException, args: argparse.Namespace) -> str:
+    """Ctrl-C or SIGTERM: what was kept and what continues the command (``tdmpc2-eval``
+    has no ``--resume``; a task set's message, ``TaskSetInterrupted``, says what it kept)."""
+    if str(exc):
+        return str(exc)
+    if hasattr(args, "resume"):
+        return "interrupted; rerun with --resume to continue."
+    return "interrupted; nothing was written."
 
 
 def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
@@ -300,11 +311,12 @@ def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
 def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
-    from tdmpc2_data.cli import one_line_error
+    from tdmpc2_data.cli import one_line_error, sigterm_as_interrupt
 
     try:
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
-        body()
+        with sigterm_as_interrupt():
+            body()
     except BaseException as exc:
         found = one_line_error(exc, args, expected_errors())
         if found is None:
@@ -365,20 +377,25 @@ def pretrain_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (alone, or 'auto'), or from a Lightning "
                         "checkpoint file")  # fmt: skip
     p.add_argument("--out", default="runs/pretrain")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-gb", type=float, default=4.0, help="RAM for decoded episodes")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--cache-gb", type=finite_float, default=4.0, help="RAM for decoded episodes")
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
     _logger_flag(p)
     p.add_argument(
         "--exclude-tasks",
+        type=task_list,
         help="tasks kept in the model's table but never sampled, for later finetuning: a "
         "task set (mt80-heldout) or a comma list",
     )
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="evaluate every N updates into the run's logs (0: never)")  # fmt: skip
-    p.add_argument("--eval-tasks", help="task set or comma list to evaluate (default: the table)")
+    p.add_argument(
+        "--eval-tasks",
+        type=task_list,
+        help="task set or comma list to evaluate (default: the table)",
+    )
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per task and evaluation")
     p.add_argument(
         "--select",
@@ -418,7 +435,7 @@ def finetune_parser() -> argparse.ArgumentParser:
                    "published repo, without --checkpoint)")  # fmt: skip
     _steps_flag(p, default=20_000)
     p.add_argument("--out", default="runs/finetune")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     _online_flags(p)
     return p
 
@@ -436,7 +453,7 @@ def train_parser() -> argparse.ArgumentParser:
     _steps_flag(p, default=1_000_000)
     p.add_argument("--size", type=_size, default="5M")
     p.add_argument("--out", default="runs/train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     _online_flags(p)
     return p
 
@@ -457,14 +474,16 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="Hub repo, save_pretrained dir, legacy .pt or alias")
     p.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     p.add_argument("--task", action=_Once, help="one task")
-    p.add_argument("--tasks", help="a task set (mt80, mt30, mt80-heldout) or a comma list")
+    p.add_argument(
+        "--tasks", type=task_list, help="a task set (mt80, mt30, mt80-heldout) or a comma list"
+    )
     p.add_argument("--out", help="result directory of --tasks (required with it)")
     p.add_argument("--workers", type=int, help="processes for --tasks (default: one per core)")
     _threads_flag(p)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--video", help="directory for episode videos (mp4); without a display, "
                    "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--json", help="also write the results to this JSON file")
     return p

@@ -16,6 +16,7 @@ from tdmpc2_data.tasks import (
     get_task,
     padded_dims,
     resolve_tasks,
+    shown,
     table_index,
 )
 
@@ -31,6 +32,14 @@ ARCH_FIELDS = ("enc_dim", "mlp_dim", "latent_dim", "num_enc_layers", "num_q", "t
 #: Fields of earlier versions that nothing read; ``from_dict`` ignores them in old configs.
 RETIRED_FIELDS = frozenset({"bin_size", "seed_steps"})
 PLAN_ACTIONS = ("elite", "mean")
+#: the largest value of each size field (16x the 317M model's widths and more than any
+#: published setting): larger is refused at once, naming the field, before allocating
+SIZE_LIMITS = {
+    "obs_dim": 1 << 16, "action_dim": 1 << 16, "enc_dim": 1 << 16, "mlp_dim": 1 << 16,
+    "latent_dim": 1 << 16, "task_dim": 1 << 16, "num_enc_layers": 64, "num_q": 64,
+    "num_bins": 10_001, "simnorm_dim": 1 << 16, "horizon": 1_000, "num_samples": 1 << 20,
+    "iterations": 1_000,
+}  # fmt: skip
 DEFAULT_TASK_DIM = 96
 
 
@@ -185,12 +194,12 @@ class TDMPC2Config:
                 names = resolve_tasks(spec)
             except UnknownTaskError as exc:
                 if len(listed) != 1:  # only a lone unknown name is a custom task
-                    raise ValueError(f"Got tasks={spec!r}: {exc}") from None
+                    raise ValueError(f"Got tasks={shown(spec)}: {exc}") from None
                 names, custom = [listed[0].strip()], True
         if custom:
             if self.multitask:
                 raise ValueError(
-                    f"Got tasks={spec!r} with multitask=True; multitask models need "
+                    f"Got tasks={shown(spec)} with multitask=True; multitask models need "
                     "registry task names (see `tdmpc2-data list`)."
                 )
             missing = [
@@ -198,14 +207,14 @@ class TDMPC2Config:
             ]
             if missing:
                 raise ValueError(
-                    f"Got tasks={spec!r}, which is not a registry task; give "
+                    f"Got tasks={shown(spec)}, which is not a registry task; give "
                     f"{', '.join(missing)} for a custom task."
                 )
             self.action_dims = [self.action_dim]
             self.episode_lengths = [self.episode_length]
         else:
             if not names:
-                raise ValueError(f"Got tasks={spec!r}; the task list is empty.")
+                raise ValueError(f"Got tasks={shown(spec)}; the task list is empty.")
             registry = [get_task(n) for n in names]
             need_obs, need_act = padded_dims(registry)
             for name, value, need in (
@@ -266,6 +275,12 @@ class TDMPC2Config:
             check(
                 isinstance(value, int) and value > 0,
                 f"Got {key}={value!r}; must be a positive int.",
+            )
+        for key, limit in SIZE_LIMITS.items():
+            value = getattr(self, key)
+            check(
+                not isinstance(value, int) or value <= limit,
+                f"Got {key}={value}; must be <= {limit}.",
             )
         check(
             self.plan_action in PLAN_ACTIONS,

@@ -50,6 +50,7 @@ from tdmpc2_data.hub_api import (
     refuse_mistyped_path,
     tag_commit,
 )
+from tdmpc2_data.jsonfile import read_json
 from tdmpc2_data.tasks import TASK_SETS, UnknownTaskError
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.legacy import PreReleaseLayoutError, load_legacy
@@ -67,6 +68,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+CONFIG_BYTES = 1 << 24  # a config.json holds a few KB (a run's settings and evaluation)
 SHA256_KEY = "tensors_sha256"  # safetensors metadata: ``tensors_sha256`` of the stored tensors
 SCALE_KEY = "running_scale"  # the agent's RunningScale value, next to the world model
 #: fields that change tensor shapes: a checkpoint fixes them, ``**overrides`` may not
@@ -224,10 +226,7 @@ def load_pretrained_dir(path: str | os.PathLike) -> tuple[TDMPC2Config, dict, di
             f"{root}: no {CONFIG}; a TD-MPC2 model directory (written by save_pretrained) holds "
             f"{CONFIG} and {WEIGHTS} (found: {found}). For a legacy checkpoint pass the .pt file."
         )
-    try:
-        raw = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelHubError(f"{config_path}: not valid JSON ({exc}).") from None
+    raw = read_json(config_path, CONFIG_BYTES, ModelHubError, f"model {CONFIG}")
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise ModelHubError(
             f"{config_path}: not a TD-MPC2 model config (no 'format_version'; this file may "

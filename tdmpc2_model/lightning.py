@@ -486,7 +486,12 @@ def pretrain(
             print(f"pretraining a {cfg.size} model ({module.agent.model.total_params:,} params) "
                   f"on {len(cfg.task_names)} tasks for {max_steps} updates of {batch_size} "
                   f"windows on {trainer.num_devices} {_device_kind(trainer)} -> {out}", flush=True)  # fmt: skip
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning ends a Ctrl-C (or SIGTERM, see the CLIs) with exit(1)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None  # the caller says what --resume continues
+            raise
     trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)  # for --resume auto
     agent = module.export_agent()  # collective under FSDP
     if agent is None or not trainer.is_global_zero:

@@ -62,7 +62,8 @@ def quiet_lightning() -> Iterator[None]:
     """Keep Lightning's info lines (accelerator banner, tips, "`Trainer.fit` stopped") and the
     warnings in ``QUIET_WARNINGS`` off the console for the duration of a run."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero",
-                                              "lightning.fabric.utilities.rank_zero")]  # fmt: skip
+                                              "lightning.fabric.utilities.rank_zero",
+                                              "lightning.pytorch.trainer.connectors.signal_connector")]  # fmt: skip
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         for pattern in QUIET_WARNINGS:

@@ -55,6 +55,7 @@ from tdmpc2_data import open_dataset
 from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.envs import make_env
 from tdmpc2_data.format import ShardWriter, compact, finalize
+from tdmpc2_data.jsonfile import read_json
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
@@ -336,7 +337,7 @@ def _open_run(
                 f"{out} already holds an online run; pass --resume to continue it, or choose "
                 "another --out (nothing was changed)."
             )
-        run = json.loads(path.read_text())
+        run = read_json(path, 1 << 20, OnlineError, "run record")  # a few hundred bytes
         if run["task"] != spec.name:
             raise OnlineError(f"{path}: this run trains {run['task']!r}, not {spec.name!r}.")
         return run

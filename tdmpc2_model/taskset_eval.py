@@ -6,10 +6,14 @@ summary goes to ``OUT/eval.json`` and ``OUT/eval.csv``."""
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import io
 import json
 import os
+import signal
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -107,9 +111,39 @@ def _score_task(agent: TDMPC2, task: str, episodes: int, seed: int) -> dict[str,
 _WORKER_AGENT: TDMPC2 | None = None
 
 
-def _init_worker(config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
-    """One thread per worker (the workers share the cores); faster CPU planning (malloc.py)."""
+class TaskSetInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during ``evaluate_tasks``: the workers were ended; the message says
+    which results were kept."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ignore Ctrl-C (the parent ends the workers) and, on Linux, be killed when the parent
+    process dies, even by SIGKILL (``PR_SET_PDEATHSIG``): no worker outlives its command."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued tasks and end the workers now (``shutdown`` alone waits for the
+    running tasks; the executor has no public way to end them before Python 3.14)."""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    pool.shutdown()  # joins the workers and frees the executor's queues
+
+
+def _init_worker(config: dict[str, Any], state: dict[str, torch.Tensor], parent: int) -> None:
+    """One thread per worker (the workers share the cores); faster CPU planning (malloc.py);
+    the worker ends with its parent (``_die_with_parent``). tqdm gets a thread lock, not its
+    multiprocessing one, which an ended worker would leave to the resource tracker (a
+    "leaked semaphore" warning as the command exits)."""
     global _WORKER_AGENT
+    _die_with_parent(parent)
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
     retain_freed_memory()
     _WORKER_AGENT = TDMPC2.from_state_dict(TDMPC2Config.from_dict(config), state)
@@ -164,7 +198,7 @@ def _kept(path: Path, episodes: int, seed: int, model: str) -> dict[str, Any] | 
     seed."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # missing, damaged: evaluated again
         return None
     same = (data.get("episodes"), data.get("seed"), data.get("model")) == (episodes, seed, model)
     return data if same else None
@@ -223,13 +257,24 @@ def evaluate_tasks(
                 finish(_score_task(agent, n, episodes, seed))
         elif todo:
             state = {k: v.detach().cpu() for k, v in agent.model.state_dict().items()}
-            with ProcessPoolExecutor(
-                min(workers, len(todo)), mp_context=get_context("spawn"),
-                initializer=_init_worker, initargs=(agent.cfg.to_dict(), state),
-            ) as pool:  # fmt: skip
+            pool = ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=get_context("spawn"), initializer=_init_worker,
+                initargs=(agent.cfg.to_dict(), state, os.getpid()),
+            )  # fmt: skip
+            try:
                 futures = [pool.submit(_worker_task, n, episodes, seed) for n in todo]
                 for future in as_completed(futures):
                     finish(future.result())
+            except BaseException:
+                _end_workers(pool)
+                raise
+            pool.shutdown()
+    except KeyboardInterrupt:
+        kept = (f"are kept in {out / 'tasks'}; the same command run again reuses them and "
+                "evaluates the rest" if out else "were not kept (no out directory)")  # fmt: skip
+        raise TaskSetInterrupted(
+            f"interrupted; the results of {len(done)} of {len(names)} tasks {kept}."
+        ) from None
     finally:
         bar.close()
     fields = list(TaskScore.__dataclass_fields__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from tdmpc2_model.checkpoint import save_checkpoint
 
 TASK = "mw-reach"
 ROOT = Path(__file__).resolve().parents[1]
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested 100,000 levels deep, spliced in as text
 ENTRY = {  # prog -> (module, function)
     "tdmpc2-train": ("tdmpc2_model.cli", "train_main"),
     "tdmpc2-finetune": ("tdmpc2_model.cli", "finetune_main"),
@@ -156,6 +158,46 @@ CASES = [
      "last.ckpt: tensor '_reward.2.weight' holds 1 non-finite value(s)", ""),
     ("pretrain-diverging-lr", "tdmpc2-pretrain", _pretrain("--config", "lr=1.0e+38"),
      "update 1: non-finite pi_loss", ""),
+    # sizes that cannot fit: refused before allocating, naming the field
+    ("config-json-huge-latent", "tdmpc2-eval", _eval("--checkpoint", "{huge_latent}"),
+     "huge_latent/config.json: Got latent_dim=100000000; must be <= 65536", SUB),
+    ("pretrain-batch-size-huge", "tdmpc2-pretrain", [*_pretrain(), "--batch-size", "1000000000"],
+     "Got batch_size=1000000000: an update (horizon 3) needs at least", SUB),
+    ("train-config-widths-huge", "tdmpc2-train", _train("--config", "enc_dim=65536", "--config",
+     "num_enc_layers=64"), "Got enc_dim=65536, mlp_dim=384, latent_dim=128, num_enc_layers=64, "
+     "num_q=2, task_dim=0: training this model needs at least 4,278.2 GB", ""),
+    # JSON metadata nested too deeply or too large to be what it claims
+    ("config-json-deep", "tdmpc2-eval", _eval("--checkpoint", "{deep_config}"),
+     "deep_config/config.json: JSON nested too deeply to read", SUB),
+    ("config-json-1gb", "tdmpc2-eval", _eval("--checkpoint", "{big_config}"),
+     "big_config/config.json: 1,073,741,824 bytes, more than a model config.json ever holds", ""),
+    ("run-json-deep", "tdmpc2-train", ["--task", TASK, *_ONLINE, "--out", "{deep_run}", "--resume"],
+     "deep_run/run.json: JSON nested too deeply to read", ""),
+    ("zarr-json-deep", "tdmpc2-data", ["info", "{deep_data}"],
+     "deep_data/zarr.json: JSON nested too deeply to read", SUB),
+    ("zarr-json-1gb", "tdmpc2-data", ["info", "{big_data}"],
+     "big_data/zarr.json: 1,073,741,824 bytes, more than a dataset index ever holds", ""),
+    # flags: empty task lists, NaN/inf, seeds numpy and torch refuse, endless task names
+    ("eval-tasks-empty", "tdmpc2-eval", ["--checkpoint", "{model}", "--tasks", "", "--out",
+     "{tmp}/ev"], "argument --tasks: expected a task set (mt80, mt30 ...) or a comma list", SUB),
+    ("pretrain-eval-tasks-commas", "tdmpc2-pretrain", _pretrain("--eval-tasks", ",,"),
+     "argument --eval-tasks: expected a task set", ""),
+    ("merge-tasks-empty", "tdmpc2-data", ["merge", "{data}", "{tmp}/m", "--tasks", " "],
+     "argument --tasks: expected a task set", ""),
+    ("cache-gb-nan", "tdmpc2-pretrain", _pretrain("--cache-gb", "nan"),
+     "argument --cache-gb: expected a finite number; got 'nan'", SUB),
+    ("cache-gb-inf", "tdmpc2-pretrain", _pretrain("--cache-gb", "inf"),
+     "argument --cache-gb: expected a finite number; got 'inf'", ""),
+    ("seed-negative", "tdmpc2-eval", _eval("--checkpoint", "{model}", "--seed", "-1"),
+     "argument --seed: -1: must be in [0, 2**32 - 1]", SUB),
+    ("seed-2-to-the-32", "tdmpc2-train", _train("--seed", "4294967296"),
+     "argument --seed: 4294967296: must be in [0, 2**32 - 1]", ""),
+    ("collect-seed-negative", "tdmpc2-data", ["collect", "{tmp}/c", "--tasks", TASK, "--episodes",
+     "1", "--seed", "-1"], "argument --seed: -1: must be in", ""),
+    ("task-name-100k-eval", "tdmpc2-eval", ["--checkpoint", "{model}", "--task", "x" * 100_000],
+     "xxxxxxxxxx...' (100002 chars). Run `tdmpc2-data list`", ""),
+    ("task-name-100k-train", "tdmpc2-train", ["--task", "x" * 100_000, *_ONLINE],
+     "xxxxxxxxxx...' (100002 chars), which is not a registry task", ""),
 ]  # fmt: skip
 
 
@@ -207,7 +249,21 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (hostile_run / "run.json").write_text(json.dumps(run))
     paths["hostile_run"] = hostile_run
 
+    config = json.loads((paths["model"] / "config.json").read_text())
+    for name, text in (("huge_latent", json.dumps({**config, "latent_dim": 10**8})),
+                       ("deep_config", f'{json.dumps(config)[:-1]}, "provenance": {DEEP}}}'),
+                       ("big_config", "")):  # fmt: skip
+        paths[name] = shutil.copytree(paths["model"], root / name)
+        (paths[name] / "config.json").write_text(text)
+    _sparse_gb(paths["big_config"] / "config.json")
+    paths["deep_run"] = root / "deep_run"
+    paths["deep_run"].mkdir()
+    (paths["deep_run"] / "run.json").write_text(DEEP)
     paths["data"] = collect(root / "data", [TASK], episodes=2, seed=0)
+    for name in ("deep_data", "big_data"):
+        paths[name] = shutil.copytree(paths["data"], root / name)
+    (paths["deep_data"] / "zarr.json").write_text(f'{{"node_type": "group", "attributes": {DEEP}}}')
+    _sparse_gb(paths["big_data"] / "zarr.json")
     nan_run = root / "nan_run"  # a real pretraining run, then a NaN put into its checkpoint
     argv = [a.format(data=paths["data"], tmp=root) for a in _pretrain("--out", str(nan_run))]
     assert pretrain_main(argv) == 0
@@ -216,6 +272,12 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     torch.save(ckpt, nan_run / "lightning" / "last.ckpt")
     paths["nan_run"] = nan_run
     return {k: str(v) for k, v in paths.items()}
+
+
+def _sparse_gb(path: Path) -> None:
+    """Make ``path`` a 1 GiB file (sparse: instant, and no disk used)."""
+    with open(path, "r+b") as f:
+        f.truncate(1 << 30)
 
 
 def _run_subprocess(prog: str, argv: list[str], cwd: Path) -> tuple[int, str, str]:
@@ -260,7 +322,7 @@ def test_damage_is_one_line_naming_it(
     assert rc == 2, (case, rc, err[-2000:])
     assert "Traceback" not in err, err[-2000:]
     assert lines, "no error line"
-    head = f"{prog}{' convert' if prog == 'tdmpc2-data' else ''}: error: "
+    head = f"{prog}{' ' + argv[0] if prog == 'tdmpc2-data' else ''}: error: "
     assert lines[-1].startswith(head) and says in lines[-1], lines[-1]
     before = lines[:-1]  # argparse's usage lines, and progress bars of a real run
     assert all(x.startswith(("usage:", " ")) or "\r" in x or "INFO" in x for x in before), before

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import signal
 
 import pytest
 import torch
@@ -152,6 +153,29 @@ def test_cli_rejects_bad_input_before_evaluating(agent, tmp_path, capsys):
         eval_main(["--checkpoint", str(ckpt), "--task", "mw-reach", "--tasks", "mt80"])
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", str(ckpt), "--tasks", "mt80"])  # no --out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_task_set_evaluation_ends_its_workers_and_keeps_results(agent, tmp_path, sig):
+    """SIGTERM (before: the command died silently and its two workers ran on, then hung
+    forever) and Ctrl-C alike: the command ends within seconds, no worker outlives it,
+    the finished tasks' results stay in --out and the last line says so."""
+    from killing import signal_when
+
+    ckpt = agent.save_pretrained(tmp_path / "model")
+    out = tmp_path / "ev"
+    argv = ["--checkpoint", str(ckpt), "--tasks", ",".join(TASKS), "--episodes", "1",
+            "--workers", "2", "--out", str(out)]  # fmt: skip
+    stopped = signal_when("eval_main", argv, lambda: any(out.glob("tasks/*.json")), sig)
+    assert stopped.seconds < 10 and stopped.survivors == []
+    kept = sorted(out.glob("tasks/*.json"))
+    assert 1 <= len(kept) < len(TASKS)
+    assert all(json.loads(p.read_text())["episodes"] == 1 for p in kept)
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    assert stopped.stderr.splitlines()[-1] == (
+        f"tdmpc2-eval: interrupted; the results of {len(kept)} of 3 tasks are kept in "
+        f"{out / 'tasks'}; the same command run again reuses them and evaluates the rest."
+    )
 
 
 def test_pretraining_evaluates_into_the_run_logs(tmp_path):

@@ -16,6 +16,7 @@ import fsspec
 import numpy as np
 import pytest
 import zarr
+from dataset_content import write_random
 
 from tdmpc2_data import TASK_SETS, ShardWriter, open_dataset
 from tdmpc2_data.cli import main as cli
@@ -451,3 +452,18 @@ def test_a_zstd_chunk_without_a_declared_size_is_refused_unread(tmp_path):
         zarr.open_array(path, mode="r")[:]
     (path / "c" / "0").write_bytes(zstandard.ZstdCompressor().compress(data))
     assert (zarr.open_array(path, mode="r")[:] == 2).all()
+
+
+def test_a_symlinked_shard_directory_is_refused_never_followed(tmp_path):
+    """A shard to delete (here: merged by compact) that is a symbolic link: one error naming
+    it (rmtree's own names nothing); the directory it points to stays whole."""
+    root = tmp_path / "ds"
+    for seed in range(2):  # two writers: two shards
+        write_random(root, ["walker-walk"], 2, seed=seed)
+    first = root / "shards" / sorted(os.listdir(root / "shards"))[0]
+    elsewhere = tmp_path / "elsewhere"
+    first.rename(elsewhere)
+    first.symlink_to(elsewhere)
+    with pytest.raises(OSError, match=f"^{first}: is a symbolic link .*refused to delete it"):
+        compact(root, episodes_per_shard=100)
+    assert first.is_symlink() and (elsewhere / "zarr.json").is_file()

@@ -286,6 +286,38 @@ def test_bytes_unlike_the_hubs_hash_are_refused_then_replaced(hub, pushed, tmp_p
     assert verify_dataset(root).ok
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_download_ends_at_once_and_says_what_was_kept(hub, pushed, tmp_path, sig):
+    """SIGTERM or Ctrl-C while a shard file is in flight: the command ends within seconds
+    (not when its download threads finish) in one line saying what was kept."""
+    import signal
+    import time
+
+    stalled = "shards/000001/obs/c/0/0/0"
+    hub.server.fail("GET", stalled, stall=60)
+    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tdmpc2_data.cli", "download", REPO, "--dir",
+                             str(tmp_path / "dl")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not hub.server.downloads(stalled):
+            assert proc.poll() is None and time.monotonic() < deadline, "stuck before the signal"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 5, err[-3000:]  # before: when the file timed out
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.splitlines()[-1] == (
+        "tdmpc2-data download: interrupted; every file downloaded (and legacy chunk converted) "
+        "completely is kept. Rerun the same command to continue."
+    )
+
+
 def test_offline_from_cache(hub, pushed, monkeypatch):
     full = hubio.download(REPO)
     view = hubio.download(REPO, tasks=["walker-walk"])

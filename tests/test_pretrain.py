@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -350,6 +351,21 @@ def test_sigkill_mid_pretraining_then_resume_finishes_every_update(dataset, tmp_
     resumed = TDMPC2.from_pretrained(out / "final").model.state_dict()
     for key, value in TDMPC2.from_pretrained(whole / "final").model.state_dict().items():
         assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_pretraining_says_resume_continues_it(dataset, tmp_path, sig):
+    """SIGTERM and Ctrl-C mid-pretraining: one line saying what continues the run, exit code
+    130, and the loader's threads end with it (before: Lightning's exit code 1 and nothing
+    said; SIGTERM also logged a line of its own)."""
+    from killing import signal_when
+
+    out = tmp_path / "run"
+    argv = pretrain_args(dataset, out, 100_000, "--checkpoint-every", "5", "--num-workers", "2")
+    stopped = signal_when("pretrain_main", argv, out / "lightning" / "last.ckpt", sig)
+    assert stopped.returncode == 130 and stopped.seconds < 10, stopped.stderr[-2000:]
+    lines = [x for x in stopped.stderr.splitlines() if x.strip() and "update/s" not in x]
+    assert lines == ["tdmpc2-pretrain: interrupted; rerun with --resume to continue."], lines
 
 
 def test_resume_from_a_checkpoint_with_nan_weights_is_refused_up_front(pretrained, dataset,
