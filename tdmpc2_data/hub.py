@@ -201,7 +201,13 @@ def download(
         legacy = isinstance(exc, NoIndexError) or constants.HF_HUB_OFFLINE
         if name not in PUBLISHED_DATASETS or not legacy:
             raise
-        return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
+        root = _download_legacy(name, repo_id, tasks, local_dir, revision, token)
+        if tasks is None or local_dir is not None:  # as a shard repo's download (below)
+            return root
+        from tdmpc2_data.writer import read_root_attributes
+
+        attrs, commit = read_root_attributes(root), _read_record(root)["commit"]
+        return _task_view(root, repo_id, commit, attrs, select_shards(attrs, tasks, str(root)))
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
     with hub_errors(repo_id, revision, f"downloading {repo_id}"):
@@ -256,8 +262,10 @@ def _index_local_dir(
 def _task_view(
     snapshot: Path, repo_id: str, commit: str, attrs: dict[str, Any], shards: list[dict]
 ) -> Path:
-    """A directory with a filtered index and symlinks to the cached shards (built atomically)."""
-    key = hashlib.sha1(json.dumps(sorted(s["path"] for s in shards)).encode()).hexdigest()[:12]
+    """A directory with a filtered index and symlinks to the shards of ``snapshot`` (the
+    cached snapshot, or a converted legacy dataset), built atomically."""
+    paths = [str(snapshot), *sorted(s["path"] for s in shards)]
+    key = hashlib.sha1(json.dumps(paths).encode()).hexdigest()[:12]
     view = data_home() / "views" / repo_id.replace("/", "--") / f"{commit}-{key}"
     if (view / INDEX).exists():
         return view

@@ -561,6 +561,11 @@ def test_legacy_chunks_download_convert_and_resume(hub, legacy_repo, tmp_path):
     hub.server.log.clear()
     assert hubio.download("mt80") == dest  # all converted: nothing fetched
     assert hub.server.downloads(".pt") == []
+    task = episodes(ds)[0][0]  # after the full download, a task's view (as a shard repo gives)
+    view = hubio.download("mt80", tasks=[task])
+    assert view != dest and hub.server.downloads(".pt") == []
+    mine = [e for e in episodes(view) if e[0] == task]  # whole shards, as from a shard repo
+    assert mine == sorted(expected_episodes({task}) * 2)
     hub.api().upload_file(  # upstream replaces a chunk: never mixed into the same directory
         path_or_fileobj=str(LEGACY / "mt30_chunk_tiny.pt"),
         path_in_repo="mt80/chunk_1.pt",
