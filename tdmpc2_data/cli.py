@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdmpc2_data.progress import match_hub_bars
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
 
@@ -491,6 +492,7 @@ def one_line_error(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    match_hub_bars()
     try:
         return args.handler(args)
     except BaseException as exc:

@@ -55,7 +55,6 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from huggingface_hub.utils import sha
-from tqdm.auto import tqdm
 
 from tdmpc2_data import resumable, schema
 from tdmpc2_data.atomic import write_text_atomic
@@ -71,6 +70,7 @@ from tdmpc2_data.hub_api import (
     published_data_repo,
     tag_commit,
 )
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import TASK_SETS, resolve_tasks, table_index
 
 __all__ = ["download", "hub_url", "info", "push", "read_index"]
@@ -331,7 +331,7 @@ def _download_legacy(
     dest.mkdir(parents=True, exist_ok=True)
     _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": [c[:2] for c in chunks]})
     staging = dest / ".chunks"
-    for path, size, blob, sha256 in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+    for path, size, blob, sha256 in progress_bar(chunks, desc=f"{name} chunks", unit="chunk"):
         if done(path, size):
             continue
         staged = staging / blob[:16]  # a partial download of one version of the chunk
@@ -488,7 +488,7 @@ def push(
             if not (p in remote and _same_content(root / p, remote[p]))
         ]
         total = sum(n for _, n in todo)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
+        with progress_bar(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
             for i, batch in enumerate(_batches(todo, commit_bytes, commit_files)):
                 ops = [CommitOperationAdd(p, str(root / p)) for p in batch]
                 commit = api.create_commit(

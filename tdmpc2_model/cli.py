@@ -301,8 +301,10 @@ def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
     from tdmpc2_data.cli import one_line_error
+    from tdmpc2_data.progress import match_hub_bars
 
     try:
+        match_hub_bars()
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
         body()
     except BaseException as exc:

@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
+from tdmpc2_data.progress import bars_enabled
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.checkpoint import save_torch_atomically
 from tdmpc2_model.config import TDMPC2Config
@@ -455,7 +456,8 @@ def pretrain(
 
         _, tensors, _ = read_lightning_checkpoint(Path(ckpt_path), mmap=True)
         check_finite(tensors, ckpt_path)  # a NaN weight: refused here, not at the first update
-    if progress:
+    bars = progress and bars_enabled()  # not into a log file (``tdmpc2_data.progress``)
+    if bars:
         callbacks.append(UpdatesBar())
     with quiet_lightning():
         trainer = L.Trainer(
@@ -475,7 +477,7 @@ def pretrain(
                 *callbacks,
             ],  # fmt: skip
             plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=progress,
+            enable_progress_bar=bars,
             enable_model_summary=False,  # one line instead (below)
             use_distributed_sampler=False,  # the sampler splits shards by rank itself
             num_sanity_val_steps=0,

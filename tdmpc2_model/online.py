@@ -55,6 +55,7 @@ from tdmpc2_data import open_dataset
 from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.envs import make_env
 from tdmpc2_data.format import ShardWriter, compact, finalize
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
@@ -179,8 +180,8 @@ def train(
     env = make_env(spec.name, seed=seed + episode)
     planner = planner_actor(agent, spec, eval_mode=False)
     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-    bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {spec.name}", unit="step",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=steps, initial=min(step, steps), desc=f"train {spec.name}",
+                       unit="step", enabled=progress, dynamic_ncols=True)  # fmt: skip
     random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
 
     def act(obs: np.ndarray, t0: bool) -> np.ndarray:
