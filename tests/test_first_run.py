@@ -98,4 +98,29 @@ def test_a_log_file_holds_no_bar_refreshes(tmp_path):
             assert code == 0, log.read_text()
     text = log.read_text()
     assert "\r" not in text and "Training:" not in text, text
+    assert "evaluating 1 episode at the end (1 evaluation" in text  # the plan, up front
     assert len(text) < 4096, (len(text), text)
+
+
+def test_a_short_finetunes_default_plan_is_mostly_training():
+    """``--steps 2000`` on door-open evaluated 10 episodes before training and 10 at the end
+    (230 s of a 15-minute run); the defaults now fit the run's length."""
+    from tdmpc2_data.tasks import get_task
+    from tdmpc2_model.cli import finetune_parser
+    from tdmpc2_model.online import eval_plan
+
+    length = get_task("door-open").episode_length
+    for steps in (2000, 20_000, 1_000_000):
+        args = finetune_parser().parse_args(["--task", "door-open", "--steps", str(steps)])
+        plan = eval_plan(args.steps, length, args.eval_every, args.eval_episodes,
+                         args.eval_at_start)  # fmt: skip
+        episodes = plan.evaluations(steps) * plan.episodes
+        assert 1 <= episodes and episodes * length <= 0.1 * steps, (steps, plan)
+        assert plan.at_start == (steps >= 100_000)
+    assert eval_plan(2000, length).line(2000, length) == (
+        "evaluating 1 episode every 1000 steps and at the end (2 evaluations, 10% of the run's "
+        "2000 steps; --eval-every, --eval-episodes, --eval-at-start)"
+    )
+    given = eval_plan(2000, length, every=500, episodes=3, at_start=True)
+    assert (given.evaluations(2000), given.episodes) == (5, 3)  # flags are kept as given
+    assert eval_plan(2000, get_task("walker-walk").episode_length).evaluations(2000) == 1
