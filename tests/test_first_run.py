@@ -124,3 +124,72 @@ def test_a_short_finetunes_default_plan_is_mostly_training():
     given = eval_plan(2000, length, every=500, episodes=3, at_start=True)
     assert (given.evaluations(2000), given.episodes) == (5, 3)  # flags are kept as given
     assert eval_plan(2000, get_task("walker-walk").episode_length).evaluations(2000) == 1
+
+
+def _no_trainer(monkeypatch) -> None:
+    """Nothing may start: a refusal comes before the data and the Trainer."""
+    import tdmpc2_model.lightning as lightning
+
+    def started(*args, **kwargs):
+        raise AssertionError("the Trainer was started")
+
+    monkeypatch.setattr(lightning.L, "Trainer", started)
+    monkeypatch.setattr(lightning.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(lightning.os, "sched_getaffinity", lambda pid: {0, 1})
+
+
+def test_gpu_recipes_on_a_cpu_are_refused_before_starting(tmp_path, monkeypatch, capsys):
+    """The README's 8-GPU line on a 2-core machine without a GPU started 8 CPU ranks, killed
+    for memory after 57 s; a 317M run that cannot fit started too."""
+    from types import SimpleNamespace
+
+    import psutil
+
+    from tdmpc2_model.cli import pretrain_main
+
+    _no_trainer(monkeypatch)
+    base = ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
+    argv = ["--size", "317M", "--devices", "8", "--strategy", "ddp", "--precision", "bf16-mixed"]
+    assert pretrain_main([*argv, *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("tdmpc2-pretrain: error: --devices 8: no GPU here, so that would be 8 CPU "
+                   "processes on 2 cores; use --devices 1 (at most 2), or a machine with "
+                   "GPUs.")  # fmt: skip
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=8e9))
+    assert pretrain_main(["--size", "317M", "--precision", "bf16-mixed", *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("tdmpc2-pretrain: error: --size 317M --batch-size 1024 on CPU (one "
+                   "process): needs about 12.7 GB (estimate) and 8.0 GB is available; use a "
+                   "smaller --size or --batch-size, or a machine with a GPU.")  # fmt: skip
+
+
+def test_a_cpu_run_announces_its_processes_and_memory(tmp_path, monkeypatch, capsys):
+    from tdmpc2_model.lightning import check_cpu_run
+
+    _no_trainer(monkeypatch)
+    check_cpu_run("48M", 2, 256, "32-true", {}, say=True)
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == ("--devices 2: no GPU here: 2 CPU processes (DDP over gloo), each with "
+                       "a copy of the model")  # fmt: skip
+    assert said[1].startswith("--size 48M --batch-size 256 on CPU (2 processes): estimated "
+                              "peak memory ")  # fmt: skip
+    assert said[1].endswith("; 48M is meant for GPUs") and len(said) == 2
+
+
+def test_the_memory_estimate_is_near_the_measured_peaks():
+    """Bench rows: peak RSS of ``tdmpc2-pretrain --max-steps 3`` on a CPU (KiB, /usr/bin/time)
+    and the 317M run of issue #26 (12.3 GB, bf16-mixed, mt80 table)."""
+    from tdmpc2_data.tasks import TASK_SETS
+    from tdmpc2_model.config import TDMPC2Config
+    from tdmpc2_model.memory import estimate_pretrain_bytes
+
+    table = ["mw-reach", "cartpole-balance", "mw-door-open"]
+    rows = [("1M", 256, "32-true", table, 601148 * 1024), ("1M", 1024, "32-true", table, 912164 * 1024),
+            ("5M", 256, "32-true", table, 788284 * 1024), ("5M", 1024, "32-true", table, 1392052 * 1024),
+            ("19M", 512, "32-true", table, 1671892 * 1024),
+            ("317M", 1024, "bf16-mixed", TASK_SETS["mt80"], 12.3e9)]  # fmt: skip
+    for size, batch, precision, tasks, measured in rows:
+        estimate = estimate_pretrain_bytes(
+            TDMPC2Config(size=size, tasks=tasks), batch, 3, precision
+        )
+        assert abs(estimate / measured - 1) < 0.05, (size, batch, estimate, measured)
