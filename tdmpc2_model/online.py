@@ -124,7 +124,8 @@ class EvalPlan:
         if not self.episodes:
             return "no evaluation (--eval-episodes 0)"
         count = self.evaluations(steps)
-        when = f"every {self.every} steps and at the end" if self.every else "at the end"
+        between = self.every and self.every < steps
+        when = f"every {self.every} steps and at the end" if between else "at the end"
         start = "before training, " if self.at_start else ""
         share = count * self.episodes * episode_length / steps
         return (f"evaluating {self.episodes} episode{'s' * (self.episodes > 1)} {start}{when} "
