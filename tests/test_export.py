@@ -178,9 +178,10 @@ def test_out_refused_when_not_empty_and_replaced_with_overwrite(shards, tmp_path
     assert real_width_episodes(root).keys() == written.keys()
 
 
-def test_a_failure_midway_leaves_out_as_it_was(shards, tmp_path, capsys):
+def test_a_failure_midway_leaves_out_as_it_was(shards, tmp_path, capsys, monkeypatch):
     """Damage in the last task's shard stops the export after earlier tasks were written:
     OUT keeps its old content and no half dataset or temporary directory is left."""
+    monkeypatch.setenv("TDMPC2_DISABLE_PROGRESS_BARS", "0")  # the bar a terminal shows
     root, _ = shards
     ds = open_dataset(root)
     shard, _ = ds.task_episodes("mw-reach")[-1]
