@@ -26,6 +26,15 @@ def naming_path(path: str | os.PathLike) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode a new file (0666) or directory (0777) gets under the process umask, for
+    temporary files made private (``mkstemp``, ``mkdtemp``, or a writer such as safetensors
+    that creates its file 0600) before they are renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def write_atomic(
     path: str | os.PathLike,
     write: Callable[[Path], None],
@@ -34,15 +43,16 @@ def write_atomic(
 ) -> None:
     """``write(tmp)`` a temporary file next to ``path``, then rename it to ``path``.
 
-    The temporary name is unique rather than made by ``mkstemp``, whose 0600 mode would
-    survive the rename (the file gets the umask's mode like any other); ``tmp`` chooses it
-    (the shard writer's names say which process made them). ``fsync``: flush the file to
-    disk before the rename (for metadata that indexes data already on disk)."""
+    The file gets the umask's mode (``umask_mode``) before the rename, whatever mode
+    ``write`` made it with (safetensors makes 0600); ``tmp`` chooses the temporary name (the
+    shard writer's names say which process made them). ``fsync``: flush the file to disk
+    before the rename (for metadata that indexes data already on disk)."""
     path = Path(path)
     tmp = tmp or path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with naming_path(path):
             write(tmp)
+            tmp.chmod(umask_mode())
             if fsync:
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())

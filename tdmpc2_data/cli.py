@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tdmpc2_data.flags import seed, task_list
+from tdmpc2_data.progress import match_hub_bars
 from tdmpc2_data.tasks import TASK_SETS, TASKS, resolve_tasks
 from tdmpc2_data.versions import add_version_flag
 
@@ -522,6 +523,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    match_hub_bars()
     try:
         with sigterm_as_interrupt():
             return args.handler(args)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tdmpc2_data.envs import make_env
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.reader import open_dataset
 from tdmpc2_data.tasks import get_task, resolve_tasks
 from tdmpc2_data.writer import ShardWriter, compact, finalize, root_lock
@@ -155,8 +155,8 @@ def collect(
         for env in envs:
             name = env.task.name
             have = min(done.get(name, 0), episodes)
-            bar = tqdm(range(have, episodes), desc=f"collect {name}", unit="ep", total=episodes,
-                       initial=have, disable=not progress)  # fmt: skip
+            bar = progress_bar(range(have, episodes), desc=f"collect {name}", unit="ep",
+                               total=episodes, initial=have, enabled=progress)  # fmt: skip
             for episode in bar:
                 ep_seed = episode_seed(seed, name, episode)
                 act = random_policy(ep_seed) if loaded == "random" else loaded

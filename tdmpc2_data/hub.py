@@ -59,7 +59,6 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from huggingface_hub.utils import sha
-from tqdm.auto import tqdm
 
 from tdmpc2_data import resumable, schema
 from tdmpc2_data.atomic import write_text_atomic
@@ -75,6 +74,7 @@ from tdmpc2_data.hub_api import (
     published_data_repo,
     tag_commit,
 )
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import TASK_SETS, resolve_tasks, table_index
 
 __all__ = ["download", "hub_url", "info", "push", "read_index"]
@@ -205,7 +205,13 @@ def download(
         legacy = isinstance(exc, NoIndexError) or constants.HF_HUB_OFFLINE
         if name not in PUBLISHED_DATASETS or not legacy:
             raise
-        return _download_legacy(name, repo_id, tasks, local_dir, revision, token)
+        root = _download_legacy(name, repo_id, tasks, local_dir, revision, token)
+        if tasks is None or local_dir is not None:  # as a shard repo's download (below)
+            return root
+        from tdmpc2_data.writer import read_root_attributes
+
+        attrs, commit = read_root_attributes(root), _read_record(root)["commit"]
+        return _task_view(root, repo_id, commit, attrs, select_shards(attrs, tasks, str(root)))
     shards = select_shards(attrs, tasks, f"{repo_id}@{commit}")
     patterns = [CARD, *(f"{s['path']}/*" for s in shards)]
 
@@ -323,8 +329,10 @@ def _index_local_dir(
 def _task_view(
     snapshot: Path, repo_id: str, commit: str, attrs: dict[str, Any], shards: list[dict]
 ) -> Path:
-    """A directory with a filtered index and symlinks to the cached shards (built atomically)."""
-    key = hashlib.sha1(json.dumps(sorted(s["path"] for s in shards)).encode()).hexdigest()[:12]
+    """A directory with a filtered index and symlinks to the shards of ``snapshot`` (the
+    cached snapshot, or a converted legacy dataset), built atomically."""
+    paths = [str(snapshot), *sorted(s["path"] for s in shards)]
+    key = hashlib.sha1(json.dumps(paths).encode()).hexdigest()[:12]
     view = data_home() / "views" / repo_id.replace("/", "--") / f"{commit}-{key}"
     if (view / INDEX).exists():
         return view
@@ -392,7 +400,7 @@ def _download_legacy(
     dest.mkdir(parents=True, exist_ok=True)
     _write_record(dest, {"repo_id": repo_id, "commit": commit, "chunks": [c[:2] for c in chunks]})
     staging = dest / ".chunks"
-    for path, size, blob, sha256 in tqdm(chunks, desc=f"{name} chunks", unit="chunk"):
+    for path, size, blob, sha256 in progress_bar(chunks, desc=f"{name} chunks", unit="chunk"):
         if done(path, size):
             continue
         staged = staging / blob[:16]  # a partial download of one version of the chunk
@@ -549,7 +557,7 @@ def push(
             if not (p in remote and _same_content(root / p, remote[p]))
         ]
         total = sum(n for _, n in todo)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
+        with progress_bar(total=total, unit="B", unit_scale=True, desc=f"push {repo_id}") as bar:
             for i, batch in enumerate(_batches(todo, commit_bytes, commit_files)):
                 ops = [CommitOperationAdd(p, str(root / p)) for p in batch]
                 commit = api.create_commit(

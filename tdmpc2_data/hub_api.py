@@ -189,14 +189,12 @@ def hub_errors(
         if local_only and not constants.HF_HUB_OFFLINE:
             raise error(f"{doing}: local_files_only=True and {missing}; load it once without "
                         "local_files_only.") from None  # fmt: skip
-        reason = (
-            "offline mode is on (HF_HUB_OFFLINE=1)"
-            if constants.HF_HUB_OFFLINE
-            else f"cannot reach {endpoint}"
-        )
+        if constants.HF_HUB_OFFLINE:
+            raise error(f"{doing}: HF_HUB_OFFLINE=1 is set and {missing}; unset HF_HUB_OFFLINE "
+                        "and rerun once online to fill the cache.") from None  # fmt: skip
         raise error(
-            f"{doing}: {reason} and {missing}. Check your network and HF_ENDPOINT, or download "
-            f"it once online. ({type(exc).__name__})"
+            f"{doing}: cannot reach {endpoint} and {missing}. Check your network and "
+            f"HF_ENDPOINT, or download it once online. ({type(exc).__name__})"
         ) from None
     except EntryNotFoundError:
         raise error(f"{doing}: the file is not in {kind} {where}.") from None

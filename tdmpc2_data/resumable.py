@@ -22,6 +22,7 @@ from huggingface_hub.utils.sha import sha_fileobj
 
 from tdmpc2_data.atomic import naming_path
 from tdmpc2_data.hub_api import HubError, TransportError
+from tdmpc2_data.progress import bars_enabled
 
 __all__ = ["fetch", "partial_path"]
 
@@ -64,7 +65,7 @@ def fetch(
         _lock(out, f"downloading {repo_id}/{filename}: another process is downloading it "
                    f"into {directory}; wait for it to finish or use another directory.")  # fmt: skip
         bar = hf_tqdm(desc=filename, total=size, initial=out.tell(), unit="B", unit_scale=True,
-                      name="huggingface_hub.http_get")  # fmt: skip
+                      name="huggingface_hub.http_get", disable=not bars_enabled())  # fmt: skip
         with bar:
             idle = 0
             while (have := out.tell()) < size:

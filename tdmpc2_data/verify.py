@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tdmpc2_data import schema
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.reader import Dataset, ShardInfo, open_dataset
 from tdmpc2_data.schema import SHARDS_DIR, DatasetError
 from tdmpc2_data.writer import TMP_PREFIX, index_entry, shard_names
@@ -68,7 +68,9 @@ def verify_dataset(path: str | os.PathLike, progress: bool = False) -> VerifyRep
     _check_index(ds, report)
     present = _present(ds)
     provenance: list[np.ndarray] = []  # (source, task, source_index) of recorded episodes
-    for i, shard in enumerate(tqdm(ds.shards, desc="verify", unit="shard", disable=not progress)):
+    for i, shard in enumerate(
+        progress_bar(ds.shards, desc="verify", unit="shard", enabled=progress)
+    ):
         if shard.path.split("/")[-1] not in present:
             continue  # reported by the index check
         try:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from tdmpc2_data.atomic import remove_tree, write_atomic
+from tdmpc2_data.atomic import remove_tree, umask_mode, write_atomic
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.hub import SCALE_KEY, run_overrides
@@ -58,9 +58,7 @@ def save_atomically(
     ``target``, then swap it in: readers see the old directory or the new one, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint dir is a normal dir
+    tmp.chmod(umask_mode(directory=True))  # mkdtemp makes it private; a checkpoint is not
     try:
         with safetensors_os_errors(target):
             agent.save_pretrained(tmp, training_data=training_data)

@@ -135,15 +135,15 @@ def _online_flags(p: argparse.ArgumentParser) -> None:
     _logger_flag(p)
     _threads_flag(p)
     p.add_argument("--seed-steps", type=int, help="random-action steps (default max(1000, 5 x T))")
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=20_000,
-        help="evaluate at the start and every N steps (0: only at the end)",
-    )
-    p.add_argument(
-        "--eval-episodes", type=int, default=10, help="episodes per evaluation (0: none)"
-    )
+    p.add_argument("--eval-every", type=int,
+                   help="evaluate every N steps and at the end (0: only at the end; default: a "
+                        "tenth of --steps, fewer for short runs; the plan is shown at the start)")  # fmt: skip
+    p.add_argument("--eval-episodes", type=int,
+                   help="episodes per evaluation (0: none; default: 1 to 10, as many as keep "
+                        "evaluation within a tenth of the run)")  # fmt: skip
+    p.add_argument("--eval-at-start", action=argparse.BooleanOptionalAction,
+                   help="also evaluate before training (default: for runs of 100000 steps or "
+                        "more)")  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="checkpoint every N steps")
     p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
                    help="keep the newest N checkpoints in OUT/checkpoints, delete older ones "
@@ -312,8 +312,10 @@ def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
     from tdmpc2_data.cli import one_line_error, sigterm_as_interrupt
+    from tdmpc2_data.progress import match_hub_bars
 
     try:
+        match_hub_bars()
         retain_freed_memory()  # faster CPU planning and updates (see malloc.py)
         with sigterm_as_interrupt():
             body()
@@ -519,6 +521,7 @@ def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
         seed_steps=args.seed_steps,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
+        eval_at_start=args.eval_at_start,
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints,
         resume=args.resume,

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tdmpc2_data.collect import Actor
 from tdmpc2_data.collect import rollout as collect_rollout
 from tdmpc2_data.envs import make_env
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import Task, UnknownTaskError, get_task
 from tdmpc2_model.agent import TDMPC2
 
@@ -142,7 +142,7 @@ def evaluate(
     result, cfg, act = EvalResult(spec.name), agent.cfg, planner_actor(agent, spec)
     env = make_env(spec.name, seed=seed, render_mode="rgb_array" if video_dir else None)
     try:
-        bar = tqdm(range(episodes), desc=f"eval {spec.name}", unit="ep", disable=not progress)
+        bar = progress_bar(range(episodes), desc=f"eval {spec.name}", unit="ep", enabled=progress)
         for i in bar:
             ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, seed=seed + i,
                          render=video_dir is not None)  # fmt: skip

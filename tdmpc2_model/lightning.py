@@ -30,6 +30,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
+from tdmpc2_data.progress import bars_enabled
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.checkpoint import save_torch_atomically
 from tdmpc2_model.config import TDMPC2Config
@@ -351,6 +352,51 @@ def _strategy(strategy: str, devices: Any, num_nodes: int) -> Any:
     return "auto"
 
 
+#: sizes meant for GPUs: on a CPU an update of theirs at batch 1024 takes about a minute
+GPU_SIZES = ("48M", "317M")
+
+
+def check_cpu_run(
+    size: str, devices: Any, batch_size: int, precision: str, config: dict[str, Any], say: bool
+) -> None:
+    """On a machine without a GPU (the accelerator resolving to CPU): refuse ``devices`` N
+    beyond the cores (N CPU processes), and a run whose estimated peak memory
+    (``memory.estimate_pretrain_bytes``, N processes) exceeds the available memory; when
+    ``say``, announce the CPU processes and the estimate in one line each."""
+    import psutil
+
+    from tdmpc2_data.tasks import TASK_SETS
+    from tdmpc2_model.memory import estimate_pretrain_bytes
+
+    cores = len(os.sched_getaffinity(0))
+    if isinstance(devices, (list, tuple)):
+        ranks = len(devices)
+    else:
+        ranks = cores if devices in (-1, "-1") else 1 if devices == "auto" else int(devices)
+    if ranks > cores:
+        raise ValueError(
+            f"--devices {devices}: no GPU here, so that would be {ranks} CPU processes on "
+            f"{cores} cores; use --devices 1 (at most {cores}), or a machine with GPUs."
+        )
+    cfg = TDMPC2Config(size=size, tasks=TASK_SETS["mt80"], **config)  # the widest table
+    need = ranks * estimate_pretrain_bytes(cfg, batch_size, cfg.horizon, precision)
+    free = psutil.virtual_memory().available
+    each = f"{ranks} processes" if ranks > 1 else "one process"
+    what = f"--size {size} --batch-size {batch_size} on CPU ({each})"
+    if need > free:
+        raise ValueError(
+            f"{what}: needs about {need / 1e9:.1f} GB (estimate) and {free / 1e9:.1f} GB is "
+            "available; use a smaller --size or --batch-size, or a machine with a GPU."
+        )
+    if say:
+        if ranks > 1:
+            print(f"--devices {devices}: no GPU here: {ranks} CPU processes (DDP over gloo), "
+                  "each with a copy of the model", flush=True)  # fmt: skip
+        meant = f"; {size} is meant for GPUs" if size in GPU_SIZES else ""
+        print(f"{what}: estimated peak memory {need / 1e9:.1f} GB of {free / 1e9:.1f} GB "
+              f"available (plus the --cache-gb of decoded episodes){meant}", flush=True)  # fmt: skip
+
+
 def pretrain(
     data: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -415,6 +461,9 @@ def pretrain(
             f"--accelerator {accelerator}: no CUDA GPU here (torch {torch.__version__}"
             f"{', a CPU-only build' if torch.version.cuda is None else ''}); use cpu or auto."
         )
+    cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cpu and os.environ.get("LOCAL_RANK", "0") == "0":  # the launching process, once
+        check_cpu_run(size, devices, batch_size, precision, config, say=progress)
     L.seed_everything(seed, workers=True, verbose=False)
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
@@ -455,7 +504,8 @@ def pretrain(
 
         _, tensors, _ = read_lightning_checkpoint(Path(ckpt_path), mmap=True)
         check_finite(tensors, ckpt_path)  # a NaN weight: refused here, not at the first update
-    if progress:
+    bars = progress and bars_enabled()  # not into a log file (``tdmpc2_data.progress``)
+    if bars:
         callbacks.append(UpdatesBar())
     with quiet_lightning():
         trainer = L.Trainer(
@@ -475,7 +525,7 @@ def pretrain(
                 *callbacks,
             ],  # fmt: skip
             plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=progress,
+            enable_progress_bar=bars,
             enable_model_summary=False,  # one line instead (below)
             use_distributed_sampler=False,  # the sampler splits shards by rank itself
             num_sanity_val_steps=0,

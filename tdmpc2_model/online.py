@@ -40,10 +40,11 @@ cannot be added to a checkpoint (its tensors fix the table); that is a clear err
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.envs import make_env
 from tdmpc2_data.format import ShardWriter, compact, finalize
 from tdmpc2_data.jsonfile import read_json
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
@@ -95,6 +97,66 @@ class TrainResult:
     evaluation: EvalResult | None
 
 
+#: by default evaluation takes at most this share of a run's environment steps (at least one
+#: episode at the end), in at most ``MAX_EVALUATIONS`` evaluations of at most
+#: ``MAX_EVAL_EPISODES`` episodes; runs of ``LONG_RUN`` steps or more also evaluate the
+#: starting point (a 2000-step finetune used to spend a quarter of its time on 20 episodes)
+EVAL_SHARE, MAX_EVALUATIONS, MAX_EVAL_EPISODES, LONG_RUN = 0.1, 10, 10, 100_000
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """When an online run evaluates: every ``every`` steps (0: only at the end), ``episodes``
+    episodes each (0: never), and before training when ``at_start``."""
+
+    every: int
+    episodes: int
+    at_start: bool
+
+    def evaluations(self, steps: int) -> int:
+        """Evaluations of a fresh run of ``steps`` steps (at most; at episode ends)."""
+        if not self.episodes:
+            return 0
+        between = len(range(self.every, steps, self.every)) if self.every else 0
+        return int(self.at_start) + between + 1
+
+    def line(self, steps: int, episode_length: int) -> str:
+        """``evaluating 1 episode every 1000 steps and at the end (2 evaluations, 10% ...)``."""
+        if not self.episodes:
+            return "no evaluation (--eval-episodes 0)"
+        count = self.evaluations(steps)
+        between = self.every and self.every < steps
+        when = f"every {self.every} steps and at the end" if between else "at the end"
+        start = "before training, " if self.at_start else ""
+        share = count * self.episodes * episode_length / steps
+        return (f"evaluating {self.episodes} episode{'s' * (self.episodes > 1)} {start}{when} "
+                f"({count} evaluation{'s' * (count > 1)}, {share:.0%} of the run's {steps} "
+                "steps; --eval-every, --eval-episodes, --eval-at-start)")  # fmt: skip
+
+
+def eval_plan(
+    steps: int,
+    episode_length: int,
+    every: int | None = None,
+    episodes: int | None = None,
+    at_start: bool | None = None,
+) -> EvalPlan:
+    """The evaluation plan of a run of ``steps`` steps, defaults (None) fitted to its length:
+    ``every``: a tenth of the run, at least what keeps one episode within ``EVAL_SHARE`` of
+    it, in thousands; ``at_start``: runs of ``LONG_RUN`` steps or more; ``episodes``: as many
+    as keep evaluation within ``EVAL_SHARE`` of the run (1 to ``MAX_EVAL_EPISODES``)."""
+    if every is None:
+        least = max(steps // MAX_EVALUATIONS, math.ceil(episode_length / EVAL_SHARE))
+        every = -(-least // 1000) * 1000
+    if at_start is None:
+        at_start = steps >= LONG_RUN
+    if episodes is None:
+        count = EvalPlan(every, 1, at_start).evaluations(steps)
+        fit = int(EVAL_SHARE * steps / (count * episode_length))
+        episodes = min(MAX_EVAL_EPISODES, max(1, fit))
+    return EvalPlan(every, episodes, at_start)
+
+
 def default_seed_steps(spec: Task) -> int:
     """max(1000, 5 x episode length): the paper's seeding phase of random actions."""
     return max(1000, 5 * spec.episode_length)
@@ -108,8 +170,9 @@ def train(
     *,
     seed: int = 0,
     seed_steps: int | None = None,
-    eval_every: int = 0,
-    eval_episodes: int = 10,
+    eval_every: int | None = None,
+    eval_episodes: int | None = None,
+    eval_at_start: bool | None = None,
     checkpoint_every: int = 50_000,
     keep_checkpoints: int = 2,
     resume: bool = False,
@@ -121,8 +184,9 @@ def train(
     """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
     docstring for the loop, the run directory ``out`` and resuming).
 
-    ``eval_every``: evaluate at the start and every that many steps (0: only at the end;
-    ``eval_episodes`` 0: never). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
+    ``eval_every``, ``eval_episodes``, ``eval_at_start``: evaluate every that many steps (0:
+    only at the end), that many episodes each (0: never), and before training; None: fitted
+    to ``steps`` (`eval_plan`, shown at the start). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
     ``training_data``: provenance line for the model card. ``loggers``: "csv" (``out/logs``,
     always) and/or "tensorboard" (the same rows, beside it). ``record``: the
@@ -136,11 +200,13 @@ def train(
             raise OnlineError(f"Got {name}={value}; must be >= 1.")
     if keep_checkpoints < 0:
         raise OnlineError(f"Got keep_checkpoints={keep_checkpoints}; must be >= 0 (0: keep all).")
-    if eval_every < 0 or eval_episodes < 0:
+    if (eval_every or 0) < 0 or (eval_episodes or 0) < 0:
         raise OnlineError(f"Got eval_every={eval_every}, eval_episodes={eval_episodes}; need >= 0.")
+    plan = eval_plan(steps, spec.episode_length, eval_every, eval_episodes, eval_at_start)
     run = _open_run(out, spec, agent, seed, seed_steps, resume)
     seed, seed_steps = run["seed"], run["seed_steps"]
-    append_record(out, record, device=str(agent.device), seed=seed, seed_steps=seed_steps)
+    append_record(out, record, device=str(agent.device), seed=seed, seed_steps=seed_steps,
+                  eval_plan=asdict(plan))  # fmt: skip
     state = None
     if resume:
         agent, state = resume_latest(out, agent)
@@ -180,8 +246,8 @@ def train(
     env = make_env(spec.name, seed=seed + episode)
     planner = planner_actor(agent, spec, eval_mode=False)
     next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-    bar = tqdm(total=steps, initial=min(step, steps), desc=f"train {spec.name}", unit="step",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=steps, initial=min(step, steps), desc=f"train {spec.name}",
+                       unit="step", enabled=progress, dynamic_ncols=True)  # fmt: skip
     random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
 
     def act(obs: np.ndarray, t0: bool) -> np.ndarray:
@@ -223,8 +289,10 @@ def train(
 
     def evaluate_now() -> EvalResult:
         streams.use(Stream.EVALUATE, step)
-        return _evaluate_and_log(agent, spec, eval_episodes, seed, step, metrics)
+        return _evaluate_and_log(agent, spec, plan.episodes, seed, step, metrics)
 
+    if progress:
+        tqdm.write(plan.line(steps, spec.episode_length))
     if resume:
         found = latest_checkpoint(out)
         weights = f"weights of {found}" if found else "no checkpoint yet: the given weights"
@@ -244,9 +312,10 @@ def train(
         if episode > buffer_start:
             tqdm.write(f"redid the updates of the {episode - buffer_start} episodes stored "
                        f"after it: now at step {step}")  # fmt: skip
-        next_eval = (step // eval_every + 1) * eval_every if eval_every and eval_episodes else None
+        every = plan.every if plan.episodes else 0
+        next_eval = (step // every + 1) * every if every else None
         with writer, MetricsLog(out, loggers) as metrics:
-            if next_eval is not None and step == 0:  # the starting point (zero-shot score)
+            if plan.episodes and plan.at_start and step == 0:  # the starting point (zero-shot)
                 evaluation = evaluate_now()
             while step < steps:
                 # each episode resets with its own seed: a resumed run meets the same starts
@@ -261,10 +330,10 @@ def train(
                 bar.set_postfix(ep_return=f"{ep['return']:.1f}")
                 if next_eval is not None and step >= next_eval and step < steps:
                     evaluation = evaluate_now()
-                    next_eval = (step // eval_every + 1) * eval_every
+                    next_eval = (step // every + 1) * every
                 checkpoint_if_due()
             checkpoint_if_due(final=True)  # before the final evaluation (not redone on resume)
-            if eval_episodes:
+            if plan.episodes:
                 evaluation = evaluate_now()
     finally:
         bar.close()
@@ -319,9 +388,10 @@ class MetricsLog:
 def _evaluate_and_log(
     agent: TDMPC2, spec: Task, episodes: int, seed: int, step: int, metrics: MetricsLog
 ) -> EvalResult:
+    start = time.perf_counter()
     result = evaluate(agent, spec.name, episodes, seed=seed + 1_000_000, progress=False)
     metrics.log({"kind": "eval", "step": step, **result.summary()})
-    tqdm.write(f"step {step}: {result.line()}")
+    tqdm.write(f"step {step}: {result.line()} ({time.perf_counter() - start:.0f} s)")
     return result
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tdmpc2_data.atomic import write_text_atomic
 from tdmpc2_data.collect import episode_seed
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import DMCONTROL, get_task, resolve_tasks
 from tdmpc2_data.versions import package_versions
 from tdmpc2_model.agent import TDMPC2
@@ -240,8 +241,8 @@ def evaluate_tasks(
             tqdm.write(f"{out / 'tasks'}: {len(redone)} stored result(s) of another model, "
                        "seed or episode count are evaluated again")  # fmt: skip
     todo = [n for n in names if n not in done]
-    bar = tqdm(total=len(names) * episodes, initial=len(done) * episodes, unit="ep",
-               desc="eval", disable=not progress)  # fmt: skip
+    bar = progress_bar(total=len(names) * episodes, initial=len(done) * episodes, unit="ep",
+                       desc="eval", enabled=progress)  # fmt: skip
 
     def finish(row: dict[str, Any]) -> None:
         row["model"] = model

@@ -101,6 +101,13 @@ def test_minari_round_trip(shards, tmp_path, minari_path, monkeypatch):
     np.testing.assert_array_equal(ep.rewards, first[2])
     assert ep.truncations[-1] and not ep.terminations.any()
     np.testing.assert_array_equal(ep.infos["success"][1:], first[3])
+    # The task's env comes back from the dataset (its gymnasium spec was recorded) and steps.
+    assert reach.spec.env_spec.id == "tdmpc2/mw-reach-v0"
+    env = reach.recover_environment()
+    obs, _ = env.reset(seed=0)
+    obs, reward, _, truncated, info = env.step(env.action_space.sample())
+    assert obs.shape == (39,) and np.isfinite(reward) and "success" in info and not truncated
+    env.close()
     # And back into shards: by dataset id (the task is read from it) and by path.
     back = tmp_path / "back"
     ids = [f"tdmpc2/{t}/demo-v0" for t in TASKS]
@@ -171,9 +178,10 @@ def test_out_refused_when_not_empty_and_replaced_with_overwrite(shards, tmp_path
     assert real_width_episodes(root).keys() == written.keys()
 
 
-def test_a_failure_midway_leaves_out_as_it_was(shards, tmp_path, capsys):
+def test_a_failure_midway_leaves_out_as_it_was(shards, tmp_path, capsys, monkeypatch):
     """Damage in the last task's shard stops the export after earlier tasks were written:
     OUT keeps its old content and no half dataset or temporary directory is left."""
+    monkeypatch.setenv("TDMPC2_DISABLE_PROGRESS_BARS", "0")  # the bar a terminal shows
     root, _ = shards
     ds = open_dataset(root)
     shard, _ = ds.task_episodes("mw-reach")[-1]

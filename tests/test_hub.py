@@ -327,10 +327,13 @@ def test_offline_from_cache(hub, pushed, monkeypatch):
     assert hubio.download(REPO) == full
     assert hubio.download(REPO, tasks=["walker-walk"]) == view
     assert len(open_dataset(view).shards) == 2
-    with pytest.raises(HubError, match="offline mode is on .* not in the local cache"):
+    with pytest.raises(
+        HubError, match="HF_HUB_OFFLINE=1 is set and .*@v1 .* not in the local cache"
+    ):
         hubio.download(REPO, tasks=["walker-walk"], revision="v1")  # tag never fetched
-    with pytest.raises(HubError, match="offline mode is on"):
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 is set") as info:
         hubio.download("tester/other")
+    assert "network" not in str(info.value) and "unset HF_HUB_OFFLINE" in str(info.value)
 
 
 def test_revision_pinning(hub, pushed, tmp_path):
@@ -641,6 +644,11 @@ def test_legacy_chunks_download_convert_and_resume(hub, legacy_repo, tmp_path):
     hub.server.log.clear()
     assert hubio.download("mt80") == dest  # all converted: nothing fetched
     assert hub.server.downloads(".pt") == []
+    task = episodes(ds)[0][0]  # after the full download, a task's view (as a shard repo gives)
+    view = hubio.download("mt80", tasks=[task])
+    assert view != dest and hub.server.downloads(".pt") == []
+    mine = [e for e in episodes(view) if e[0] == task]  # whole shards, as from a shard repo
+    assert mine == sorted(expected_episodes({task}) * 2)
     hub.api().upload_file(  # upstream replaces a chunk: never mixed into the same directory
         path_or_fileobj=str(LEGACY / "mt30_chunk_tiny.pt"),
         path_in_repo="mt80/chunk_1.pt",
@@ -694,7 +702,7 @@ def test_legacy_chunks_with_tasks_and_offline(hub, legacy_repo, tmp_path, monkey
     hub.server.stop()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hubio.download("mt80", tasks=["mw-door-open"], local_dir=target) == target
-    with pytest.raises(HubError, match="offline mode is on"):
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 is set"):
         hubio.download("mt80", tasks=["walker-walk"], local_dir=target)
 
 

@@ -75,8 +75,11 @@ def start_killable_download(hub, dest: Path, chunk: str, received: int) -> subpr
     return proc
 
 
-def test_download_mt80_and_mt30_then_verify_and_pretrain(hub, release, tmp_path, capfd):
+def test_download_mt80_and_mt30_then_verify_and_pretrain(hub, release, tmp_path, capfd,
+                                                         monkeypatch):  # fmt: skip
     from tdmpc2_model.cli import pretrain_main
+
+    monkeypatch.setenv("TDMPC2_DISABLE_PROGRESS_BARS", "0")  # the bars a terminal shows
 
     d80, d30 = tmp_path / "mt80", tmp_path / "mt30"
     assert main(["download", "mt80", "--dir", str(d80)]) == 0

@@ -120,6 +120,28 @@ def test_saving_over_a_model_replaces_it_and_keeps_other_files(tmp_path):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_every_saved_file_gets_the_umask_mode(tmp_path):
+    """model.safetensors was written 0600 (safetensors' mode survived the atomic rename) next
+    to a 0644 config.json; every file of a saved model and checkpoint gets the umask's mode."""
+    import os
+
+    from tdmpc2_model.checkpoint import save_atomically
+
+    before = os.umask(0o022)
+    try:
+        agent = noisy_agent("walker-walk")
+        saved = [
+            agent.save_pretrained(tmp_path / "m"),
+            save_atomically(agent, tmp_path / "c", extra={}),
+        ]
+    finally:
+        os.umask(before)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+             for d in saved for p in [d, *d.iterdir()]}  # fmt: skip
+    assert set(modes.values()) <= {"0o644", "0o755"}, modes
+    assert modes["m/model.safetensors"] == "0o644" and modes["c"] == "0o755"
+
+
 def test_bad_inputs_fail_naming_the_path(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -361,7 +383,7 @@ def test_offline_from_cache(hub, mirror, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert_identical(agent, TDMPC2.from_pretrained(repo))
     assert TDMPC2.from_pretrained("mt30-1M").cfg.num_tasks == 30
-    with pytest.raises(ModelHubError, match="offline mode is on.*not in the local cache"):
+    with pytest.raises(ModelHubError, match="HF_HUB_OFFLINE=1 is set.*not in the local cache"):
         TDMPC2.from_pretrained("cheetah-run")
 
 

@@ -35,8 +35,8 @@ def run(tmp_path_factory) -> Path:
     """200 steps of `tdmpc2-train` with 100 seed steps (two episodes)."""
     out = tmp_path_factory.mktemp("train") / "run"
     argv = ["--task", TASK, "--size", "1M", "--steps", "200", "--seed-steps", "100",
-            "--eval-episodes", "1", "--checkpoint-every", "100", "--out", str(out),
-            "--logger", "tensorboard", *SMALL]  # fmt: skip
+            "--eval-episodes", "1", "--eval-at-start", "--checkpoint-every", "100",
+            "--out", str(out), "--logger", "tensorboard", *SMALL]  # fmt: skip
     assert train_main(argv) == 0
     return out
 

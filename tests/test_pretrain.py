@@ -108,7 +108,8 @@ def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrain
     steps = global_step(run) + 3
     repo = f"{hub.user}/pretrained"
     argv = pretrain_args(dataset, run, steps, "--resume", "auto", "--push-to-hub", repo)
-    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default",
+           "TDMPC2_DISABLE_PROGRESS_BARS": "0"}  # the bar a terminal shows  # fmt: skip
     code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
     done = subprocess.run([sys.executable, "-c", code, *argv],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tdmpc2_data.convert.safe_pickle import TorchZip, as_tensordict
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import TASK_SETS, resolve_tasks
 from tdmpc2_data.writer import ShardWriter, removed_if_left_empty
 
@@ -139,7 +139,7 @@ def convert_chunk(
             source_id = writer.source_id(source)
             ids = [table.index(n) for n in todo]
             per_episode = obs[0].nbytes + action[0].nbytes + reward[0].nbytes + task[0].nbytes
-            bar = tqdm(total=episodes, unit="episode", desc=path.name, disable=not progress)
+            bar = progress_bar(total=episodes, unit="episode", desc=path.name, enabled=progress)
             try:
                 for lo, hi, tid in _runs(first_task, max(1, SLICE_BYTES // per_episode)):
                     if tid in ids:

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from tdmpc2_data.convert.episodes import CONVENTIONS, Episode
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import (
     TASK_SETS,
     UnknownTaskError,
@@ -207,11 +206,11 @@ def _convert_one(writer: ShardWriter, source: Source, task: str, progress: bool)
         writer.discard_source(old["id"])
     entry = {**info, "complete": False}
     source_id = writer.source_id(entry)
-    bar = tqdm(
+    bar = progress_bar(
         total=source.num_episodes,
         unit="ep",
         desc=Path(source.path).name,
-        disable=not progress,
+        enabled=progress,
     )
     try:
         for i, episode in enumerate(source.episodes()):

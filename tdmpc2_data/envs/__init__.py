@@ -5,7 +5,14 @@ tasks to one interface. Simulator packages are imported only when a task needs t
 """
 
 from tdmpc2_data.envs.base import SimulatorUnavailableError, TaskEnv
-from tdmpc2_data.envs.make import env_class, make_env
+from tdmpc2_data.envs.make import env_class, gym_id, make_env
 from tdmpc2_data.envs.multitask import MultitaskEnv
 
-__all__ = ["MultitaskEnv", "SimulatorUnavailableError", "TaskEnv", "env_class", "make_env"]
+__all__ = [
+    "MultitaskEnv",
+    "SimulatorUnavailableError",
+    "TaskEnv",
+    "env_class",
+    "gym_id",
+    "make_env",
+]

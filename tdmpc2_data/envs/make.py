@@ -48,3 +48,21 @@ def make_env(task: str, seed: int = 0, **kwargs: Any) -> TaskEnv:
     if kwargs.get("render_mode") == "rgb_array" and spec.domain != MANISKILL:  # SAPIEN: Vulkan
         prepare_rendering()  # before the family module imports MuJoCo
     return env_class(spec.domain)(spec, seed, **kwargs)
+
+
+#: gymnasium namespace of the tasks: ``gymnasium.make("tdmpc2/walker-walk-v0")``
+GYM_NAMESPACE = "tdmpc2"
+
+
+def gym_id(task: str) -> str:
+    """``task``'s gymnasium id (``tdmpc2/walker-walk-v0``), registered on first use with
+    `make_env` as its entry point, so that its ``EnvSpec`` (kept by Minari exports) makes the
+    env anywhere this package is installed."""
+    import gymnasium
+
+    name = get_task(task).name
+    env_id = f"{GYM_NAMESPACE}/{name}-v0"
+    if env_id not in gymnasium.registry:
+        gymnasium.register(env_id, entry_point="tdmpc2_data.envs.make:make_env",
+                           kwargs={"task": name}, disable_env_checker=True)  # fmt: skip
+    return env_id

@@ -28,12 +28,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from tdmpc2_data.atomic import write_dir_atomic
 from tdmpc2_data.convert.episodes import Episode
 from tdmpc2_data.convert.from_shards import read_episodes
 from tdmpc2_data.curate import DatasetView
+from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.reader import Dataset, open_dataset
 from tdmpc2_data.tasks import resolve_tasks
 
@@ -186,7 +185,7 @@ def export(
     start = time.perf_counter()
     written: list[str] = []
     total = sum(s.num_episodes for s in selection)
-    with tqdm(total=total, unit="ep", desc=f"export {to}", disable=not progress) as bar:
+    with progress_bar(total=total, unit="ep", desc=f"export {to}", enabled=progress) as bar:
 
         def write(root: Path) -> None:
             written.extend(module.write(ds, selection, root, bar, **options))

@@ -11,7 +11,10 @@ a part of the dataset id, observations [T+1] and actions/rewards [T] as in the s
 in the tasks' Box(-1, 1). The episodes are time-limit ends (``truncations`` true at the last
 step, ``terminations`` false): the shards do not record terminal states. Success flags, when
 the shards have them, are ``infos["success"]`` (T+1 entries like every Minari info: the
-reset's is false). Written with Minari's own ``create_dataset_from_buffers`` and
+reset's is false). Each dataset keeps its task's gymnasium ``EnvSpec`` (``tdmpc2/<task>-v0``,
+`tdmpc2_data.envs.gym_id`), so ``recover_environment()`` makes the task's env, when the
+task's simulator is installed where it is exported (else none is kept, as Minari allows).
+Written with Minari's own ``create_dataset_from_buffers`` and
 ``update_dataset_from_buffer``, ``BATCH_EPISODES`` episodes at a time (bounded memory).
 """
 
@@ -93,6 +96,19 @@ def _buffer(episode: Episode) -> Any:
     )
 
 
+def _task_env(task: str) -> Any:
+    """The task's env made through its gymnasium id (Minari keeps its spec), or None when
+    its simulator is not installed here."""
+    import gymnasium
+
+    from tdmpc2_data.envs import SimulatorUnavailableError, gym_id
+
+    try:
+        return gymnasium.make(gym_id(task))
+    except SimulatorUnavailableError:
+        return None
+
+
 def write(
     ds: Dataset, selection: list[TaskSelection], root: Path, bar: Any, name: str | None = None
 ) -> list[str]:
@@ -114,15 +130,21 @@ def write(
             dataset = None
             while batch := [_buffer(e) for e in islice(episodes, BATCH_EPISODES)]:
                 if dataset is None:
-                    dataset = minari.create_dataset_from_buffers(
-                        did,
-                        batch,
-                        observation_space=obs_space,
-                        action_space=action_space,
-                        algorithm_name="tdmpc2-data export",
-                        description=f"Task {sel.name} of the shard dataset {ds.name!r} "
-                        f"({ds.location}), exported by tdmpc2-data.",
-                    )
+                    env = _task_env(sel.name)
+                    try:
+                        dataset = minari.create_dataset_from_buffers(
+                            did,
+                            batch,
+                            env=env,
+                            observation_space=obs_space,
+                            action_space=action_space,
+                            algorithm_name="tdmpc2-data export",
+                            description=f"Task {sel.name} of the shard dataset {ds.name!r} "
+                            f"({ds.location}), exported by tdmpc2-data.",
+                        )
+                    finally:
+                        if env is not None:
+                            env.close()
                 else:
                     dataset.update_dataset_from_buffer(batch)
                 bar.update(len(batch))

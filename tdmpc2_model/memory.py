@@ -1,0 +1,52 @@
+"""Rough peak memory (RSS) of one pretraining process, from the model's parameter count and
+the batch: the interpreter with torch and Lightning, weights + gradients + Adam's two moments
+(16 bytes a parameter), the target Q ensemble (4 bytes a value), and the activations an
+update keeps for its backward pass, per window of the batch.
+
+Calibrated on a CPU with ``tdmpc2-pretrain --max-steps 3`` (32-true): 1M at batch 256 / 1024
+peaked at 0.62 / 0.93 GB (estimates 0.63 / 0.94), 5M at 0.81 / 1.43 GB (0.81 / 1.44), 19M
+at batch 512 at 1.71 GB (1.74); the 317M model on mt80 at batch 1024 in bf16-mixed peaked
+at 12.3 GB (12.7). The one place that estimates it: `tdmpc2_model.lightning` announces and refuses
+CPU runs with it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tdmpc2_model.config import TDMPC2Config
+
+#: the process before the model: Python, torch, Lightning, the loader (measured: 0.47-0.49 GB)
+BASE_BYTES = 480 << 20
+#: activation bytes kept per window = this x 4 bytes x (horizon + 1) x the widths of the
+#: layers an update runs (fitted on 1M and 5M: 5.3 and 5.0)
+ACTIVATION_FACTOR = 5.2
+#: bf16-mixed keeps activations at this share of float32's (fitted on the 317M run), plus
+#: a bf16 copy of the weights (2 bytes a parameter)
+BF16_ACTIVATIONS = 0.6
+
+
+def parameter_counts(cfg: TDMPC2Config) -> tuple[int, int]:
+    """(parameters, buffer values) of ``cfg``'s world model, counted without allocating it."""
+    from tdmpc2_model.world_model import WorldModel
+
+    with torch.device("meta"):
+        model = WorldModel(cfg)
+    return (sum(p.numel() for p in model.parameters()),
+            sum(b.numel() for b in model.buffers()))  # fmt: skip
+
+
+def estimate_pretrain_bytes(
+    cfg: TDMPC2Config, batch_size: int, horizon: int, precision: str = "32-true"
+) -> int:
+    """Estimated peak RSS in bytes of one pretraining process of ``cfg`` at ``batch_size``
+    windows of ``horizon`` steps (within 4% of the runs in the module docstring)."""
+    params, buffers = parameter_counts(cfg)
+    widths = (cfg.num_enc_layers * cfg.enc_dim + cfg.latent_dim
+              + (3 + cfg.num_q) * 2 * cfg.mlp_dim + (1 + cfg.num_q) * cfg.num_bins)  # fmt: skip
+    per_window = ACTIVATION_FACTOR * 4 * (horizon + 1) * widths
+    weights = 16 * params + 4 * buffers
+    if precision.startswith("bf16"):
+        per_window *= BF16_ACTIVATIONS
+        weights += 2 * params
+    return int(BASE_BYTES + weights + batch_size * per_window)
