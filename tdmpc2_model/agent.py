@@ -9,10 +9,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tdmpc2_data.batch import Batch, batch_bytes
+from tdmpc2_data.batch import Batch
 from tdmpc2_model import losses
-from tdmpc2_model.config import ARCH_FIELDS, TDMPC2Config
+from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.hub import HubMixin, world_model_of
+from tdmpc2_model.memory import check_memory
 from tdmpc2_model.planner import plan
 from tdmpc2_model.update import update_step
 from tdmpc2_model.world_model import WorldModel, action_masks
@@ -41,44 +42,6 @@ def make_optimizers(model: WorldModel) -> tuple[torch.optim.Adam, torch.optim.Ad
         groups.append({"params": model._task_emb.parameters()})
     optim = _adam(groups, lr=cfg.lr)
     return optim, _adam(model._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
-
-
-def training_bytes(cfg: TDMPC2Config, new_model: bool) -> tuple[int, int]:
-    """A lower bound of the bytes that training an agent of ``cfg`` allocates: (model: its
-    tensors, with gradients and two Adam moments per parameter, when ``new_model``, else 0;
-    an update: one batch and one float per layer output of each window step)."""
-    model = 0
-    if new_model:
-        with torch.device("meta"):  # shapes only, nothing allocated
-            meta = WorldModel(cfg)
-        model = 4 * sum(t.numel() for t in meta.state_dict().values()) + 12 * meta.total_params
-    c = cfg
-    outputs = (c.enc_dim * c.num_enc_layers + 2 * c.latent_dim + 2 * c.mlp_dim * (c.num_q + 3)
-               + c.num_bins * (c.num_q + 1) + c.task_dim)  # fmt: skip
-    update = batch_bytes(c.batch_size, c.horizon, c.obs_dim, c.action_dim)
-    return model, update + 4 * c.batch_size * (c.horizon + 1) * outputs
-
-
-def check_memory(cfg: TDMPC2Config, new_model: bool) -> None:
-    """Refuse, naming the fields, a model or batch that cannot fit in this machine's
-    available memory (``training_bytes``), before anything is allocated."""
-    import psutil
-
-    model, update = training_bytes(cfg, new_model)
-    available = psutil.virtual_memory().available
-    if model + update <= available:
-        return
-    if update >= model:
-        what = f"batch_size={cfg.batch_size}: an update (horizon {cfg.horizon})"
-        fix = "a smaller batch size (--batch-size)"
-    else:
-        what = f"{', '.join(f'{k}={getattr(cfg, k)}' for k in ARCH_FIELDS)}: training this model"
-        fix = "a smaller size"
-    raise ValueError(
-        f"Got {what} needs at least {(model + update) / 1e9:,.1f} GB (model "
-        f"{model / 1e9:,.1f} GB, batch {update / 1e9:,.1f} GB); this machine has "
-        f"{available / 1e9:,.1f} GB available. Use {fix}."
-    )
 
 
 class TDMPC2(nn.Module, HubMixin):

@@ -162,10 +162,10 @@ CASES = [
     ("config-json-huge-latent", "tdmpc2-eval", _eval("--checkpoint", "{huge_latent}"),
      "huge_latent/config.json: Got latent_dim=100000000; must be <= 65536", SUB),
     ("pretrain-batch-size-huge", "tdmpc2-pretrain", [*_pretrain(), "--batch-size", "1000000000"],
-     "Got batch_size=1000000000: an update (horizon 3) needs at least", SUB),
+     "--batch-size 1000000000 on CPU (one process): needs about", SUB),
     ("train-config-widths-huge", "tdmpc2-train", _train("--config", "enc_dim=65536", "--config",
      "num_enc_layers=64"), "Got enc_dim=65536, mlp_dim=384, latent_dim=128, num_enc_layers=64, "
-     "num_q=2, task_dim=0: training this model needs at least 4,278.2 GB", ""),
+     "num_q=2, task_dim=0: training this model needs about", ""),
     # JSON metadata nested too deeply or too large to be what it claims
     ("config-json-deep", "tdmpc2-eval", _eval("--checkpoint", "{deep_config}"),
      "deep_config/config.json: JSON nested too deeply to read", SUB),

@@ -141,3 +141,18 @@ def test_task_id_is_the_table_lookup_of_the_model_tasks():
     assert unnamed.task_id(0) == 0
     with pytest.raises(ValueError, match="is not in this model"):
         unnamed.task_id("walker-walk")
+
+
+def test_a_batch_or_model_that_cannot_fit_is_refused_before_allocating():
+    """One estimate (``memory.training_bytes``) serves the CPU pretraining announcement and
+    this refusal; a loaded model's tensors are not counted again."""
+    from tdmpc2_model import TDMPC2
+    from tdmpc2_model.memory import estimate_pretrain_bytes, training_bytes
+
+    cfg = TDMPC2Config(size="1M", tasks="walker-walk", batch_size=10**9)
+    with pytest.raises(ValueError, match=r"^Got batch_size=1000000000: an update \(horizon 3\)"):
+        TDMPC2(cfg)
+    small = TDMPC2Config(size="1M", tasks="walker-walk")
+    model, update = training_bytes(small, 256, 3)
+    assert training_bytes(small, 256, 3, new_model=False) == (0, update)
+    assert estimate_pretrain_bytes(small, 256, 3) > model + update > 0
