@@ -332,6 +332,14 @@ def tensor(storage: Storage, shape: tuple[int, ...], offset: int = 0) -> Reduce:
     return Reduce(Global("torch._utils", "_rebuild_tensor_v2"), args)
 
 
+#: The 7-key state's other keys (tensordict main of June 2023); 0.2.x adds two.
+_JUNE_2023 = {
+    "_is_shared": False,
+    "_is_memmap": False,
+    "_device": None,
+    "_is_locked": False,
+    "_td_dim_names": None,
+}
 #: Layout name -> (TensorDict class, type of ``_tensordict``, the state's other keys and
 #: values with ``_device`` last, pickle protocol). README of the legacy fixtures.
 LAYOUTS = {
@@ -347,30 +355,11 @@ LAYOUTS = {
         },
         2,
     ),  # fmt: skip
-    "published-mt80": (
-        "tensordict.tensordict",
-        "sod",
-        {
-            "_is_shared": False,
-            "_is_memmap": False,
-            "_device": None,
-            "_is_locked": False,
-            "_td_dim_names": None,
-        },
-        2,
-    ),  # fmt: skip
+    "published-mt80": ("tensordict.tensordict", "sod", _JUNE_2023, 2),
     "published-mt30": (
         "tensordict.tensordict",
         "sod",
-        {
-            "_is_shared": False,
-            "_is_memmap": False,
-            "_device": None,
-            "_is_locked": False,
-            "_td_dim_names": None,
-            "_lock_id": set(),
-            "_locked_tensordicts": [],
-        },
+        {**_JUNE_2023, "_lock_id": set(), "_locked_tensordicts": []},
         4,
     ),  # fmt: skip
     "td03": (
