@@ -212,7 +212,7 @@ def test_module_steps_are_the_agents_updates(dataset):
 def test_finetune_the_pretrained_model_on_a_held_out_task(pretrained, tmp_path, capsys):
     out = tmp_path / "ft"
     argv = ["--task", "door-open", "--checkpoint", str(pretrained / "final"), "--steps", "150",
-            "--seed-steps", "100", "--eval-every", "100", "--eval-episodes", "1",
+            "--seed-steps", "100", "--eval-every", "100", "--eval-episodes", "1", "--eval-at-start",
             "--out", str(out), *SMALL]  # fmt: skip
     assert finetune_main(argv) == 0
     # the pretrained model's score first, then every 100 steps, then at the end
