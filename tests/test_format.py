@@ -367,6 +367,16 @@ FLUSH_ON_GO = textwrap.dedent(
 )
 
 
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on a file lock (a ``->`` line of /proc/locks)."""
+    return any("->" in line and f" {pid} " in line for line in open("/proc/locks"))
+
+
+def _state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
 def test_a_compaction_between_a_writers_shard_and_its_index_is_no_error(tmp_path):
     """Two writers on a new dataset (as two `tdmpc2-data collect`): writer B's shard is on
     disk, B waits for the root lock to index it, and A's compaction (`collect` compacts at
@@ -386,10 +396,12 @@ def test_a_compaction_between_a_writers_shard_and_its_index_is_no_error(tmp_path
         b.stdin.write("go\n")
         b.stdin.flush()
         deadline = time.monotonic() + 60
-        while len(shard_names(root)) < 2:
+        while len(shard_names(root)) < 2 or not _waits_for_a_lock(b.pid):
             assert time.monotonic() < deadline and b.poll() is None, b.communicate()
             time.sleep(0.01)
         os.kill(b.pid, signal.SIGSTOP)
+        while _state(b.pid) != "T":  # stopped before the lock is free: else it could take it
+            time.sleep(0.01)
     try:
         assert compact(root) == ["000002"]  # A's and B's shards merged, B's deleted
     finally:
