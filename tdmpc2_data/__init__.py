@@ -14,8 +14,7 @@ from importlib import import_module
 from typing import Any
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, Task, get_task, resolve_task_name
-
-__version__ = "0.1.0"
+from tdmpc2_data.versions import __version__
 
 _LAZY = {
     "Batch": "tdmpc2_data.batch",
@@ -30,7 +29,7 @@ _LAZY = {
     "stats": "tdmpc2_data.curate",
 }
 
-__all__ = ["TASKS", "TASK_SETS", "Task", "get_task", "resolve_task_name", *_LAZY]
+__all__ = ["__version__", "TASKS", "TASK_SETS", "Task", "get_task", "resolve_task_name", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ RL, Lightning pretraining) and `apps/` (the CLIs, plots, quickstart).
 from importlib import import_module
 from typing import Any
 
-from tdmpc2_data import __version__
+from tdmpc2_data.versions import __version__
 
 _LAZY = {
     "TDMPC2": "tdmpc2_model.agent",

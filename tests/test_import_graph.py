@@ -100,15 +100,15 @@ def layer_of(module: str, top: str, layers: tuple[str, ...]) -> int | None:
 
 
 def violations(graph: dict[str, set[str]], top: str, layers: tuple[str, ...]) -> list[str]:
-    """Upward imports between ``top``'s layers, and submodules importing a package of theirs
-    (its ``__init__`` may import them back)."""
+    """Upward imports between ``top``'s layers, and submodules importing the package root
+    ``top`` (its ``__init__`` may import them back)."""
     found = []
     for module, edges in sorted(graph.items()):
         for target in sorted(edges):
             here, there = layer_of(module, top, layers), layer_of(target, top, layers)
             if here is not None and there is not None and there > here:
                 found.append(f"{module} imports the higher layer {target}")
-            if module.startswith(target + ".") and target.split(".")[0] == top:
+            if target == top and module.startswith(top + "."):
                 found.append(f"{module} imports its package root {target}")
     return found
 
