@@ -270,13 +270,13 @@ def _parse(
 
 
 def expected_errors() -> Any:
-    """The data CLI's table of expected errors (``tdmpc2_data.cli.expected_errors``) with the
+    """The shared table of expected errors (``tdmpc2_data.errors.expected_errors``) with the
     model commands' own rows in front: Ctrl-C or SIGTERM (what was kept), a NaN/Inf loss, a
     file that is not a checkpoint (a refused pickle), Lightning's refusals of devices."""
     import pickle
 
-    from tdmpc2_data.cli import expected_errors as data_errors
-    from tdmpc2_data.cli import message_line
+    from tdmpc2_data.errors import expected_errors as data_errors
+    from tdmpc2_data.errors import message_line
     from tdmpc2_model.core.update import NonFiniteLossError
 
     rows = [
@@ -311,7 +311,7 @@ def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
 def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
-    from tdmpc2_data.cli import one_line_error, sigterm_as_interrupt
+    from tdmpc2_data.errors import one_line_error, sigterm_as_interrupt
     from tdmpc2_data.progress import match_hub_bars
 
     try:
