@@ -145,7 +145,7 @@ class HubMixin:
         - a local ``save_pretrained`` directory, or a legacy ``.pt`` file of the original code
           (config inferred from its tensors);
         - an alias of a published checkpoint (``mt80-317M``, ``mt70-5M``, ``walker-walk``,
-          ``door-open-2``, ``myo-hand-reach``; see ``model_repo.resolve_alias``);
+          ``door-open-2``, ``myo-hand-reach``; see ``repo.resolve_alias``);
         - a Hub model repo ``OWNER/NAME`` written by ``push_to_hub``.
 
         ``revision``: branch, tag or commit of the Hub repo (aliases too). ``task``: the task
