@@ -18,7 +18,7 @@ import torch
 
 from tdmpc2_data.tasks import TASK_SETS, get_task
 from tdmpc2_model import TDMPC2, TDMPC2Config, evaluate_tasks
-from tdmpc2_model.malloc import retain_freed_memory
+from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
 SUBSET = ["walker-walk", "cheetah-run", "mw-reach", "mw-door-open", "mw-button-press",
           "mw-drawer-close"]  # fmt: skip

@@ -62,8 +62,8 @@ def run(runs: Path, minutes: float, eval_every: int) -> list[float]:
 
 def report(runs: Path, out: Path) -> None:
     """Draw each task's curve next to the published one and print the numbers."""
-    from tdmpc2_model.loggers import read_metrics
-    from tdmpc2_model.plots import published_curve
+    from tdmpc2_model.apps.plots import published_curve
+    from tdmpc2_model.outputs.loggers import read_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     for task in TASKS:

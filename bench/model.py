@@ -28,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.malloc import retain_freed_memory
-from tdmpc2_model.world_model import action_masks
+from tdmpc2_model.core.world_model import action_masks
+from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
 ORIGINAL = {"1M": (231.0, 6.2), "5M": (650.0, 1.7)}  # act ms/step, updates/s (issue 6)
 TASKS = {"single": "walker-walk", "multi": "mt80"}
@@ -50,7 +50,7 @@ def best_mean(fn: Callable[[], object], calls: int, rounds: int) -> float:
 
 def gemm_gflops(m: int, k: int, n: int, kind: str, rounds: int) -> float:
     """GFLOP/s of [m, k] @ [k, n]: ``mm`` is a plain ``torch.mm`` in fp32 or bf16 (the
-    issue's peak); ``onednn`` the fp32 oneDNN GEMM that ``tdmpc2_model.gemm`` uses."""
+    issue's peak); ``onednn`` the fp32 oneDNN GEMM that ``tdmpc2_model.core.gemm`` uses."""
     dtype = torch.bfloat16 if kind == "bf16 mm" else torch.float32
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     if kind == "fp32 onednn":
@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument(
         "--retain-freed-memory",
         action="store_true",
-        help="call tdmpc2_model.malloc.retain_freed_memory() first, as the model CLIs do",
+        help="call tdmpc2_model.evaluation.malloc.retain_freed_memory() first, as the model CLIs do",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--act-calls", type=int, default=4)

@@ -25,7 +25,7 @@ from loader import build  # bench/loader.py: the synthetic mt80-shaped dataset
 
 from tdmpc2_data.datamodule import WindowDataModule
 from tdmpc2_model import TDMPC2Config
-from tdmpc2_model.lightning import TDMPC2Module
+from tdmpc2_model.training.pretrain import TDMPC2Module
 
 
 class StepTimes(L.Callback):

@@ -35,9 +35,9 @@ def worker(video: bool, steps: int, warmup: int, size: str) -> dict:
 
     from tdmpc2_data.envs import make_env
     from tdmpc2_model import TDMPC2, TDMPC2Config
-    from tdmpc2_model.cli import _set_threads
-    from tdmpc2_model.evaluation import check_task, planner_actor
-    from tdmpc2_model.malloc import retain_freed_memory
+    from tdmpc2_model.apps.cli import _set_threads
+    from tdmpc2_model.evaluation.episodes import check_task, planner_actor
+    from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
     retain_freed_memory()  # as the model commands do
     _set_threads(ap.Namespace(threads=None))  # tdmpc2-eval's default: 1 unless OMP_NUM_THREADS

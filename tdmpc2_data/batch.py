@@ -1,5 +1,5 @@
 """`Batch`: the one training-batch type. The shard `WindowSampler` (pretraining) and the online
-replay buffer (``tdmpc2_model.replay``) both produce it; the update (``tdmpc2_model.update``)
+replay buffer (``tdmpc2_model.training.replay``) both produce it; the update (``tdmpc2_model.core.update``)
 takes only it."""
 
 from __future__ import annotations

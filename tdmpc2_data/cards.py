@@ -9,7 +9,7 @@ placeholders, rendered by ``huggingface_hub.DatasetCard.from_template`` (Jinja2)
 example counts, size), so ``datasets.load_dataset`` and the Hub viewer work without reading
 the zarr files. ``render_template`` adds what ``from_template`` leaves out: a placeholder
 nothing fills is an error (Jinja renders it empty), so a template cannot silently ship with
-holes; the model cards of ``tdmpc2_model.hub`` use it too.
+holes; the model cards of ``tdmpc2_model.hub.mixin`` use it too.
 """
 
 from __future__ import annotations

@@ -29,18 +29,38 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from tdmpc2_data import schema
-from tdmpc2_data.reader import Dataset
 from tdmpc2_data.schema import DatasetError
 from tdmpc2_data.tasks import TASK_SETS, TASKS
 
 FILTERS = ("tasks", "sources", "last_fraction_of_source", "min_return", "top_fraction")
 QUANTILES = (5, 25, 50, 75, 95)
 PLOT_EXTRA = "pip install tdmpc2-toolkit[plot]"
+
+
+class Dataset(Protocol):
+    """What curation reads of a dataset (``reader.Dataset``, whose ``select`` makes the views
+    here, so this module does not import the reader)."""
+
+    location: str
+    name: str
+    tasks: list[str]
+    shards: Sequence[Any]
+    attrs: dict[str, Any]
+    nbytes: int
+    num_episodes: int
+
+    def task_id(self, name: str | int) -> int: ...
+
+    def has_field(self, i: int, field: str) -> bool: ...
+
+    def array(self, i: int, field: str) -> Any: ...
+
+    def episode_metadata(self, i: int) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True, eq=False)

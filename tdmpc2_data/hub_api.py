@@ -1,7 +1,7 @@
 """What the dataset and the model Hub IO share on top of ``huggingface_hub``: repo ids, the
 published repos, revisions, and one error class with one-paragraph messages.
 
-Both ``tdmpc2_data.hub`` (shard datasets) and ``tdmpc2_model.hub`` (agents) go through
+Both ``tdmpc2_data.hub`` (shard datasets) and ``tdmpc2_model.hub.mixin`` (agents) go through
 this module, so a repo id, a revision or a failed request means the same in every command:
 
 - A repo id is ``OWNER/NAME`` as the Hub spells it (``is_repo_id``).
@@ -50,14 +50,12 @@ __all__ = [
     "looked_up_locally_first",
     "open_branch",
     "published_data_repo",
-    "published_model_repo",
     "refuse_mistyped_path",
     "tag_commit",
 ]
 
 ORIGINAL_REPO = "nicklashansen/tdmpc2"
 PUBLISHED_DATASETS = ("mt80", "mt30")
-MODEL_REPO_ENV = "TDMPC2_MODEL_REPO"
 DEFAULT_BRANCH = "main"
 
 
@@ -135,11 +133,6 @@ def published_data_repo(name: str, repo: str | None = None) -> str:
     """Repo holding the published ``mt80``/``mt30`` data: ``repo``, else
     ``$TDMPC2_DATA_REPO_<NAME>``, else the original release (legacy ``.pt`` chunks)."""
     return repo or os.environ.get(data_repo_env(name)) or ORIGINAL_REPO
-
-
-def published_model_repo() -> str:
-    """Hub model repo of the published checkpoints (``$TDMPC2_MODEL_REPO`` overrides)."""
-    return os.environ.get(MODEL_REPO_ENV) or ORIGINAL_REPO
 
 
 def at(repo_id: str, revision: str | None) -> str:

@@ -7,7 +7,7 @@ import argparse
 import platform
 from importlib import metadata
 
-from tdmpc2_data import __version__
+__version__ = "0.1.0"
 
 #: Distributions whose versions change results (numerics, simulators, data IO).
 RECORDED = ("torch", "numpy", "lightning", "zarr", "huggingface_hub", "gymnasium", "mujoco",

@@ -59,7 +59,7 @@ def _temp_path(directory: Path, suffix: str = "") -> Path:
 
 
 def _created_by() -> str:
-    from tdmpc2_data import __version__
+    from tdmpc2_data.versions import __version__
 
     return f"tdmpc2-toolkit {__version__}"
 

@@ -1,23 +1,22 @@
 """tdmpc2_model: TD-MPC2 world models (1M-317M), MPPI planning, training and Hub IO.
 
-Where things live: the one update (paper Sec. 3.2) is `update.py`, run by `TDMPC2.update`
-(`agent.py`, used by online RL in `online.py`) and by Lightning pretraining (`lightning.py`);
-it takes a `tdmpc2_data.Batch` from the shard loader or the online buffer (`replay.py`);
-checkpoints are `checkpoint.py`, acting and evaluation `evaluation.py` (over a task set with
-the paper's normalized score: `taskset_eval.py`), and model Hub IO
-`hub.py` on the shared layer `tdmpc2_data/hub_api.py`.
+Layers, bottom to top (a module imports only its own layer or lower ones): `core/` the paper
+(config, world model, losses, planner, the one update of Sec. 3.2), `outputs/` what runs log,
+`formats/` the checkpoint files (one reader: `formats/read.py`), `hub/` model Hub IO on the
+shared `tdmpc2_data/hub_api.py`, `agent.py` (``TDMPC2``), `evaluation/`, `training/` (online
+RL, Lightning pretraining) and `apps/` (the CLIs, plots, quickstart).
 """
 
 from importlib import import_module
 from typing import Any
 
-from tdmpc2_data import __version__
+from tdmpc2_data.versions import __version__
 
 _LAZY = {
     "TDMPC2": "tdmpc2_model.agent",
-    "TDMPC2Config": "tdmpc2_model.config",
-    "evaluate_tasks": "tdmpc2_model.taskset_eval",
-    "TaskSetResult": "tdmpc2_model.taskset_eval",
+    "TDMPC2Config": "tdmpc2_model.core.config",
+    "evaluate_tasks": "tdmpc2_model.evaluation.taskset",
+    "TaskSetResult": "tdmpc2_model.evaluation.taskset",
 }
 __all__ = ["__version__", *_LAZY]
 

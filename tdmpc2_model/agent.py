@@ -10,13 +10,14 @@ import torch
 import torch.nn as nn
 
 from tdmpc2_data.batch import Batch
-from tdmpc2_model import losses
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.hub import HubMixin, world_model_of
-from tdmpc2_model.memory import check_memory
-from tdmpc2_model.planner import plan
-from tdmpc2_model.update import update_step
-from tdmpc2_model.world_model import WorldModel, action_masks
+from tdmpc2_model.core import losses
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.core.memory import check_memory
+from tdmpc2_model.core.planner import plan
+from tdmpc2_model.core.update import update_step
+from tdmpc2_model.core.world_model import WorldModel, action_masks
+from tdmpc2_model.formats.pretrained import world_model_of
+from tdmpc2_model.hub.mixin import HubMixin
 
 
 def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:

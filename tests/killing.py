@@ -27,11 +27,11 @@ class Stopped(NamedTuple):
 
 def signal_when(main: str, argv: Sequence[str], appears: Path | Callable[[], bool],
                 sig: int = signal.SIGKILL, after_s: float = 0.0) -> Stopped:  # fmt: skip
-    """Run ``tdmpc2_model.cli.<main>(argv)`` in a subprocess (one thread) and send it ``sig``
+    """Run ``tdmpc2_model.apps.cli.<main>(argv)`` in a subprocess (one thread) and send it ``sig``
     ``after_s`` seconds after ``appears`` exists (or returns True); fails if it exits or
     240 s pass first, or if it runs on 30 s after the signal. Its child processes still
     running 5 s after it ended are returned, then killed."""
-    code = f"import sys; from tdmpc2_model.cli import {main}; sys.exit({main}(sys.argv[1:]))"
+    code = f"import sys; from tdmpc2_model.apps.cli import {main}; sys.exit({main}(sys.argv[1:]))"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     ready = appears if callable(appears) else appears.exists
     with tempfile.TemporaryFile("w+") as err:

@@ -433,7 +433,7 @@ def test_pretrain_select_trains_on_the_view_and_records_it(tmp_path):
     import torch
 
     from tdmpc2_model import TDMPC2
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     data = collect(tmp_path / "mw", ["mw-reach", "mw-push"], 2, progress=False)
     out = tmp_path / "run"

@@ -24,16 +24,16 @@ from safetensors.torch import load_file, save_file
 
 from tdmpc2_data.collect import collect
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.checkpoint import save_checkpoint
+from tdmpc2_model.formats.run_checkpoint import save_checkpoint
 
 TASK = "mw-reach"
 ROOT = Path(__file__).resolve().parents[1]
 DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested 100,000 levels deep, spliced in as text
 ENTRY = {  # prog -> (module, function)
-    "tdmpc2-train": ("tdmpc2_model.cli", "train_main"),
-    "tdmpc2-finetune": ("tdmpc2_model.cli", "finetune_main"),
-    "tdmpc2-pretrain": ("tdmpc2_model.cli", "pretrain_main"),
-    "tdmpc2-eval": ("tdmpc2_model.cli", "eval_main"),
+    "tdmpc2-train": ("tdmpc2_model.apps.cli", "train_main"),
+    "tdmpc2-finetune": ("tdmpc2_model.apps.cli", "finetune_main"),
+    "tdmpc2-pretrain": ("tdmpc2_model.apps.cli", "pretrain_main"),
+    "tdmpc2-eval": ("tdmpc2_model.apps.cli", "eval_main"),
     "tdmpc2-data": ("tdmpc2_data.cli", "main"),
 }
 SUB = "subprocess"
@@ -205,7 +205,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, str]:
     """The damaged and hostile inputs the table names, made once."""
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     root = tmp_path_factory.mktemp("inputs")
     paths: dict[str, Path] = {}

@@ -359,7 +359,7 @@ def test_every_entry_point_meets_the_damage(damaged, verify, opened, sampled, pr
                 assert sampled in str(refused.value)
                 assert str(damaged) in str(refused.value)  # the file, by its full path
 
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     monkeypatch.chdir(damaged.parent)
     argv = ["--size", "1M", "--data", str(damaged), "--max-steps", "4", "--batch-size", "16",

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tdmpc2_model import TDMPC2, TDMPC2Config, evaluate_tasks
-from tdmpc2_model.cli import eval_main
-from tdmpc2_model.taskset_eval import model_fingerprint, normalized_score
+from tdmpc2_model.apps.cli import eval_main
+from tdmpc2_model.evaluation.taskset import model_fingerprint, normalized_score
 
 #: two Meta-World tasks (100 steps, success flags) and a DMControl one (returns in [0, 1000])
 TASKS = ["mw-reach", "mw-button-press", "pendulum-swingup"]
@@ -180,7 +180,7 @@ def test_a_stopped_task_set_evaluation_ends_its_workers_and_keeps_results(agent,
 
 def test_pretraining_evaluates_into_the_run_logs(tmp_path):
     from tdmpc2_data.collect import collect
-    from tdmpc2_model.lightning import pretrain
+    from tdmpc2_model.training.pretrain import pretrain
 
     data = collect(tmp_path / "data", ["mw-reach"], episodes=2, seed=0,
                    task_set=["mw-reach", "mw-push"])  # fmt: skip

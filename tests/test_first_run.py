@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from tdmpc2_model.cli import load_recipe
+from tdmpc2_model.apps.cli import load_recipe
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -21,7 +21,7 @@ def readme_commands() -> list[list[str]]:
 
 def cli(command: str) -> list[str]:
     """``python`` arguments running ``tdmpc2-<command>`` of this checkout."""
-    return ["-c", f"import sys; from tdmpc2_model.cli import {command}_main; "
+    return ["-c", f"import sys; from tdmpc2_model.apps.cli import {command}_main; "
             f"sys.exit({command}_main())"]  # fmt: skip
 
 
@@ -106,8 +106,8 @@ def test_a_short_finetunes_default_plan_is_mostly_training():
     """``--steps 2000`` on door-open evaluated 10 episodes before training and 10 at the end
     (230 s of a 15-minute run); the defaults now fit the run's length."""
     from tdmpc2_data.tasks import get_task
-    from tdmpc2_model.cli import finetune_parser
-    from tdmpc2_model.online import eval_plan
+    from tdmpc2_model.apps.cli import finetune_parser
+    from tdmpc2_model.training.online import eval_plan
 
     length = get_task("door-open").episode_length
     for steps in (2000, 20_000, 1_000_000):
@@ -128,7 +128,7 @@ def test_a_short_finetunes_default_plan_is_mostly_training():
 
 def _no_trainer(monkeypatch) -> None:
     """Nothing may start: a refusal comes before the data and the Trainer."""
-    import tdmpc2_model.lightning as lightning
+    import tdmpc2_model.training.pretrain as lightning
 
     def started(*args, **kwargs):
         raise AssertionError("the Trainer was started")
@@ -145,7 +145,7 @@ def test_gpu_recipes_on_a_cpu_are_refused_before_starting(tmp_path, monkeypatch,
 
     import psutil
 
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     _no_trainer(monkeypatch)
     base = ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
@@ -164,7 +164,7 @@ def test_gpu_recipes_on_a_cpu_are_refused_before_starting(tmp_path, monkeypatch,
 
 
 def test_a_cpu_run_announces_its_processes_and_memory(tmp_path, monkeypatch, capsys):
-    from tdmpc2_model.lightning import check_cpu_run
+    from tdmpc2_model.training.pretrain import check_cpu_run
 
     _no_trainer(monkeypatch)
     check_cpu_run("48M", 2, 256, "32-true", {}, say=True)
@@ -180,8 +180,8 @@ def test_the_memory_estimate_is_near_the_measured_peaks():
     """Bench rows: peak RSS of ``tdmpc2-pretrain --max-steps 3`` on a CPU (KiB, /usr/bin/time)
     and the 317M run of issue #26 (12.3 GB, bf16-mixed, mt80 table)."""
     from tdmpc2_data.tasks import TASK_SETS
-    from tdmpc2_model.config import TDMPC2Config
-    from tdmpc2_model.memory import estimate_pretrain_bytes
+    from tdmpc2_model.core.config import TDMPC2Config
+    from tdmpc2_model.core.memory import estimate_pretrain_bytes
 
     table = ["mw-reach", "cartpole-balance", "mw-door-open"]
     rows = [("1M", 256, "32-true", table, 601148 * 1024), ("1M", 1024, "32-true", table, 912164 * 1024),

@@ -74,7 +74,7 @@ def test_convert_onto_a_full_disk_leaves_no_dataset_skeleton(disk, capsys):
 def test_pretraining_onto_a_full_disk_leaves_no_torn_checkpoint(tmp_path, disk, capsys):
     """Lightning's own save moved a file from the system temp dir and left a torn .ckpt,
     the newest, for `--resume` to pick; now the checkpoint is whole or absent."""
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     data = tmp_path / "data"
     assert main(["collect", "--tasks", "mw-reach", "--episodes", "2", str(data)]) == 0
@@ -91,7 +91,7 @@ def test_pretraining_onto_a_full_disk_leaves_no_torn_checkpoint(tmp_path, disk, 
 
 
 def test_online_training_onto_a_full_disk_keeps_its_episodes(disk, capsys):
-    from tdmpc2_model.cli import train_main
+    from tdmpc2_model.apps.cli import train_main
 
     out = disk / "run"
     fill(disk, leave=1 << 20)  # room for the buffer's episodes, not for a checkpoint

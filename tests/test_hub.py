@@ -714,7 +714,7 @@ def test_a_mistyped_local_path_is_not_taken_for_a_hub_repo(tmp_path, monkeypatch
     """``data/tow`` next to a local ``data/`` is a typo, not the Hub repo data/tow: every
     command says so at once (before, 24-31 s of Hub retries, then a network error)."""
     from tdmpc2_model import TDMPC2
-    from tdmpc2_model.lightning import resolve_data
+    from tdmpc2_model.training.pretrain import resolve_data
 
     (tmp_path / "data" / "two").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

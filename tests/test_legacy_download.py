@@ -77,7 +77,7 @@ def start_killable_download(hub, dest: Path, chunk: str, received: int) -> subpr
 
 def test_download_mt80_and_mt30_then_verify_and_pretrain(hub, release, tmp_path, capfd,
                                                          monkeypatch):  # fmt: skip
-    from tdmpc2_model.cli import pretrain_main
+    from tdmpc2_model.apps.cli import pretrain_main
 
     monkeypatch.setenv("TDMPC2_DISABLE_PROGRESS_BARS", "0")  # the bars a terminal shows
 

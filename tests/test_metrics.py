@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from run_logs import read_csv
 
-from tdmpc2_model.loggers import lightning_loggers, numeric, read_metrics
-from tdmpc2_model.online import MetricsLog
+from tdmpc2_model.outputs.loggers import numeric, read_metrics
+from tdmpc2_model.outputs.metrics_csv import lightning_loggers
+from tdmpc2_model.training.online import MetricsLog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_the_reader_names_what_is_missing_or_broken(tmp_path):
 
 WRITER = """
 import sys
-from tdmpc2_model.loggers import lightning_loggers
+from tdmpc2_model.outputs.metrics_csv import lightning_loggers
 logger = lightning_loggers(["csv"], sys.argv[1])[0]
 for i in range(100_000):  # every row brings a new column: every save rewrites the file
     logger.log_metrics({"train/x": float(i), f"train/c{i}": 1.0}, step=i)

@@ -7,8 +7,8 @@ import torch
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.planner import plan
-from tdmpc2_model.world_model import action_masks
+from tdmpc2_model.core.planner import plan
+from tdmpc2_model.core.world_model import action_masks
 
 
 def random_batch(cfg: TDMPC2Config, batch: int = 32, seed: int = 0) -> Batch:

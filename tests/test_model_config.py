@@ -6,8 +6,8 @@ import torch
 
 from tdmpc2_data.tasks import TASK_SETS, get_task
 from tdmpc2_model import TDMPC2Config
-from tdmpc2_model.config import SIZE_PRESETS
-from tdmpc2_model.world_model import WorldModel
+from tdmpc2_model.core.config import SIZE_PRESETS
+from tdmpc2_model.core.world_model import WorldModel
 
 
 def count_params(cfg: TDMPC2Config) -> int:
@@ -147,7 +147,7 @@ def test_a_batch_or_model_that_cannot_fit_is_refused_before_allocating():
     """One estimate (``memory.training_bytes``) serves the CPU pretraining announcement and
     this refusal; a loaded model's tensors are not counted again."""
     from tdmpc2_model import TDMPC2
-    from tdmpc2_model.memory import estimate_pretrain_bytes, training_bytes
+    from tdmpc2_model.core.memory import estimate_pretrain_bytes, training_bytes
 
     cfg = TDMPC2Config(size="1M", tasks="walker-walk", batch_size=10**9)
     with pytest.raises(ValueError, match=r"^Got batch_size=1000000000: an update \(horizon 3\)"):

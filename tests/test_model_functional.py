@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdmpc2_model import functional as Fn
+from tdmpc2_model.core import functional as Fn
 
 
 def test_symlog_symexp_are_inverse():

@@ -1,12 +1,12 @@
-"""oneDNN GEMMs (``tdmpc2_model.gemm``): the same values and gradients as ``F.linear`` /
+"""oneDNN GEMMs (``tdmpc2_model.core.gemm``): the same values and gradients as ``F.linear`` /
 ``baddbmm`` inside ``fast_kernels``, and exactly aten's path everywhere else."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tdmpc2_model import gemm
-from tdmpc2_model.functional import fast_kernels
+from tdmpc2_model.core import gemm
+from tdmpc2_model.core.functional import fast_kernels
 
 pytestmark = pytest.mark.skipif(not gemm._ONEDNN, reason="this torch build has no oneDNN")
 

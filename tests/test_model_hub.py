@@ -11,18 +11,17 @@ import torch
 from safetensors import safe_open
 from test_model_legacy import FIXTURES, assert_matches_reference, outputs
 
-from tdmpc2_data.hub_api import MODEL_REPO_ENV
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.hub import (
+from tdmpc2_model.formats.legacy import LegacyCheckpointError
+from tdmpc2_model.formats.pretrained import (
     CONFIG,
     WEIGHTS,
     ModelHubError,
     _dedupe,
-    card_data,
     load_pretrained_dir,
-    resolve_alias,
 )
-from tdmpc2_model.legacy import LegacyCheckpointError
+from tdmpc2_model.hub.card import card_data
+from tdmpc2_model.hub.repo import MODEL_REPO_ENV, resolve_alias
 
 fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
 
@@ -125,7 +124,7 @@ def test_every_saved_file_gets_the_umask_mode(tmp_path):
     to a 0644 config.json; every file of a saved model and checkpoint gets the umask's mode."""
     import os
 
-    from tdmpc2_model.checkpoint import save_atomically
+    from tdmpc2_model.formats.run_checkpoint import save_atomically
 
     before = os.umask(0o022)
     try:
@@ -237,7 +236,7 @@ def test_model_card_front_matter_round_trips_through_model_card_load(tmp_path):
 
 
 def test_pretraining_records_the_hub_datasets_of_its_sources(tmp_path):
-    from tdmpc2_model.lightning import hub_datasets
+    from tdmpc2_model.training.pretrain import hub_datasets
 
     (tmp_path / "local").mkdir()
     sources = [str(tmp_path / "local"), "owner/set", "hf://datasets/org/other@v1/sub",

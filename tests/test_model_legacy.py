@@ -24,8 +24,8 @@ from published_writer import (
 
 from tdmpc2_data.tasks import TASK_SETS
 from tdmpc2_model import TDMPC2
-from tdmpc2_model import functional as Fn
-from tdmpc2_model.legacy import (
+from tdmpc2_model.core import functional as Fn
+from tdmpc2_model.formats.legacy import (
     LegacyCheckpointError,
     PreReleaseLayoutError,
     load_legacy,

@@ -9,7 +9,7 @@ import pytest
 SCRIPT = """
 import resource, sys, torch
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.malloc import retain_freed_memory
+from tdmpc2_model.evaluation.malloc import retain_freed_memory
 assert retain_freed_memory()
 torch.set_num_threads(1)
 agent = TDMPC2(TDMPC2Config(size="1M", tasks="cheetah-run", num_samples=256))

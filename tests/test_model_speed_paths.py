@@ -8,7 +8,7 @@ import torch
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.planner import estimate_value
+from tdmpc2_model.core.planner import estimate_value
 
 
 def small_agent(tasks: str = "mt30") -> TDMPC2:

@@ -14,11 +14,11 @@ import torch
 from tdmpc2_data import Batch, open_dataset
 from tdmpc2_data.format import verify_dataset
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.checkpoint import latest_checkpoint
-from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main, train_main
-from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
-from tdmpc2_model.loggers import read_metrics
-from tdmpc2_model.replay import ReplayBuffer
+from tdmpc2_model.apps.cli import eval_main, finetune_main, pretrain_main, train_main
+from tdmpc2_model.evaluation.episodes import OnlineError, check_task, evaluate
+from tdmpc2_model.formats.run_checkpoint import latest_checkpoint
+from tdmpc2_model.outputs.loggers import read_metrics
+from tdmpc2_model.training.replay import ReplayBuffer
 
 TASK = "mw-reach"  # 100-step episodes: the cheapest real task
 #: cheap planning and updates so that a few hundred steps take seconds on a CPU
@@ -44,7 +44,7 @@ def run(tmp_path_factory) -> Path:
 def test_the_run_logs_to_tensorboard_and_plots(run, tmp_path):
     from run_logs import png_size, read_csv, tensorboard_scalars
 
-    from tdmpc2_model.plot_cli import main as plot_main
+    from tdmpc2_model.apps.plot_cli import main as plot_main
 
     first = json.loads((run / "run_config.json").read_text())["runs"][0]
     assert first["command"] == "tdmpc2-train" and first["settings"]["task"] == TASK
@@ -270,8 +270,8 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_recipe_parses_with_its_command(recipe):
-    from tdmpc2_model import cli
-    from tdmpc2_model.cli import load_recipe
+    from tdmpc2_model.apps import cli
+    from tdmpc2_model.apps.cli import load_recipe
 
     if recipe.stem == "quickstart":
         assert set(load_recipe(recipe)) >= {"collect", "pretrain", "finetune", "eval"}
@@ -315,8 +315,8 @@ def test_resume_after_a_checkpoint_inside_a_short_seed_phase_equals_an_uninterru
 def test_a_nan_weight_stops_online_training_naming_the_update_and_the_loss(tmp_path, capsys):
     """A NaN in the reward head: the first update's reward loss is NaN; the run stops there
     (no checkpoint of NaN weights), and the CLI says so in one line."""
-    from tdmpc2_model.online import train
-    from tdmpc2_model.update import NonFiniteLossError
+    from tdmpc2_model.core.update import NonFiniteLossError
+    from tdmpc2_model.training.online import train
 
     agent = TDMPC2(TDMPC2Config(size="1M", tasks=TASK, batch_size=32, num_samples=32,
                                 num_elites=4, num_pi_trajs=4, iterations=1))  # fmt: skip

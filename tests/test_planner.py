@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.planner import plan, select_action
+from tdmpc2_model.core.planner import plan, select_action
 
 
 def _agent(plan_action: str) -> TDMPC2:

@@ -13,10 +13,10 @@ import pytest
 from run_logs import png_size, read_csv
 
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.plot_cli import main as plot_main
-from tdmpc2_model.plots import DPI, FIGSIZE, nearest_tasks
-from tdmpc2_model.published import mean_ci, published_curve, published_dir, published_tasks
-from tdmpc2_model.taskset_eval import TaskScore, TaskSetResult, normalized_score
+from tdmpc2_model.apps.plot_cli import main as plot_main
+from tdmpc2_model.apps.plots import DPI, FIGSIZE, nearest_tasks
+from tdmpc2_model.apps.published import mean_ci, published_curve, published_dir, published_tasks
+from tdmpc2_model.evaluation.taskset import TaskScore, TaskSetResult, normalized_score
 
 
 def raw_published(method: str, file: str) -> dict[int, list[float]]:
@@ -60,7 +60,7 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
 def write_run(root: Path, task: str, evals: list[tuple[int, float]], success: bool) -> Path:
     """An online run directory as `tdmpc2-train` leaves it (run.json, its metrics logged by
     the run's own `MetricsLog`), killed in the middle of writing a row."""
-    from tdmpc2_model.online import MetricsLog
+    from tdmpc2_model.training.online import MetricsLog
 
     root.mkdir(parents=True)
     (root / "run.json").write_text(json.dumps({"task": task, "seed": 0, "seed_steps": 100}))
@@ -76,7 +76,7 @@ def write_run(root: Path, task: str, evals: list[tuple[int, float]], success: bo
 def write_pretraining_run(root: Path, task: str, evals: list[tuple[int, float]]) -> Path:
     """A pretraining run directory's logs as Lightning's Trainer writes them through the
     run's CSV logger (``TaskSetEvaluation``'s columns, at updates; no run.json)."""
-    from tdmpc2_model.loggers import lightning_loggers
+    from tdmpc2_model.outputs.metrics_csv import lightning_loggers
 
     (logger,) = lightning_loggers(["csv"], root)
     for s, v in evals:
@@ -108,7 +108,7 @@ def test_curves_average_runs_and_overlay_the_published_curve(tmp_path, capsys):
     assert float(published[1]["mean"]) == pytest.approx(np.mean(raw[100_000]))
     assert {r["curve"] for r in rows} == {"ours", "tdmpc2", "sac"}
     # one line, not a traceback, for a run without evaluations, without logs or missing
-    from tdmpc2_model.online import MetricsLog
+    from tdmpc2_model.training.online import MetricsLog
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -238,7 +238,7 @@ def test_svg_output_and_help(tmp_path, capsys):
 @pytest.fixture
 def figures(monkeypatch):
     """The matplotlib figures the plots save, drawn (tick labels filled in), in order."""
-    from tdmpc2_model import plots
+    from tdmpc2_model.apps import plots
 
     drawn, save = [], plots._save
 
@@ -263,7 +263,7 @@ def labelled_y_ticks(ax) -> set[str]:
 def test_every_loss_panel_labels_its_y_axis(tmp_path, figures):
     """Losses spanning less than a decade (most of a short run's) got a log axis with no
     label at all; now each panel shows at least two labelled ticks, log only over a decade."""
-    from tdmpc2_model.loggers import lightning_loggers
+    from tdmpc2_model.outputs.metrics_csv import lightning_loggers
 
     x = np.arange(50, 2001, 50)
     losses = {"consistency_loss": 1e-3 * np.exp(-x / 500) + 3e-4,  # 0.0003-0.001: < a decade

@@ -22,10 +22,10 @@ from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import collect
 from tdmpc2_data.loader import WindowSampler
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.checkpoint import latest_checkpoint
-from tdmpc2_model.cli import eval_main, finetune_main, pretrain_main
-from tdmpc2_model.lightning import TDMPC2Module
-from tdmpc2_model.loggers import read_metrics
+from tdmpc2_model.apps.cli import eval_main, finetune_main, pretrain_main
+from tdmpc2_model.formats.run_checkpoint import latest_checkpoint
+from tdmpc2_model.outputs.loggers import read_metrics
+from tdmpc2_model.training.pretrain import TDMPC2Module
 
 TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
 SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
@@ -73,7 +73,7 @@ def test_pretrain_writes_a_model_of_the_datasets_table(pretrained, dataset):
 def test_pretraining_logs_to_tensorboard_and_plots_losses_and_embeddings(pretrained, tmp_path):
     from run_logs import png_size, read_csv, tensorboard_scalars
 
-    from tdmpc2_model.plot_cli import main as plot_main
+    from tdmpc2_model.apps.plot_cli import main as plot_main
 
     logged = list(csv.DictReader(open(pretrained / "logs" / "version_0" / "metrics.csv")))
     logged = [(int(r["step"]), float(r["train/total_loss"])) for r in logged
@@ -110,7 +110,7 @@ def test_the_console_shows_updates_done_of_total_and_no_lightning_noise(pretrain
     argv = pretrain_args(dataset, run, steps, "--resume", "auto", "--push-to-hub", repo)
     env = {**os.environ, **hub.env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default",
            "TDMPC2_DISABLE_PROGRESS_BARS": "0"}  # the bar a terminal shows  # fmt: skip
-    code = "import sys; from tdmpc2_model.cli import pretrain_main; sys.exit(pretrain_main())"
+    code = "import sys; from tdmpc2_model.apps.cli import pretrain_main; sys.exit(pretrain_main())"
     done = subprocess.run([sys.executable, "-c", code, *argv],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -291,8 +291,8 @@ def test_ddp_and_fsdp_on_two_cpu_processes_train_the_same_model(dataset, tmp_pat
 @pytest.mark.slow
 def test_quickstart_runs_every_stage(tmp_path):
     """The README job with a smaller recipe (the real one takes ~2 minutes)."""
-    from tdmpc2_model.cli import load_recipe
-    from tdmpc2_model.quickstart import run, table
+    from tdmpc2_model.apps.cli import load_recipe
+    from tdmpc2_model.apps.quickstart import run, table
 
     recipe = load_recipe("quickstart")
     recipe["collect"]["episodes"] = 1

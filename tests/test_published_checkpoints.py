@@ -12,11 +12,11 @@ from published_writer import multitask_file, pre_release_state, to_flat_layout
 from test_model_legacy import assert_matches_reference, outputs
 from test_online import SMALL
 
-from tdmpc2_data.hub_api import MODEL_REPO_ENV
 from tdmpc2_data.tasks import TASK_SETS
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.cli import finetune_main
-from tdmpc2_model.legacy import PreReleaseLayoutError
+from tdmpc2_model.apps.cli import finetune_main
+from tdmpc2_model.formats.legacy import PreReleaseLayoutError
+from tdmpc2_model.hub.repo import MODEL_REPO_ENV
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="legacy fixtures not found")
 HELD_OUT = TASK_SETS["mt80-heldout"]  # what the test's mt70 file leaves out of its table

@@ -13,7 +13,7 @@ from legacy_fixtures import FIXTURES
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2
-from tdmpc2_model.lightning import TDMPC2Module
+from tdmpc2_model.training.pretrain import TDMPC2Module
 
 MODELS = ["cheetah-run_1M", "mt30_1M"]
 INFO = ["consistency_loss", "reward_loss", "value_loss", "total_loss", "grad_norm", "pi_loss",

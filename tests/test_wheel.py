@@ -66,7 +66,7 @@ def test_wheel_ships_recipes_and_card_templates(wheel):
     for card in (ROOT / "datasets_cards").glob("*.md"):
         assert f"tdmpc2_data/card_templates/{card.name}" in names
     assert "tdmpc2_data/envs/walker_long_floor.xml" in names
-    assert "tdmpc2_model/model_card.md" in names  # the model card's template
+    assert "tdmpc2_model/hub/model_card.md" in names  # the model card's template
     curves = [n for n in names if n.startswith("tdmpc2_model/published/")]
     assert len([n for n in curves if n.startswith("tdmpc2_model/published/tdmpc2/")]) == 104
     assert "tdmpc2_model/published/README.md" in curves and len(curves) > 400
@@ -88,18 +88,18 @@ def test_every_command_has_version(venv, tmp_path, command):
 
 def test_packaged_recipes_resolve_outside_the_checkout(venv, tmp_path):
     code = (
-        "from tdmpc2_model.cli import load_recipe, resolve_recipe\n"
+        "from tdmpc2_model.apps.cli import load_recipe, resolve_recipe\n"
         "print(resolve_recipe('recipes/pretrain-mt80-317M.yaml'))\n"
         "print(load_recipe('quickstart')['pretrain']['size'])\n"
     )
     path, size = run(venv, "python", "-c", code, cwd=tmp_path).split()
     assert Path(path).is_relative_to(venv) and size == "1M"
-    help_text = run(venv, "python", "-m", "tdmpc2_model.quickstart", "--help", cwd=tmp_path)
+    help_text = run(venv, "python", "-m", "tdmpc2_model.apps.quickstart", "--help", cwd=tmp_path)
     assert "default: quickstart" in help_text
 
 
 def test_published_curves_load_from_the_wheel(venv, tmp_path):
-    code = ("from tdmpc2_model.published import published_curve, published_dir\n"
+    code = ("from tdmpc2_model.apps.published import published_curve, published_dir\n"
             "c = published_curve('myo-reach', 'tdmpc2')\n"
             "print(published_dir(), c.metric, len(c.steps))\n")  # fmt: skip
     where, metric, points = run(venv, "python", "-c", code, cwd=tmp_path).split()

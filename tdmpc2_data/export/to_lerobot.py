@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from tdmpc2_data import __version__
 from tdmpc2_data.convert.episodes import Episode
 from tdmpc2_data.convert.from_lerobot import NO_VIDEO_BACKEND, SIDECAR, lerobot_dataset_class
 from tdmpc2_data.export import TaskSelection, task_episodes
 from tdmpc2_data.reader import Dataset
 from tdmpc2_data.schema import zero_pad
+from tdmpc2_data.versions import __version__
 
 #: LeRobot's usual recording rate; only sets the timestamps (see the module docstring).
 DEFAULT_FPS = 30

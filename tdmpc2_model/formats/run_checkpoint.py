@@ -1,8 +1,8 @@
 """Checkpoints of a run: a model directory (``save_pretrained``) plus the trainer state
-(optimizer states, step) written whole or not at all, the newest of a run found, and an agent
-resumed from it. Online runs write ``OUT/checkpoints/step-N``; online runs and pretraining
-write their final model with ``save_atomically``; pretraining's Lightning ``.ckpt`` files are
-read back as models by ``read_lightning_checkpoint`` (so every command takes them)."""
+(optimizer states, step) written whole or not at all, and the newest of a run found (the
+agent resumed from it: ``training/checkpoints.py``). Online runs write
+``OUT/checkpoints/step-N``; online runs and pretraining write their final model with
+``save_atomically``."""
 
 from __future__ import annotations
 
@@ -14,19 +14,23 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
 
 from tdmpc2_data.atomic import remove_tree, umask_mode, write_atomic
-from tdmpc2_model.agent import TDMPC2
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.hub import SCALE_KEY, run_overrides
-from tdmpc2_model.legacy import load_weights_only
 
 CHECKPOINTS_DIR, STATE_FILE = "checkpoints", "trainer_state.pt"
-_AGENT_PREFIX = "agent."  # TDMPC2Module keeps the agent as ``self.agent``
+
+
+class Saved(Protocol):
+    """What a checkpoint saves of the agent (``TDMPC2``): its model and optimizers."""
+
+    optim: torch.optim.Optimizer
+    pi_optim: torch.optim.Optimizer
+
+    def save_pretrained(self, save_directory: Path, training_data: str | None = None) -> Path: ...
 
 
 def save_torch_atomically(obj: Any, path: str | os.PathLike) -> None:
@@ -52,7 +56,7 @@ def safetensors_os_errors(path: Path) -> Iterator[None]:
 
 
 def save_atomically(
-    agent: TDMPC2, target: Path, training_data: str | None = None, extra: Any = None
+    agent: Saved, target: Path, training_data: str | None = None, extra: Any = None
 ) -> Path:
     """``save_pretrained`` (plus ``extra`` as ``trainer_state.pt``) into a temp dir next to
     ``target``, then swap it in: readers see the old directory or the new one, never half."""
@@ -79,7 +83,7 @@ def save_atomically(
 
 def save_checkpoint(
     out: Path,
-    agent: TDMPC2,
+    agent: Saved,
     step: int,
     training_data: str | None = None,
     keep: int = 2,
@@ -101,44 +105,3 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """Newest complete checkpoint of a run directory (checkpoints appear by rename)."""
     found = sorted(Path(out, CHECKPOINTS_DIR).glob("step-*"))
     return found[-1] if found else None
-
-
-def resume_latest(out: Path, agent: TDMPC2) -> tuple[TDMPC2, dict[str, Any] | None]:
-    """The newest checkpoint's agent (weights, running scale, optimizer states) on the given
-    agent's device and its trainer state, or ``(agent, None)`` when no checkpoint was
-    written yet."""
-    path = latest_checkpoint(out)
-    if path is None:
-        return agent, None
-    # the checkpoint holds the model's defaults; this run's overrides apply again
-    loaded = TDMPC2.from_pretrained(path, **run_overrides(agent)).to(agent.device)
-    state = load_weights_only(
-        path / STATE_FILE, "an online trainer state", map_location=agent.device
-    )
-    if not isinstance(state, dict) or not {"optim", "pi_optim", "step"} <= set(state):
-        raise ValueError(f"{path / STATE_FILE}: not an online trainer state (optim, step).")
-    loaded.optim.load_state_dict(state["optim"])
-    loaded.pi_optim.load_state_dict(state["pi_optim"])
-    loaded.hub_provenance = getattr(agent, "hub_provenance", None)
-    return loaded, state
-
-
-def read_lightning_checkpoint(
-    path: Path, mmap: bool = False
-) -> tuple[TDMPC2Config, dict[str, torch.Tensor], str | None]:
-    """(config, world-model tensors with the running Q scale under ``scale_key``, training-data
-    line) of a pretraining ``.ckpt``, loaded without running code (``weights_only``);
-    ``mmap``: tensors stay on disk (a cheap check of a ``--resume`` file)."""
-    what = "a tdmpc2-pretrain Lightning checkpoint"
-    ckpt = load_weights_only(path, what, map_location="cpu", mmap=mmap)
-    try:
-        hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-        cfg = TDMPC2Config.from_dict(hparams["cfg"])
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{path}: not a tdmpc2-pretrain Lightning checkpoint (missing or bad {exc})."
-        ) from None
-    model = f"{_AGENT_PREFIX}model."
-    tensors = {k[len(model) :]: v for k, v in state.items() if k.startswith(model)}
-    tensors[SCALE_KEY] = state[f"{_AGENT_PREFIX}scale.value"]
-    return cfg, tensors, hparams.get("training_data")

@@ -19,13 +19,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import RemoteEntryNotFoundError
 
-from tdmpc2_data.hub_api import (
-    MODEL_REPO_ENV,
-    HubError,
-    hub_errors,
-    hub_unreachable,
-    published_model_repo,
-)
+from tdmpc2_data.hub_api import ORIGINAL_REPO, hub_errors, hub_unreachable
 from tdmpc2_data.tasks import (
     DMCONTROL,
     MANISKILL,
@@ -37,7 +31,8 @@ from tdmpc2_data.tasks import (
     get_task,
     resolve_task_name,
 )
-from tdmpc2_model.config import SIZE_PRESETS, parse_size
+from tdmpc2_model.core.config import SIZE_PRESETS, parse_size
+from tdmpc2_model.formats.pretrained import ModelHubError
 
 SEEDS = (1, 2, 3)
 FOLDERS = {DMCONTROL: "dmcontrol", METAWORLD: "metaworld", MANISKILL: "maniskill2",
@@ -49,8 +44,12 @@ MULTITASK = {"mt30": tuple(SIZE_PRESETS), "mt80": tuple(SIZE_PRESETS), "mt70": (
 FINETUNE_SIZE = "5M"
 
 
-class ModelHubError(HubError):
-    """A model could not be found, read or pushed; the message says which and what to do."""
+MODEL_REPO_ENV = "TDMPC2_MODEL_REPO"
+
+
+def published_model_repo() -> str:
+    """Hub model repo of the published checkpoints (``$TDMPC2_MODEL_REPO`` overrides)."""
+    return os.environ.get(MODEL_REPO_ENV) or ORIGINAL_REPO
 
 
 def file_name(task: Task, seed: int) -> str:
@@ -133,7 +132,7 @@ def finetune_checkpoint(task: str, revision: str | None = None) -> tuple[str, st
     """(alias, why) of the published model ``tdmpc2-finetune`` starts from without
     ``--checkpoint``: mt70 (``FINETUNE_SIZE``) for a task that it holds out, the paper's
     few-shot set-up, else mt80; reads mt70's stored task table (downloads that file once)."""
-    from tdmpc2_model.legacy import read_checkpoint
+    from tdmpc2_model.formats.legacy import read_checkpoint
 
     name = resolve_task_name(task)
     mt80, mt70 = (f"{m}-{FINETUNE_SIZE}" for m in ("mt80", "mt70"))

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from tdmpc2_data.tasks import DMCONTROL, get_task
-from tdmpc2_model.loggers import read_metrics
-from tdmpc2_model.published import Curve, published_curve, summarise
+from tdmpc2_model.apps.published import Curve, published_curve, summarise
+from tdmpc2_model.outputs.loggers import read_metrics
 
 FIGSIZE, DPI = (8.0, 5.0), 100  # every image is 800 x 500 px (wider for many score bars)
 MAX_WIDTH = 20.0  # inches: 80 tasks x 3 models of bars

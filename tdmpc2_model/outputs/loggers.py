@@ -43,17 +43,6 @@ def tensorboard_logger(out: str | os.PathLike, version: int | str | None = None)
         ) from None
 
 
-def lightning_loggers(names: Sequence[str], out: str | os.PathLike) -> list[Any]:
-    """The loggers for ``names`` (CSV first: its version folder numbers the run). The CSV saves
-    every row as it is logged (Lightning's default: every 100), so a killed pretraining run
-    keeps its rows as an online run does."""
-    from tdmpc2_model.metrics_csv import RunCSVLogger
-
-    csv_logger = RunCSVLogger(Path(out), name=LOG_DIR, flush_logs_every_n_steps=1)
-    extra = [tensorboard_logger(out, csv_logger.version) for n in names if n == "tensorboard"]
-    return [csv_logger, *extra]
-
-
 def numeric(row: Mapping[str, Any], prefix: str) -> dict[str, int | float]:
     """A metrics row's fields as ``prefix/name`` numbers, the same for every logger: booleans
     as 0/1; None (no value, e.g. a DMControl task's success rate) and text (the task, which

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tdmpc2_model.functional import dropout, mish, simnorm
-from tdmpc2_model.gemm import Linear, linear, stacked_linear
+from tdmpc2_model.core.functional import dropout, mish, simnorm
+from tdmpc2_model.core.gemm import Linear, linear, stacked_linear
 
 
 class SimNorm(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from tdmpc2_model.functional import _fast
+from tdmpc2_model.core.functional import _fast
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 _MIN_MACS = 1 << 20  # below ~1M multiply-adds oneDNN's ~20 us call overhead outweighs its speed

@@ -19,9 +19,14 @@ from typing import Any
 import torch
 
 from tdmpc2_data.tasks import TASK_SETS, TASKS, UnknownTaskError, resolve_tasks
-from tdmpc2_model.config import SIZE_PRESETS, TDMPC2Config, preset
-from tdmpc2_model.omegaconf_pickle import SAFE_GLOBALS, ConfigPickleError, is_config, to_plain
-from tdmpc2_model.world_model import WorldModel, action_masks
+from tdmpc2_model.core.config import SIZE_PRESETS, TDMPC2Config, preset
+from tdmpc2_model.core.world_model import WorldModel, action_masks
+from tdmpc2_model.formats.omegaconf_pickle import (
+    SAFE_GLOBALS,
+    ConfigPickleError,
+    is_config,
+    to_plain,
+)
 
 _FLAT_Q = re.compile(r"^(_Qs\.params|_target_Qs\.params)\.(\d+)$")
 _FLAT_NAMES = ("weight", "bias", "ln.weight", "ln.bias")

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tdmpc2_model import functional as Fn
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.world_model import WorldModel
+from tdmpc2_model.core import functional as Fn
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.core.world_model import WorldModel
 
 
 class RunningScale(nn.Module):

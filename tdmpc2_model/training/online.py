@@ -61,13 +61,8 @@ from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
-from tdmpc2_model.checkpoint import (
-    latest_checkpoint,
-    resume_latest,
-    save_atomically,
-    save_checkpoint,
-)
-from tdmpc2_model.evaluation import (
+from tdmpc2_model.core.update import check_losses
+from tdmpc2_model.evaluation.episodes import (
     EvalResult,
     OnlineError,
     check_task,
@@ -75,11 +70,13 @@ from tdmpc2_model.evaluation import (
     planner_actor,
     rollout,
 )
-from tdmpc2_model.loggers import lightning_loggers, numeric, parse_loggers
-from tdmpc2_model.random_streams import RandomStreams, Stream
-from tdmpc2_model.replay import ReplayBuffer
-from tdmpc2_model.run_record import append_record
-from tdmpc2_model.update import check_losses
+from tdmpc2_model.formats.run_checkpoint import latest_checkpoint, save_atomically, save_checkpoint
+from tdmpc2_model.outputs.loggers import numeric, parse_loggers
+from tdmpc2_model.outputs.metrics_csv import lightning_loggers
+from tdmpc2_model.outputs.run_record import append_record
+from tdmpc2_model.training.checkpoints import resume_latest
+from tdmpc2_model.training.random_streams import RandomStreams, Stream
+from tdmpc2_model.training.replay import ReplayBuffer
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE = "buffer", "final", "run.json"
 

@@ -1,4 +1,4 @@
-"""The whole loop on a CPU in a few minutes: ``python -m tdmpc2_model.quickstart``.
+"""The whole loop on a CPU in a few minutes: ``python -m tdmpc2_model.apps.quickstart``.
 
 1. collect random episodes of a few tasks from real simulators into a shard dataset;
 2. pretrain a 1M multitask model on it with Lightning;
@@ -25,9 +25,9 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     from tdmpc2_data import open_dataset
     from tdmpc2_data.collect import collect
     from tdmpc2_model.agent import TDMPC2
-    from tdmpc2_model.evaluation import evaluate
-    from tdmpc2_model.lightning import pretrain
-    from tdmpc2_model.online import train
+    from tdmpc2_model.evaluation.episodes import evaluate
+    from tdmpc2_model.training.online import train
+    from tdmpc2_model.training.pretrain import pretrain
 
     out, seed = Path(out), int(recipe.get("seed", 0))
     c, p, f, e = (recipe[k] for k in ("collect", "pretrain", "finetune", "eval"))
@@ -77,12 +77,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tdmpc2_data.versions import add_version_flag
-    from tdmpc2_model.cli import load_recipe
+    from tdmpc2_model.apps.cli import load_recipe
 
     parser = argparse.ArgumentParser(
-        prog="python -m tdmpc2_model.quickstart",
+        prog="python -m tdmpc2_model.apps.quickstart",
         description=__doc__.split("\n\n")[0],
-        epilog="example:\n  python -m tdmpc2_model.quickstart --out runs/quickstart --overwrite",
+        epilog="example:\n  python -m tdmpc2_model.apps.quickstart --out runs/quickstart --overwrite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_version_flag(parser)

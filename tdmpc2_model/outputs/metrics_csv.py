@@ -1,10 +1,13 @@
-"""The CSV half of ``loggers.py``: Lightning's CSVLogger, made safe against a SIGKILL (its own
-module because importing Lightning takes seconds, which plots and readers need not pay)."""
+"""The CSV half of ``loggers.py``: Lightning's CSVLogger, made safe against a SIGKILL, and the
+loggers of a run (its own module because importing Lightning takes seconds, which plots and
+readers need not pay)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from tdmpc2_data.atomic import write_atomic
-from tdmpc2_model.loggers import METRICS_FILE, csv_rows
+from tdmpc2_model.outputs.loggers import LOG_DIR, METRICS_FILE, csv_rows, tensorboard_logger
 
 
 class _KillSafeWriter(ExperimentWriter):
@@ -65,3 +68,12 @@ class RunCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KillSafeWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def lightning_loggers(names: Sequence[str], out: str | os.PathLike) -> list[Any]:
+    """The loggers for ``names`` (CSV first: its version folder numbers the run). The CSV saves
+    every row as it is logged (Lightning's default: every 100), so a killed pretraining run
+    keeps its rows as an online run does."""
+    csv_logger = RunCSVLogger(Path(out), name=LOG_DIR, flush_logs_every_n_steps=1)
+    extra = [tensorboard_logger(out, csv_logger.version) for n in names if n == "tensorboard"]
+    return [csv_logger, *extra]

@@ -30,10 +30,10 @@ from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import DMCONTROL, get_task, resolve_tasks
 from tdmpc2_data.versions import package_versions
 from tdmpc2_model.agent import TDMPC2
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.evaluation import OnlineError, check_task, evaluate
-from tdmpc2_model.hub import tensors_sha256
-from tdmpc2_model.malloc import retain_freed_memory
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.evaluation.episodes import OnlineError, check_task, evaluate
+from tdmpc2_model.evaluation.malloc import retain_freed_memory
+from tdmpc2_model.formats.pretrained import tensors_sha256
 
 
 def normalized_score(domain: str, mean_return: float, success_rate: float | None) -> float:

@@ -2,7 +2,7 @@
 
 `TDMPC2Module` owns the Trainer's side (manual optimization, logging, sharding); the data
 comes from `tdmpc2_data.datamodule.WindowDataModule`; each training step is the update that
-``TDMPC2.update`` runs too (``tdmpc2_model.update.update_step``, paper Sec. 3.2).
+``TDMPC2.update`` runs too (``tdmpc2_model.core.update.update_step``, paper Sec. 3.2).
 Precision, devices and the strategy come from the Trainer: ``ddp`` (Lightning's DDPStrategy)
 or ``fsdp`` (Lightning's ModelParallelStrategy: FSDP2 ``fully_shard`` of each network of the
 world model; ``configure_model`` below). Lightning's older FSDPStrategy cannot run manual
@@ -32,10 +32,10 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from tdmpc2_data.batch import Batch
 from tdmpc2_data.progress import bars_enabled
 from tdmpc2_model.agent import TDMPC2, make_optimizers
-from tdmpc2_model.checkpoint import save_torch_atomically
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.lightning_output import UpdatesBar, quiet_lightning
-from tdmpc2_model.update import LOSS_TERMS, nonfinite_loss_error, update_step
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.core.update import LOSS_TERMS, nonfinite_loss_error, update_step
+from tdmpc2_model.formats.run_checkpoint import save_torch_atomically
+from tdmpc2_model.training.lightning_output import UpdatesBar, quiet_lightning
 
 LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -215,7 +215,7 @@ class TaskSetEvaluation(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         if trainer.global_step % self.every or not trainer.is_global_zero:
             return
-        from tdmpc2_model.taskset_eval import evaluate_tasks
+        from tdmpc2_model.evaluation.taskset import evaluate_tasks
 
         model = pl_module.agent.model
         model.eval()  # no Q dropout while acting
@@ -366,7 +366,7 @@ def check_cpu_run(
     import psutil
 
     from tdmpc2_data.tasks import TASK_SETS
-    from tdmpc2_model.memory import estimate_pretrain_bytes
+    from tdmpc2_model.core.memory import estimate_pretrain_bytes
 
     cores = len(os.sched_getaffinity(0))
     if isinstance(devices, (list, tuple)):
@@ -438,9 +438,10 @@ def pretrain(
     ``OUT/run_config.json`` (``run_record.py``). Returns ``OUT/final`` on rank 0 (which
     writes it), None on the other ranks."""
     from tdmpc2_data.datamodule import WindowDataModule
-    from tdmpc2_model.checkpoint import save_atomically
-    from tdmpc2_model.loggers import lightning_loggers, parse_loggers
-    from tdmpc2_model.run_record import append_record
+    from tdmpc2_model.formats.run_checkpoint import save_atomically
+    from tdmpc2_model.outputs.loggers import parse_loggers
+    from tdmpc2_model.outputs.metrics_csv import lightning_loggers
+    from tdmpc2_model.outputs.run_record import append_record
 
     if precision not in PRECISIONS:
         raise ValueError(
@@ -478,7 +479,7 @@ def pretrain(
     module = TDMPC2Module(cfg, training_data, selection)
     callbacks: list[Callback] = []
     if eval_every:
-        from tdmpc2_model.evaluation import check_task
+        from tdmpc2_model.evaluation.episodes import check_task
 
         if strategy == "fsdp":
             raise ValueError("--eval-every needs the whole model on rank 0; use ddp, not fsdp.")
@@ -499,8 +500,8 @@ def pretrain(
     elif resume is not None and not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such Lightning checkpoint file.")
     if ckpt_path is not None:  # a hostile or foreign file: one line before the Trainer starts
-        from tdmpc2_model.checkpoint import read_lightning_checkpoint
-        from tdmpc2_model.hub import check_finite
+        from tdmpc2_model.formats.lightning_ckpt import read_lightning_checkpoint
+        from tdmpc2_model.formats.pretrained import check_finite
 
         _, tensors, _ = read_lightning_checkpoint(Path(ckpt_path), mmap=True)
         check_finite(tensors, ckpt_path)  # a NaN weight: refused here, not at the first update

@@ -6,7 +6,7 @@ update keeps for its backward pass, per window of the batch.
 Calibrated on a CPU with ``tdmpc2-pretrain --max-steps 3`` (32-true): 1M at batch 256 / 1024
 peaked at 0.62 / 0.93 GB (estimates 0.63 / 0.94), 5M at 0.81 / 1.43 GB (0.81 / 1.44), 19M
 at batch 512 at 1.71 GB (1.74); the 317M model on mt80 at batch 1024 in bf16-mixed peaked
-at 12.3 GB (12.7). The one place that estimates memory: `tdmpc2_model.lightning` announces and
+at 12.3 GB (12.7). The one place that estimates memory: `tdmpc2_model.training.pretrain` announces and
 refuses CPU runs with it, and every agent refuses a model or batch that cannot fit.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from tdmpc2_model.config import ARCH_FIELDS, TDMPC2Config
+from tdmpc2_model.core.config import ARCH_FIELDS, TDMPC2Config
 
 #: the process before the model: Python, torch, Lightning, the loader (measured: 0.47-0.49 GB)
 BASE_BYTES = 480 << 20
@@ -28,7 +28,7 @@ BF16_ACTIVATIONS = 0.6
 
 def parameter_counts(cfg: TDMPC2Config) -> tuple[int, int]:
     """(parameters, buffer values) of ``cfg``'s world model, counted without allocating it."""
-    from tdmpc2_model.world_model import WorldModel
+    from tdmpc2_model.core.world_model import WorldModel
 
     with torch.device("meta"):
         model = WorldModel(cfg)

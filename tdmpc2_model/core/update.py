@@ -13,17 +13,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from tdmpc2_data.batch import Batch
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.functional import fast_kernels
-from tdmpc2_model.world_model import WorldModel
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.core.functional import fast_kernels
+from tdmpc2_model.core.world_model import WorldModel
 
-if TYPE_CHECKING:
-    from tdmpc2_model.agent import TDMPC2
+
+class Learner(Protocol):
+    """What an update needs of the agent (``TDMPC2``): its model, optimizers, losses, running
+    Q scale and discount; core never imports the agent."""
+
+    cfg: TDMPC2Config
+    device: torch.device
+    model: WorldModel
+    optim: torch.optim.Optimizer
+    pi_optim: torch.optim.Optimizer
+    scale: Any
+    gamma: Any
+
+    def model_loss(self, *args: Any) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]: ...
+
+    def policy_loss(self, *args: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
 
 #: the loss terms of an update, checked for NaN/Inf by both training loops
@@ -105,7 +119,7 @@ def soft_update_target_Q(model: WorldModel) -> None:
 
 
 def update_step(
-    agent: TDMPC2,
+    agent: Learner,
     batch: Batch,
     optimizers: tuple[Any, Any] | None = None,
     backward: Callable[[torch.Tensor], Any] | None = None,

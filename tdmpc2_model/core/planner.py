@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from tdmpc2_model import functional as Fn
-from tdmpc2_model.functional import fast_kernels
-from tdmpc2_model.world_model import WorldModel
+from tdmpc2_model.core import functional as Fn
+from tdmpc2_model.core.functional import fast_kernels
+from tdmpc2_model.core.world_model import WorldModel
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """Model CLIs: `tdmpc2-pretrain`, `tdmpc2-finetune`, `tdmpc2-train`, `tdmpc2-eval`.
 
-Thin wrappers over library functions (``tdmpc2_model.lightning.pretrain``,
-``tdmpc2_model.online.train`` / ``evaluate``); each parser documents itself with examples.
+Thin wrappers over library functions (``tdmpc2_model.training.pretrain.pretrain``,
+``tdmpc2_model.training.online.train`` / ``evaluate``); each parser documents itself with examples.
 Every command takes ``--recipe FILE.yaml`` or a packaged recipe's name (keys = flag names, ``config:`` = TDMPC2Config
 fields); flags given on the command line override the recipe.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from tdmpc2_data.flags import finite_float, seed, task_list
 from tdmpc2_data.versions import add_version_flag
-from tdmpc2_model.malloc import retain_freed_memory
+from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
 SIZES = ["1M", "5M", "19M", "48M", "317M"]
 
@@ -249,7 +249,7 @@ def _parse(
             config[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:  # an unsafe tag, an unclosed bracket ...
             parser.error(f"--config {item!r}: not a YAML value ({' '.join(str(exc).split())})")
-    from tdmpc2_model.config import TDMPC2Config
+    from tdmpc2_model.core.config import TDMPC2Config
 
     try:
         TDMPC2Config.check_fields(config)  # bogus=1, lr=abc: here, not deep inside training
@@ -260,7 +260,7 @@ def _parse(
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     _check_minimums(parser, args)
-    from tdmpc2_model.run_record import command_record, print_record
+    from tdmpc2_model.outputs.run_record import command_record, print_record
 
     args.record = command_record(parser.prog, argv, vars(args))
     if args.print_config:
@@ -270,14 +270,14 @@ def _parse(
 
 
 def expected_errors() -> Any:
-    """The data CLI's table of expected errors (``tdmpc2_data.cli.expected_errors``) with the
+    """The shared table of expected errors (``tdmpc2_data.errors.expected_errors``) with the
     model commands' own rows in front: Ctrl-C or SIGTERM (what was kept), a NaN/Inf loss, a
     file that is not a checkpoint (a refused pickle), Lightning's refusals of devices."""
     import pickle
 
-    from tdmpc2_data.cli import expected_errors as data_errors
-    from tdmpc2_data.cli import message_line
-    from tdmpc2_model.update import NonFiniteLossError
+    from tdmpc2_data.errors import expected_errors as data_errors
+    from tdmpc2_data.errors import message_line
+    from tdmpc2_model.core.update import NonFiniteLossError
 
     rows = [
         ((KeyboardInterrupt,), 130, _interrupted),
@@ -311,7 +311,7 @@ def _unpickling(exc: BaseException, args: argparse.Namespace) -> str:
 def _run(prog: str, body: Callable[[], None], args: argparse.Namespace) -> int:
     """Run a command; an expected error (``expected_errors``) ends with one line naming the
     file or flag and exit code 2 (130 for Ctrl-C); anything else keeps its traceback."""
-    from tdmpc2_data.cli import one_line_error, sigterm_as_interrupt
+    from tdmpc2_data.errors import one_line_error, sigterm_as_interrupt
     from tdmpc2_data.progress import match_hub_bars
 
     try:
@@ -410,7 +410,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
 
 
 def finetune_parser() -> argparse.ArgumentParser:
-    from tdmpc2_model.model_repo import FINETUNE_SIZE
+    from tdmpc2_model.hub.repo import FINETUNE_SIZE
 
     p = _parser(
         "tdmpc2-finetune",
@@ -509,7 +509,7 @@ def _online_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _online(args: argparse.Namespace, agent: Any, training_data: str) -> None:
-    from tdmpc2_model.online import train
+    from tdmpc2_model.training.online import train
 
     _check_repo_id(args)
     result = train(
@@ -542,7 +542,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         from tdmpc2_data.tasks import resolve_tasks
-        from tdmpc2_model.lightning import pretrain
+        from tdmpc2_model.training.pretrain import pretrain
 
         _check_repo_id(args)
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
@@ -590,7 +590,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
         config = _online_config(args)
         checkpoint = args.checkpoint
         if checkpoint is None:
-            from tdmpc2_model.model_repo import finetune_checkpoint
+            from tdmpc2_model.hub.repo import finetune_checkpoint
 
             checkpoint, why = finetune_checkpoint(args.task, args.revision)
             print(f"no --checkpoint: finetuning {checkpoint} ({why})")
@@ -614,7 +614,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         from tdmpc2_model.agent import TDMPC2
-        from tdmpc2_model.config import TDMPC2Config
+        from tdmpc2_model.core.config import TDMPC2Config
 
         config = _online_config(args)
         for key, flag in (("size", "--size"), ("tasks", "--task")):
@@ -640,8 +640,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         from tdmpc2_data.atomic import write_text_atomic
-        from tdmpc2_model.evaluation import evaluate
-        from tdmpc2_model.taskset_eval import check_dir_writable, check_file_writable
+        from tdmpc2_model.evaluation.episodes import evaluate
+        from tdmpc2_model.evaluation.taskset import check_dir_writable, check_file_writable
 
         if args.tasks is not None:
             return _eval_tasks(args)
@@ -665,7 +665,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 def _eval_tasks(args: argparse.Namespace) -> None:
     from tdmpc2_data.tasks import resolve_tasks
-    from tdmpc2_model.taskset_eval import check_writable, evaluate_tasks
+    from tdmpc2_model.evaluation.taskset import check_writable, evaluate_tasks
 
     names = resolve_tasks(args.tasks)
     check_writable(Path(args.out))  # before a download and hours of evaluation

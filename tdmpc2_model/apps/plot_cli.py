@@ -1,4 +1,4 @@
-"""`tdmpc2-plot`: the pictures of ``tdmpc2_model.plots`` from the command line. Each
+"""`tdmpc2-plot`: the pictures of ``tdmpc2_model.apps.plots`` from the command line. Each
 subcommand writes ``--out PATH.png`` (``PATH.svg`` with ``--svg``) and ``PATH.csv`` beside it
 with the plotted numbers."""
 
@@ -8,8 +8,8 @@ import argparse
 from collections.abc import Sequence
 
 from tdmpc2_data.versions import add_version_flag
-from tdmpc2_model.cli import _run
-from tdmpc2_model.published import METHODS
+from tdmpc2_model.apps.cli import _run
+from tdmpc2_model.apps.published import METHODS
 
 EXAMPLES = """examples:
   tdmpc2-plot curves runs/reach-s0 runs/reach-s1 --compare tdmpc2,sac --out plots/reach.png
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = plot_parser().parse_args(argv)
 
     def body() -> None:
-        from tdmpc2_model import plots
+        from tdmpc2_model.apps import plots
 
         if args.command == "curves":
             compare = [m for m in args.compare.split(",") if m]

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 from tdmpc2_data import schema
-from tdmpc2_model import functional as Fn
-from tdmpc2_model.config import TDMPC2Config
-from tdmpc2_model.layers import SimNorm, ensemble_forward, init_weights, mlp, stacked_mlp
+from tdmpc2_model.core import functional as Fn
+from tdmpc2_model.core.config import TDMPC2Config
+from tdmpc2_model.core.layers import SimNorm, ensemble_forward, init_weights, mlp, stacked_mlp
 
 
 def action_masks(cfg: TDMPC2Config) -> torch.Tensor:

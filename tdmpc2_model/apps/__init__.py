@@ -1,0 +1,2 @@
+"""The command lines and the programs on top of the library: the CLIs, plots, the paper's
+published curves and the quickstart."""

@@ -1,0 +1,1 @@
+"""What a run writes while it runs: metric loggers, the metrics CSV and the run record."""
