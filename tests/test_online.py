@@ -225,7 +225,7 @@ def test_replay_buffer_windows_are_exact_slices_and_uniform():
     batch = buffer.sample(4000, horizon)
     obs, action, reward = batch.obs, batch.action, batch.reward
     assert obs.shape == (horizon + 1, 4000, 2) and action.shape == (horizon, 4000, 1)
-    assert isinstance(batch, Batch) and batch.task.eq(0).all() and batch.action_mask.eq(1).all()
+    assert isinstance(batch, Batch) and batch.task.eq(0).all()
     episode, start = obs[0, :, 0], obs[0, :, 1]
     assert set(episode.unique().tolist()) == {1.0, 2.0, 3.0}
     steps = torch.arange(horizon + 1)[:, None]
