@@ -467,7 +467,8 @@ def pretrain(
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
     data, selection = selected_data(locations, select)
-    dm = WindowDataModule(data, batch_size=batch_size, horizon=config.get("horizon", TDMPC2Config.horizon),
+    horizon = config.get("horizon", TDMPC2Config.horizon)  # the data is read before the model
+    dm = WindowDataModule(data, batch_size=batch_size, horizon=horizon,
                           cache_bytes=cache_bytes, seed=seed, num_workers=num_workers,
                           exclude_tasks=list(exclude_tasks))  # fmt: skip
     cfg = TDMPC2Config(size=size, tasks=dm.tasks, obs_dim=dm.obs_dim, action_dim=dm.action_dim,
