@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkout import ROOT
+from quick_runs import SMALL
 
 from tdmpc2_data import Batch, open_dataset
 from tdmpc2_data.format import verify_dataset
@@ -21,9 +23,6 @@ from tdmpc2_model.loggers import read_metrics
 from tdmpc2_model.replay import ReplayBuffer
 
 TASK = "mw-reach"  # 100-step episodes: the cheapest real task
-#: cheap planning and updates so that a few hundred steps take seconds on a CPU
-SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
-         "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
 
 
 def steps(points: list[tuple[int, float]]) -> list[int]:
@@ -265,7 +264,7 @@ def test_recipe_values_are_defaults_that_flags_override(tmp_path, capsys):
     assert "unknown key(s) ['stepz']" in capsys.readouterr().err
 
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])

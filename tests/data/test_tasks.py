@@ -1,9 +1,9 @@
 """The task registry must match the published task ids, dims and episode lengths (spec/tasks.md)."""
 
 import json
-from pathlib import Path
 
 import pytest
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data.tasks import (
     TASK_SETS,
@@ -15,8 +15,6 @@ from tdmpc2_data.tasks import (
     resolve_tasks,
     table_index,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "legacy"
 
 
 def test_registry_has_104_tasks_in_four_domains():

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkout import ROOT
 from scipy.stats import chisquare
 
 from tdmpc2_data import ShardWriter, open_dataset
@@ -29,7 +30,6 @@ TASKS = [
     {"name": "toy-small", "obs_dim": 3, "action_dim": 2},
     {"name": "toy-wide", "obs_dim": 5, "action_dim": 3},
 ]
-ROOT = Path(__file__).resolve().parents[1]
 ACTION_CODE = 1024  # actions store (id, t, 7) / ACTION_CODE
 
 

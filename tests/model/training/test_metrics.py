@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from checkout import ROOT
 from run_logs import read_csv
 
 from tdmpc2_model.loggers import lightning_loggers, numeric, read_metrics
 from tdmpc2_model.online import MetricsLog
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_row(step: int, **extra: object) -> dict:
