@@ -1,12 +1,12 @@
 """Peak memory of ``TDMPC2.from_pretrained`` on a published-layout multitask checkpoint.
 
 Writes an mt80 legacy file in the published multitask layout (``{"model": Oct-2023 state
-dict, "cfg": the stored config}``, by ``tests/published_writer.py``) of the given size into a
-temporary directory (deleted after), then, each in a fresh subprocess: the baseline (peak RSS
-after importing torch and the package) and the load (peak RSS, seconds, the model's bytes:
-every tensor of its state dict, learnable or not). ``--bare`` writes ``{"model": ...}`` alone
-(what code before the stored config could read), ``--pythonpath`` loads with another
-checkout's code (e.g. the code before memory-mapped loading) for comparison.
+dict, "cfg": the stored config}``, by ``tests/model/formats/published_writer.py``) of the
+given size into a temporary directory (deleted after), then, each in a fresh subprocess: the
+baseline (peak RSS after importing torch and the package) and the load (peak RSS, seconds, the
+model's bytes: every tensor of its state dict, learnable or not). ``--bare`` writes
+``{"model": ...}`` alone (what code before the stored config could read), ``--pythonpath``
+loads with another checkout's code (e.g. the code before memory-mapped loading) for comparison.
 
     python bench/load.py                       # 317M: a ~2 GB file
     python bench/load.py --size 5M
@@ -76,7 +76,8 @@ def main() -> None:
     gb = 1e9
     with tempfile.TemporaryDirectory(prefix="tdmpc2-load-") as tmp:
         path = str(Path(tmp) / f"mt80-{args.size}.pt")
-        run(WRITE.format(tests=str(ROOT / "tests"), bare=args.bare, size=args.size, path=path),
+        writer_dir = ROOT / "tests" / "model" / "formats"
+        run(WRITE.format(tests=str(writer_dir), bare=args.bare, size=args.size, path=path),
             ROOT)  # fmt: skip
         base = run(MEASURE.format(load=False, path=path), args.pythonpath)
         load = run(MEASURE.format(load=True, path=path), args.pythonpath)

@@ -28,7 +28,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
-from tdmpc2_model.core.world_model import action_masks
 from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
 ORIGINAL = {"1M": (231.0, 6.2), "5M": (650.0, 1.7)}  # act ms/step, updates/s (issue 6)
@@ -84,7 +83,6 @@ def make_batch(cfg: TDMPC2Config, seed: int = 0) -> Batch:
         action=torch.rand(h, b, cfg.action_dim, generator=g) * 2 - 1,
         reward=torch.rand(h, b, generator=g),
         task=task,
-        action_mask=action_masks(cfg)[task],
     )
 
 

@@ -8,6 +8,9 @@ from typing import NamedTuple
 
 import torch
 
+#: H, the paper's window length (TD-MPC2 Sec. 4): the default of the sampler and of the model
+HORIZON = 3
+
 
 class Batch(NamedTuple):
     """B windows of H steps, time first; each window is a slice of one episode."""
@@ -16,7 +19,6 @@ class Batch(NamedTuple):
     action: torch.Tensor  # [H, B, A] float32; action[h] leads from obs[h] to obs[h+1]
     reward: torch.Tensor  # [H, B] float32; reward[h] is received for action[h]
     task: torch.Tensor  # [B] int64, ids into the producer's task table
-    action_mask: torch.Tensor  # [B, A] float32, 1 on the task's real action dims
 
     @classmethod
     def of_task(
@@ -25,14 +27,11 @@ class Batch(NamedTuple):
         action: torch.Tensor,
         reward: torch.Tensor,
         task: int = 0,
-        action_mask: torch.Tensor | None = None,
     ) -> Batch:
         """A batch whose windows all come from one task (the online replay buffer's): task id
-        ``task`` for every window and its ``action_mask`` [A] (default: all dims real)."""
-        size, dim = action.shape[1], action.shape[2]
-        mask = torch.ones(dim) if action_mask is None else action_mask
-        ids = torch.full((size,), task, dtype=torch.long, device=action.device)
-        return cls(obs, action, reward, ids, mask.to(action.device).expand(size, dim))
+        ``task`` for every window."""
+        ids = torch.full((action.shape[1],), task, dtype=torch.long, device=action.device)
+        return cls(obs, action, reward, ids)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(*(x.to(device, non_blocking=non_blocking) for x in self))
@@ -43,7 +42,7 @@ class Batch(NamedTuple):
 
 def batch_bytes(batch_size: int, horizon: int, obs_dim: int, action_dim: int) -> int:
     """Bytes of one `Batch` of ``batch_size`` windows of ``horizon`` steps."""
-    return batch_size * 4 * ((horizon + 1) * obs_dim + horizon * (action_dim + 1) + 2 + action_dim)
+    return batch_size * 4 * ((horizon + 1) * obs_dim + horizon * (action_dim + 1) + 2)
 
 
-__all__ = ["Batch", "batch_bytes"]
+__all__ = ["HORIZON", "Batch", "batch_bytes"]

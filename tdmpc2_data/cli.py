@@ -42,13 +42,13 @@ EPILOG = """examples:
 def cmd_list(args: argparse.Namespace) -> int:
     names = TASK_SETS[args.set] if args.set else list(TASKS)
     ids = {n: i for i, n in enumerate(TASK_SETS["mt80"])}
-    print(f"{'task':<30} {'domain':<10} {'obs':>4} {'act':>4} {'T':>4} {'gamma':>6}  mt80 id")
+    print(f"{'task':<30} {'domain':<10} {'obs':>4} {'act':>4} {'T':>4}  mt80 id")
     for name in names:
         t = TASKS[name]
         tid = ids.get(name, "")
         print(
             f"{name:<30} {t.domain:<10} {t.obs_dim:>4} {t.action_dim:>4} "
-            f"{t.episode_length:>4} {t.discount:>6.3f}  {tid}"
+            f"{t.episode_length:>4}  {tid}"
         )
     print(
         f"\n{len(names)} tasks. Task sets: "

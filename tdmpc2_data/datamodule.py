@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 
 from tdmpc2_data.loader import DataSpec, WindowSampler
 
@@ -42,10 +41,6 @@ class WindowDataModule(L.LightningDataModule):
     @property
     def action_dim(self) -> int:
         return self.sampler.action_dim
-
-    @property
-    def action_masks(self) -> torch.Tensor:
-        return self.sampler.action_masks
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from tdmpc2_data import schema
-from tdmpc2_data.batch import Batch, batch_bytes
+from tdmpc2_data.batch import HORIZON, Batch, batch_bytes
 from tdmpc2_data.cache import READ_FIELDS, Arena, Block, Piece, row_bytes
 from tdmpc2_data.curate import DatasetView
 from tdmpc2_data.reader import Dataset, combine_tables, open_dataset
@@ -119,7 +119,7 @@ class WindowSampler:
         self,
         datasets: DataSpec | Sequence[DataSpec],
         batch_size: int = 256,
-        horizon: int = 3,
+        horizon: int = HORIZON,
         cache_bytes: int = 4 << 30,
         seed: int = 0,
         rank: int | None = None,
@@ -173,9 +173,6 @@ class WindowSampler:
         self.task_info, local_to_global = combined.tasks, combined.id_maps
         self.tasks: list[str] = [t["name"] for t in self.task_info]
         self.obs_dim, self.action_dim = combined.obs_dim, combined.action_dim
-        self.action_masks = torch.from_numpy(
-            schema.action_masks([t["action_dim"] for t in self.task_info], self.action_dim)
-        )
         pieces = _pieces(self.datasets, local_to_global, horizon, self.views)
         self._task_factor = _task_factor(pieces, self.tasks, task_weights, horizon, exclude_tasks)
         self._pieces = [p for p in pieces if self._task_factor[p.task] > 0]
@@ -802,10 +799,9 @@ class _Stream:
     def _gather(self, rows: np.ndarray, tasks: np.ndarray) -> list[Batch]:
         obs, action, reward = self.arena.gather(rows, self.s.horizon, self.s.pin_memory)
         task = torch.from_numpy(tasks)
-        mask = self.s.action_masks[task]
         if self.s.pin_memory:
-            task, mask = task.pin_memory(), mask.pin_memory()
-        parts = (obs, action, reward, task, mask)
+            task = task.pin_memory()
+        parts = (obs, action, reward, task)
         return [Batch(*views) for views in zip(*(x.unbind() for x in parts), strict=True)]
 
 

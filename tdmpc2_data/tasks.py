@@ -22,12 +22,6 @@ ACTION_REPEAT = {DMCONTROL: 2, METAWORLD: 2, MANISKILL: 2, MYOSUITE: 1}
 ACTION_LIMIT = 1.0
 
 
-def discount_for(episode_length: int) -> float:
-    """The paper's heuristic discount: frac = T/5, gamma = clip((frac-1)/frac, 0.95, 0.995)."""
-    frac = episode_length / 5
-    return float(min(max((frac - 1) / frac, 0.95), 0.995))
-
-
 @dataclass(frozen=True)
 class Task:
     """One task: its global name, simulator, and the dims/horizon of the published agents."""
@@ -38,7 +32,6 @@ class Task:
     obs_dim: int
     action_dim: int
     episode_length: int
-    discount: float
     custom: bool = False
 
     @property
@@ -52,8 +45,7 @@ class Task:
 
 
 def _task(name: str, domain: str, sim_id: str, obs: int, act: int, custom: bool = False) -> Task:
-    length = EPISODE_LENGTH[domain]
-    return Task(name, domain, sim_id, obs, act, length, discount_for(length), custom)
+    return Task(name, domain, sim_id, obs, act, EPISODE_LENGTH[domain], custom)
 
 
 # DMControl: name -> (dm_control "domain/task" or custom id, obs_dim, action_dim, custom)

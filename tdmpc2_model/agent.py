@@ -32,17 +32,12 @@ def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
 def make_optimizers(model: WorldModel) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """(model optimizer, policy optimizer) of the paper: Adam at ``lr`` with the encoder at
     ``lr * enc_lr_scale``; the policy prior separately with ``pi_adam_eps``."""
-    cfg = model.cfg
-    groups = [
-        {"params": model._encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale},
-        {"params": model._dynamics.parameters()},
-        {"params": model._reward.parameters()},
-        {"params": model._Qs.parameters()},
-    ]
-    if cfg.multitask:
-        groups.append({"params": model._task_emb.parameters()})
+    cfg, nets = model.cfg, dict(model.networks)
+    encoder, pi = nets.pop("encoder"), nets.pop("pi")
+    groups = [{"params": encoder.parameters(), "lr": cfg.lr * cfg.enc_lr_scale}]
+    groups += [{"params": net.parameters()} for net in nets.values()]
     optim = _adam(groups, lr=cfg.lr)
-    return optim, _adam(model._pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
+    return optim, _adam(pi.parameters(), lr=cfg.lr, eps=cfg.pi_adam_eps)
 
 
 class TDMPC2(nn.Module, HubMixin):

@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from tdmpc2_data.batch import HORIZON
 from tdmpc2_data.tasks import (
     TASK_SETS,
     UnknownTaskError,
@@ -142,7 +143,7 @@ class TDMPC2Config:
     log_std_max: float = 2.0
     # update
     batch_size: int = 256
-    horizon: int = 3
+    horizon: int = HORIZON
     rho: float = 0.5
     consistency_coef: float = 20.0
     reward_coef: float = 0.1

@@ -146,3 +146,8 @@ def ensemble_forward(
             g, beta = pick(layer.ln.weight).unsqueeze(1), pick(layer.ln.bias).unsqueeze(1)
             h = mish(torch.addcmul(beta, F.layer_norm(h, h.shape[-1:]), g))
     return h.reshape(num, *lead, h.shape[-1])
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a sharded DTensor (an all-gather); other tensors as they are."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t

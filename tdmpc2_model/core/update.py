@@ -20,6 +20,7 @@ import torch
 from tdmpc2_data.batch import Batch
 from tdmpc2_model.core.config import TDMPC2Config
 from tdmpc2_model.core.functional import fast_kernels
+from tdmpc2_model.core.layers import full_tensor
 from tdmpc2_model.core.world_model import WorldModel
 
 
@@ -73,7 +74,7 @@ def check_batch(
     if not isinstance(batch, Batch):
         raise TypeError(
             f"Got a batch of type {type(batch).__name__}; expected a tdmpc2_data.Batch "
-            "(obs, action, reward, task, action_mask)."
+            "(obs, action, reward, task)."
         )
     if batch.obs.ndim != 3 or batch.obs.shape[0] < 2:
         raise ValueError(
@@ -86,7 +87,6 @@ def check_batch(
         "action": (steps, size, cfg.action_dim),
         "reward": (steps, size),
         "task": (size,),
-        "action_mask": (size, cfg.action_dim),
     }
     for name, shape in expected.items():
         got = tuple(getattr(batch, name).shape)
@@ -97,25 +97,11 @@ def check_batch(
     return obs, action, reward, task
 
 
-def full_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The whole tensor of a sharded DTensor (an all-gather); other tensors as they are."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
 def clip_gradients(optimizer: Any, max_norm: float) -> torch.Tensor:
     """Clip the gradients of the parameters ``optimizer`` steps; returns their total norm
     before clipping. Under DDP/FSDP the gradients are already averaged over ranks."""
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     return full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
-
-
-@torch.no_grad()
-def soft_update_target_Q(model: WorldModel) -> None:
-    """Polyak averaging of the target Q ensemble towards the online one (rate tau); sharded
-    online weights are gathered first (the target ensemble is a replicated buffer)."""
-    targets = list(model._target_Qs_params.state_dict(keep_vars=True).values())
-    online = [full_tensor(t.detach()) for t in model._Qs.params.state_dict(keep_vars=True).values()]
-    torch._foreach_lerp_(targets, online, model.cfg.tau)
 
 
 def update_step(
@@ -153,7 +139,7 @@ def update_step(
             # model's grad norm must see no policy gradients, while the policy loss's
             # task-embedding gradients carry into the next model step exactly as there.
             pi_optim.zero_grad(set_to_none=True)
-            soft_update_target_Q(model)
+            model.update_target_Q()
     finally:
         model.train(training)
     return {**info, **pi_info}

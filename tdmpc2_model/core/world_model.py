@@ -13,7 +13,14 @@ import torch.nn as nn
 from tdmpc2_data import schema
 from tdmpc2_model.core import functional as Fn
 from tdmpc2_model.core.config import TDMPC2Config
-from tdmpc2_model.core.layers import SimNorm, ensemble_forward, init_weights, mlp, stacked_mlp
+from tdmpc2_model.core.layers import (
+    SimNorm,
+    ensemble_forward,
+    full_tensor,
+    init_weights,
+    mlp,
+    stacked_mlp,
+)
 
 
 def action_masks(cfg: TDMPC2Config) -> torch.Tensor:
@@ -68,6 +75,25 @@ class WorldModel(nn.Module):
             self._Qs.params[-1].weight.zero_()
         self._target_Qs_params = stacked_mlp(cfg.num_q, q_dims, learnable=False)
         self._target_Qs_params.load_state_dict(self._Qs.params.state_dict())
+
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        """The learnable networks by name, task embedding last: the units the optimizers
+        step and FSDP shards (the target Q ensemble is a buffer, not among them)."""
+        nets = {"encoder": self._encoder["state"], "dynamics": self._dynamics,
+                "reward": self._reward, "Qs": self._Qs, "pi": self._pi}  # fmt: skip
+        if self.cfg.multitask:
+            nets["task_emb"] = self._task_emb
+        return nets
+
+    @torch.no_grad()
+    def update_target_Q(self) -> None:
+        """Polyak averaging of the target Q ensemble towards the online one (rate tau); sharded
+        online weights are gathered first (the target ensemble is a replicated buffer)."""
+        targets = list(self._target_Qs_params.state_dict(keep_vars=True).values())
+        weights = self._Qs.params.state_dict(keep_vars=True).values()
+        online = [full_tensor(w.detach()) for w in weights]
+        torch._foreach_lerp_(targets, online, self.cfg.tau)
 
     @property
     def total_params(self) -> int:

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from tdmpc2_data import open_dataset
@@ -58,7 +57,6 @@ from tdmpc2_data.envs import make_env
 from tdmpc2_data.format import ShardWriter, compact, finalize
 from tdmpc2_data.jsonfile import read_json
 from tdmpc2_data.progress import progress_bar
-from tdmpc2_data.schema import action_masks
 from tdmpc2_data.tasks import Task
 from tdmpc2_model.agent import TDMPC2
 from tdmpc2_model.core.update import check_losses
@@ -210,9 +208,8 @@ def train(
         check_task(agent, spec.name)
     cfg, length = agent.cfg, spec.episode_length
     task_id = cfg.task_id(spec.name) if cfg.multitask else 0
-    mask = torch.from_numpy(action_masks([spec.action_dim], cfg.action_dim)[0])
     buffer = ReplayBuffer(cfg.buffer_size, length, cfg.obs_dim, cfg.action_dim, agent.device,
-                          seed, task_id, mask)  # fmt: skip
+                          seed, task_id)  # fmt: skip
     if resume and (out / BUFFER_DIR).exists():  # index an episode flushed just before a kill
         finalize(out / BUFFER_DIR)
     source = {"description": f"tdmpc2-toolkit online RL on {spec.name}", "seed": seed}

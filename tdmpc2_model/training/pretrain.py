@@ -102,10 +102,9 @@ class TDMPC2Module(L.LightningModule):
             return
         from torch.distributed.fsdp import fully_shard
 
-        m, mesh = self.agent.model, self.trainer.strategy.device_mesh["data_parallel"]
-        parts = [m._encoder["state"], m._dynamics, m._reward, m._pi, m._Qs]
-        for part in parts + ([m._task_emb] if self.cfg.multitask else []):
-            fully_shard(part, mesh=mesh)
+        mesh = self.trainer.strategy.device_mesh["data_parallel"]
+        for network in self.agent.model.networks.values():
+            fully_shard(network, mesh=mesh)
         self.sharded = True
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -469,7 +468,8 @@ def pretrain(
     sources = [os.fspath(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data)]
     locations = [resolve_data(s) for s in sources]
     data, selection = selected_data(locations, select)
-    dm = WindowDataModule(data, batch_size=batch_size, horizon=config.get("horizon", 3),
+    horizon = config.get("horizon", TDMPC2Config.horizon)  # the data is read before the model
+    dm = WindowDataModule(data, batch_size=batch_size, horizon=horizon,
                           cache_bytes=cache_bytes, seed=seed, num_workers=num_workers,
                           exclude_tasks=list(exclude_tasks))  # fmt: skip
     cfg = TDMPC2Config(size=size, tasks=dm.tasks, obs_dim=dm.obs_dim, action_dim=dm.action_dim,

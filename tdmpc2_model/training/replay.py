@@ -16,9 +16,7 @@ class ReplayBuffer:
     uniform episode, then uniform start 0..T-H).
 
     The shard `WindowSampler` plans once over a fixed dataset; online data grows every
-    episode, so this small in-memory sampler serves the online loop instead. ``task`` and
-    ``action_mask`` are what every batch carries (the task's id in the model's table and its
-    real action dims; default: id 0, all dims).
+    episode, so this small in-memory sampler serves the online loop instead. ``task`` is what every batch carries (the task's id in the model's table; default 0).
     """
 
     def __init__(
@@ -30,14 +28,13 @@ class ReplayBuffer:
         device: torch.device | str = "cpu",
         seed: int = 0,
         task: int = 0,
-        action_mask: torch.Tensor | None = None,
     ) -> None:
         self.length, self.device = episode_length, torch.device(device)
         self.max_episodes = max(1, capacity // episode_length)
         self.obs = torch.empty(0, episode_length + 1, obs_dim, device=self.device)
         self.action = torch.empty(0, episode_length, action_dim, device=self.device)
         self.reward = torch.empty(0, episode_length, device=self.device)
-        self.task, self.action_mask = task, action_mask
+        self.task = task
         self.episodes = 0  # stored (<= max_episodes)
         self.added = 0  # ever added
         self.generator = torch.Generator().manual_seed(seed)  # the online loop reseeds it
@@ -76,5 +73,4 @@ class ReplayBuffer:
             self.action[ep, t[:, :-1]].transpose(0, 1),
             self.reward[ep, t[:, :-1]].transpose(0, 1),
             self.task,
-            self.action_mask,
         )

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
+from checkout import ROOT
 
 
 class Stopped(NamedTuple):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from bombs import deflated
+from checkout import ROOT
 from legacy_fixtures import FIXTURES
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -27,7 +28,6 @@ from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.formats.run_checkpoint import save_checkpoint
 
 TASK = "mw-reach"
-ROOT = Path(__file__).resolve().parents[1]
 DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested 100,000 levels deep, spliced in as text
 ENTRY = {  # prog -> (module, function)
     "tdmpc2-train": ("tdmpc2_model.apps.cli", "train_main"),

@@ -9,8 +9,8 @@ import pytest
 import torch
 from legacy_fixtures import FIXTURES
 from published_writer import multitask_file, pre_release_state, to_flat_layout
+from quick_runs import SMALL
 from test_model_legacy import assert_matches_reference, outputs
-from test_online import SMALL
 
 from tdmpc2_data.tasks import TASK_SETS
 from tdmpc2_model import TDMPC2, TDMPC2Config

@@ -86,6 +86,9 @@ def test_custom_task_needs_its_dims():
     cfg = TDMPC2Config(size="1M", tasks="my-robot", obs_dim=11, action_dim=3, episode_length=200)
     assert (cfg.obs_dim, cfg.action_dim, cfg.task_names) == (11, 3, ["my-robot"])
     assert cfg.discounts == [pytest.approx(0.975)]
+    for length, clipped in ((1000, 0.995), (10, 0.95)):  # the heuristic's bounds
+        dims = dict(obs_dim=11, action_dim=3, episode_length=length)
+        assert TDMPC2Config(size="1M", tasks="my-robot", **dims).discounts == [clipped]
 
 
 @pytest.mark.parametrize(

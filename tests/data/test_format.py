@@ -246,7 +246,7 @@ def _edit_root(root: Path, **changes) -> None:
 
 
 def test_a_writer_refuses_an_unknown_format_version(mixed):
-    """(Readers meeting damage: tests/test_dataset_damage.py.)"""
+    """(Readers meeting damage: tests/data/test_dataset_damage.py.)"""
     root, _ = mixed
     _edit_root(root, tdmpc2_format=2)
     with pytest.raises(DatasetError, match="tdmpc2_format"):
@@ -298,7 +298,7 @@ def test_verify_clean_dataset_and_cli(mixed, capsys):
 def test_appends_to_a_dataset_with_damaged_shard_metadata_keep_it_readable(mixed, damage):
     """A shard's own zarr.json is what an append rebuilds the root index from: before, the
     next append made the whole dataset unopenable. (What verify reports about it:
-    tests/test_dataset_damage.py.)"""
+    tests/data/test_dataset_damage.py.)"""
     root, eps = mixed
     meta = root / "shards" / "000001" / "zarr.json"
     if damage == "garbage":

@@ -1,23 +1,20 @@
-"""The task registry must match the published task ids, dims and discounts (spec/tasks.md)."""
+"""The task registry must match the published task ids, dims and episode lengths (spec/tasks.md)."""
 
 import json
-from pathlib import Path
 
 import pytest
+from legacy_fixtures import FIXTURES
 
 from tdmpc2_data.tasks import (
     TASK_SETS,
     TASKS,
     UnknownTaskError,
-    discount_for,
     get_task,
     padded_dims,
     resolve_task_name,
     resolve_tasks,
     table_index,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "legacy"
 
 
 def test_registry_has_104_tasks_in_four_domains():
@@ -43,15 +40,13 @@ def test_mt30_matches_the_original_config():
     assert padded_dims(TASK_SETS["mt30"]) == (24, 6)
 
 
-def test_dims_episode_lengths_and_discounts():
+def test_dims_and_episode_lengths():
     assert padded_dims(TASK_SETS["mt80"]) == (39, 6)
     walker, door = get_task("walker-walk"), get_task("mw-door-open")
     assert (walker.obs_dim, walker.action_dim, walker.episode_length) == (24, 6, 500)
     assert (door.obs_dim, door.action_dim, door.episode_length) == (39, 4, 100)
     assert get_task("dog-run").obs_dim == 223 and get_task("humanoid-walk").action_dim == 21
     assert get_task("myo-reach").obs_dim == 115 and get_task("myo-pose-hard").action_dim == 39
-    assert walker.discount == pytest.approx(0.99) and door.discount == pytest.approx(0.95)
-    assert discount_for(1000) == 0.995 and discount_for(10) == 0.95
 
 
 def test_name_resolution():

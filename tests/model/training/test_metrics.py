@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from checkout import ROOT
 from run_logs import read_csv
 
 from tdmpc2_model.outputs.loggers import numeric, read_metrics
 from tdmpc2_model.outputs.metrics_csv import lightning_loggers
 from tdmpc2_model.training.online import MetricsLog
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_row(step: int, **extra: object) -> dict:

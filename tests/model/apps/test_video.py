@@ -26,7 +26,7 @@ def headless_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A tiny saved cartpole model with a small planner (as tests/test_damage.py's)."""
+    """A tiny saved cartpole model with a small planner (as tests/system/test_damage.py's)."""
     from tdmpc2_model import TDMPC2, TDMPC2Config
 
     agent = TDMPC2(TDMPC2Config(size="1M", tasks=TASK, num_samples=32, num_elites=4,

@@ -39,12 +39,7 @@ def batches(agent: TDMPC2, ref: dict[str, torch.Tensor]) -> list[Batch]:
     for k in range(int(ref["updates"])):
         size = ref[f"obs_{k}"].shape[1]
         task = ref.get(f"task_{k}", torch.zeros(size, dtype=torch.long))
-        mask = (
-            agent.model._action_masks[task]
-            if agent.cfg.multitask
-            else torch.ones(size, agent.cfg.action_dim)
-        )
-        out.append(Batch(ref[f"obs_{k}"], ref[f"action_{k}"], ref[f"reward_{k}"], task, mask))
+        out.append(Batch(ref[f"obs_{k}"], ref[f"action_{k}"], ref[f"reward_{k}"], task))
     return out
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkout import ROOT
 
 from tdmpc2_data import __version__
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["tdmpc2-data", "tdmpc2-pretrain", "tdmpc2-finetune", "tdmpc2-train", "tdmpc2-eval",
             "tdmpc2-plot"]  # fmt: skip
 

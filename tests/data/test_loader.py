@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkout import ROOT
 from scipy.stats import chisquare
 
 from tdmpc2_data import ShardWriter, open_dataset
@@ -29,7 +30,6 @@ TASKS = [
     {"name": "toy-small", "obs_dim": 3, "action_dim": 2},
     {"name": "toy-wide", "obs_dim": 5, "action_dim": 3},
 ]
-ROOT = Path(__file__).resolve().parents[1]
 ACTION_CODE = 1024  # actions store (id, t, 7) / ACTION_CODE
 
 
@@ -88,11 +88,10 @@ def test_windows_are_exact_slices_of_stored_episodes(mixed, cache_bytes, num_wor
     )
     assert sampler.cache_info()["resident"] == (cache_bytes > 6000)
     stored = stored_episodes(mixed)
-    masks = mixed.action_masks()
     for batch in windows(sampler, 40):
         assert batch.obs.shape == (H + 1, 32, 5) and batch.obs.dtype == torch.float32
         assert batch.action.shape == (H, 32, 3) and batch.reward.shape == (H, 32)
-        assert batch.task.dtype == torch.int64 and batch.action_mask.shape == (32, 3)
+        assert batch.task.dtype == torch.int64 and batch.task.shape == (32,)
         for b, (gid, t) in enumerate(starts(batch)):
             ep = stored[gid]
             assert 0 <= t <= len(ep["reward"]) - H  # never past the episode's end
@@ -100,7 +99,6 @@ def test_windows_are_exact_slices_of_stored_episodes(mixed, cache_bytes, num_wor
             np.testing.assert_array_equal(batch.action[:, b].numpy(), ep["action"][t : t + H])
             np.testing.assert_array_equal(batch.reward[:, b].numpy(), ep["reward"][t : t + H])
             assert batch.task[b] == ep["task"]
-            np.testing.assert_array_equal(batch.action_mask[b].numpy(), masks[ep["task"]])
         # alignment spelled out: action[h] and reward[h] belong to obs[h] -> obs[h+1]
         assert torch.equal(batch.action[:, :, 1] * ACTION_CODE, batch.obs[:-1, :, 1])
         assert torch.equal(batch.reward, 1000 * batch.obs[:-1, :, 0] + batch.obs[:-1, :, 1])
@@ -208,7 +206,6 @@ def test_combined_datasets_share_one_task_table(tmp_path):
         for b, (gid, t) in enumerate(starts(batch)):
             name = "toy-small" if gid < 100 or gid % 2 == 0 else "toy-wide"
             assert sampler.tasks[batch.task[b]] == name
-            assert batch.action_mask[b].tolist() == ([1, 1, 0] if name == "toy-small" else [1] * 3)
             if gid < 100:  # zero-padded from the narrow dataset's widths
                 assert batch.obs[:, b, 3:].abs().sum() == 0 and batch.action[:, b, 2].sum() == 0
                 np.testing.assert_array_equal(batch.obs[:, b, :3], small[gid]["obs"][t : t + 3])

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
+
+from checkout import ROOT
 
 from tdmpc2_model.apps.cli import load_recipe
 
-README = Path(__file__).parents[1] / "README.md"
+README = ROOT / "README.md"
 
 
 def readme_commands() -> list[list[str]]:

@@ -8,7 +8,6 @@ import torch
 from tdmpc2_data.batch import Batch
 from tdmpc2_model import TDMPC2, TDMPC2Config
 from tdmpc2_model.core.planner import plan
-from tdmpc2_model.core.world_model import action_masks
 
 
 def random_batch(cfg: TDMPC2Config, batch: int = 32, seed: int = 0) -> Batch:
@@ -20,7 +19,6 @@ def random_batch(cfg: TDMPC2Config, batch: int = 32, seed: int = 0) -> Batch:
         action=torch.rand(h, batch, cfg.action_dim, generator=g) * 2 - 1,
         reward=torch.rand(h, batch, generator=g),
         task=task,
-        action_mask=action_masks(cfg)[task],
     )
 
 

@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from quick_runs import SMALL
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.collect import collect
@@ -28,8 +29,6 @@ from tdmpc2_model.outputs.loggers import read_metrics
 from tdmpc2_model.training.pretrain import TDMPC2Module
 
 TABLE = ["mw-reach", "mw-push", "mw-door-open"]  # mw-door-open: in the table, no data
-SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
-         "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
