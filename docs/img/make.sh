@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Redraw the README's pictures (docs/img/) from a finished quickstart run:
-#   python -m tdmpc2_model.quickstart --out runs/quickstart && docs/img/make.sh runs/quickstart
+# Redraw the quickstart pictures of the README and the docs site (docs/img/) from a finished run:
+#   python -m tdmpc2_model.apps.quickstart --out runs/quickstart && docs/img/make.sh runs/quickstart
 # The evaluation (tdmpc2-eval, 4 tasks x 1 episode) is made once into QUICKSTART/qs-eval.
 set -euo pipefail
 qs=${1:-runs/quickstart}
