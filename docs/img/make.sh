@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Redraw the README's pictures (docs/img/) from a finished quickstart run:
+# Redraw the quickstart pictures of the README and the docs site (docs/img/) from a finished run:
 #   python -m tdmpc2_model.apps.quickstart --out runs/quickstart && docs/img/make.sh runs/quickstart
 # The evaluation (tdmpc2-eval, 4 tasks x 1 episode) is made once into QUICKSTART/qs-eval.
 set -euo pipefail

@@ -12,11 +12,13 @@ from checkout import ROOT
 from tdmpc2_model.apps.cli import load_recipe
 
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def readme_commands() -> list[list[str]]:
-    """The ``$ tdmpc2-...`` lines of the README's console blocks, as argv lists."""
-    lines = re.findall(r"^\$ (tdmpc2-\S+ .*)$", README.read_text(), re.MULTILINE)
+    """The ``$ tdmpc2-...`` lines of the README's and the docs' console blocks, as argv lists."""
+    text = "\n".join(page.read_text() for page in DOCS)
+    lines = re.findall(r"^\$ (tdmpc2-\S+ .*)$", text, re.MULTILINE)
     return [shlex.split(line.split("  #")[0]) for line in lines]
 
 
