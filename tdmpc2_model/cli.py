@@ -182,7 +182,7 @@ def _parse(parser: SettingsParser, argv: Sequence[str] | None) -> tuple[Any, dic
         parser.set_defaults(**{k: v for k, v in asdict(defaults).items() if k != "config"})
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in fields(parser.settings)}
-    values["config"] = {**defaults.config, **_config_items(parser, args.config)}
+    values["config"] = {**(defaults.config or {}), **_config_items(parser, args.config)}
     settings = parser.settings(**values)
     from tdmpc2_model.config import TDMPC2Config
 

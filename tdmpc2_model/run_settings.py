@@ -26,11 +26,13 @@ from tdmpc2_model.model_repo import FINETUNE_SIZE
 Settings = TypeVar("Settings")
 
 
-def setting(default: Any, help: str, **flag: Any) -> Any:
-    """A settings field: its default, its help line, and extras of its flag (``type``,
-    ``nargs``, ``const``, ``choices``, ``metavar``, ``action``); ``required`` and ``minimum``
-    are checked after parsing, so that a recipe can give the value."""
-    metadata = {"help": help, "flag": flag}
+def setting(
+    default: Any, help: str, *, required: bool = False, minimum: int | None = None, **flag: Any
+) -> Any:
+    """A settings field: its default, its help line, whether it must be given and its least
+    value (both checked after parsing, so that a recipe can give the value: `errors`), and
+    extras of its flag (``type``, ``nargs``, ``const``, ``choices``, ``metavar``, ``action``)."""
+    metadata = {"help": help, "required": required, "minimum": minimum, "flag": flag}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -220,8 +222,7 @@ def add_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
     default (a recipe's values are defaults that flags override)."""
     hints = typing.get_type_hints(type(defaults))
     for f in dataclasses.fields(defaults):
-        options = {k: v for k, v in f.metadata["flag"].items() if k not in ("required", "minimum")}
-        options = {**_inferred(hints[f.name]), **options}
+        options = {**_inferred(hints[f.name]), **f.metadata["flag"]}
         default = getattr(defaults, f.name)
         shown = default is not None and default is not False and not isinstance(default, dict)
         help_line = f"{f.metadata['help']} (default: {default})" if shown else f.metadata["help"]
@@ -230,23 +231,22 @@ def add_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
 
 
 def from_recipe(kind: type[Settings], recipe: dict[str, Any], source: str) -> Settings:
-    """A recipe's values (flag names as keys, ``-`` or ``_``) as a ``kind`` instance; a key
-    that is no field is an error naming ``source`` and the key."""
+    """A recipe's values (field names as keys, as ``cli.load_recipe`` gives them) as a
+    ``kind`` instance; a key that is no field is an error naming ``source`` and the key."""
     names = [f.name for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
-    values = {str(k).replace("-", "_"): v for k, v in recipe.items()}
-    unknown = sorted(set(values) - set(names))
+    unknown = sorted(set(recipe) - set(names))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(names)}.")
-    return kind(**values)
+    return kind(**recipe)
 
 
 def errors(settings: Any) -> list[str]:
     """What is missing or too small in ``settings``, one line each in flag terms."""
     found = []
     for f in dataclasses.fields(settings):
-        value, rules = getattr(settings, f.name), f.metadata["flag"]
-        if rules.get("required") and value is None:
+        value, least = getattr(settings, f.name), f.metadata["minimum"]
+        if f.metadata["required"] and value is None:
             found.append(f"the following arguments are required: {flag(f.name)}")
-        elif value is not None and "minimum" in rules and value < rules["minimum"]:
-            found.append(f"{flag(f.name)} {value}: must be >= {rules['minimum']}")
+        elif value is not None and least is not None and value < least:
+            found.append(f"{flag(f.name)} {value}: must be >= {least}")
     return found
