@@ -58,18 +58,26 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-LOGGER_HELP = ("csv (always written: the run's record) and/or tensorboard (OUT/logs; needs the "
-               "tensorboard extra), e.g. csv,tensorboard")  # fmt: skip
-PUSH_HELP = ("upload OUT/final to this Hub model repo when the run ends, with a model card "
-             "holding the run's settings and final evaluation")  # fmt: skip
-THREADS_HELP = ("torch CPU threads (default 1, or OMP_NUM_THREADS when set: planning and "
-                "updating gain little from more, and with another busy process on the machine "
-                "spinning OpenMP threads made a run 20x slower; bench/contention.py)")  # fmt: skip
+LOGGER_HELP = (
+    "csv (always written: the run's record) and/or tensorboard (OUT/logs; needs the "
+    "tensorboard extra), e.g. csv,tensorboard"
+)
+PUSH_HELP = (
+    "upload OUT/final to this Hub model repo when the run ends, with a model card "
+    "holding the run's settings and final evaluation"
+)
+THREADS_HELP = (
+    "torch CPU threads (default 1, or OMP_NUM_THREADS when set: planning and "
+    "updating gain little from more, and with another busy process on the machine "
+    "spinning OpenMP threads made a run 20x slower; bench/contention.py)"
+)
 SIZE_HELP = f"model size: {' '.join(SIZE_PRESETS)}"
 CONFIG_HELP = "TDMPC2Config field, repeatable (e.g. --config num_samples=256)"
 CONFIG_FLAG = {"action": "append", "metavar": "KEY=VALUE"}
-STEPS_HELP = ("environment steps to reach, counted from the start of the run (one update per "
-              "step after the seed phase)")  # fmt: skip
+STEPS_HELP = (
+    "environment steps to reach, counted from the start of the run (one update per "
+    "step after the seed phase)"
+)
 
 
 @dataclass
@@ -85,12 +93,20 @@ class PretrainConfig:
     strategy: str = setting("auto", "distribution strategy", choices=["auto", "ddp", "fsdp"])
     precision: str = setting("32-true", "32-true or bf16-mixed")
     accelerator: str = setting("auto", "auto, cpu, gpu")
-    max_steps: int = setting(100_000, "updates to reach, counted from the start of the run (one "
-                             "batch each; Lightning's max_steps)", minimum=1)  # fmt: skip
+    max_steps: int = setting(
+        100_000,
+        "updates to reach, counted from the start of the run (one batch each; Lightning's "
+        "max_steps)",
+        minimum=1,
+    )
     batch_size: int = setting(1024, "windows per batch (paper: 1024)", minimum=1)
-    resume: str | None = setting(None, "continue the run in --out (alone, or 'auto'), or from a "
-                                 "Lightning checkpoint file", nargs="?", const="auto",
-                                 metavar="CKPT")  # fmt: skip
+    resume: str | None = setting(
+        None,
+        "continue the run in --out (alone, or 'auto'), or from a Lightning checkpoint file",
+        nargs="?",
+        const="auto",
+        metavar="CKPT",
+    )
     out: str = setting("runs/pretrain", "run directory")
     seed: int = setting(0, "random seed", type=flags.seed)
     cache_gb: float = setting(4.0, "RAM for decoded episodes")
@@ -99,18 +115,26 @@ class PretrainConfig:
     log_every: int = setting(50, "log losses every N updates", minimum=1)
     logger: str = setting("csv", LOGGER_HELP, metavar="csv|tensorboard")
     push_to_hub: str | None = setting(None, PUSH_HELP, metavar="REPO")
-    exclude_tasks: str | None = setting(None, "tasks kept in the model's table but never "
-                                        "sampled, for later finetuning: a task set "
-                                        "(mt80-heldout) or a comma list", type=flags.task_list)  # fmt: skip
-    eval_every: int = setting(0, "evaluate every N updates into the run's logs (0: never)",
-                              metavar="N", minimum=0)  # fmt: skip
-    eval_tasks: str | None = setting(None, "task set or comma list to evaluate (default: the "
-                                     "table)", type=flags.task_list)  # fmt: skip
+    exclude_tasks: str | None = setting(
+        None,
+        "tasks kept in the model's table but never sampled, for later finetuning: a task set "
+        "(mt80-heldout) or a comma list",
+        type=flags.task_list,
+    )
+    eval_every: int = setting(
+        0, "evaluate every N updates into the run's logs (0: never)", metavar="N", minimum=0
+    )
+    eval_tasks: str | None = setting(
+        None, "task set or comma list to evaluate (default: the table)", type=flags.task_list
+    )
     eval_episodes: int = setting(10, "episodes per task and evaluation", minimum=0)
-    select: str | None = setting(None, "train on these episodes only (recorded in the run): "
-                                 "tasks=..,sources=..,last_fraction_of_source=..,min_return=..,"
-                                 'top_fraction=.., e.g. "tasks=mt30,top_fraction=0.5" (see '
-                                 "tdmpc2-data stats)", metavar="FILTERS")  # fmt: skip
+    select: str | dict[str, Any] | None = setting(
+        None,
+        "train on these episodes only (recorded in the run): tasks=..,sources=..,"
+        'last_fraction_of_source=..,min_return=..,top_fraction=.., e.g. "tasks=mt30,'
+        'top_fraction=0.5" (see tdmpc2-data stats)',
+        metavar="FILTERS",
+    )
     config: dict[str, Any] = setting({}, CONFIG_HELP, **CONFIG_FLAG)
 
 
@@ -126,20 +150,31 @@ class OnlineConfig:
     logger: str = setting("csv", LOGGER_HELP, metavar="csv|tensorboard")
     push_to_hub: str | None = setting(None, PUSH_HELP, metavar="REPO")
     threads: int | None = setting(None, THREADS_HELP, minimum=1)
-    seed_steps: int | None = setting(None, "random-action steps (default max(1000, 5 x T))",
-                                     minimum=0)  # fmt: skip
-    eval_every: int | None = setting(None, "evaluate every N steps and at the end (0: only at "
-                                     "the end; default: a tenth of --steps, fewer for short "
-                                     "runs; the plan is shown at the start)", minimum=0)  # fmt: skip
-    eval_episodes: int | None = setting(None, "episodes per evaluation (0: none; default: 1 to "
-                                        "10, as many as keep evaluation within a tenth of the "
-                                        "run)", minimum=0)  # fmt: skip
-    eval_at_start: bool | None = setting(None, "also evaluate before training (default: for "
-                                         "runs of 100000 steps or more)")  # fmt: skip
+    seed_steps: int | None = setting(
+        None, "random-action steps (default max(1000, 5 x T))", minimum=0
+    )
+    eval_every: int | None = setting(
+        None,
+        "evaluate every N steps and at the end (0: only at the end; default: a tenth of "
+        "--steps, fewer for short runs; the plan is shown at the start)",
+        minimum=0,
+    )
+    eval_episodes: int | None = setting(
+        None,
+        "episodes per evaluation (0: none; default: 1 to 10, as many as keep evaluation "
+        "within a tenth of the run)",
+        minimum=0,
+    )
+    eval_at_start: bool | None = setting(
+        None, "also evaluate before training (default: for runs of 100000 steps or more)"
+    )
     checkpoint_every: int = setting(50_000, "checkpoint every N steps", minimum=1)
-    keep_checkpoints: int = setting(2, "keep the newest N checkpoints in OUT/checkpoints, "
-                                    "delete older ones (0: keep all)", metavar="N",
-                                    minimum=0)  # fmt: skip
+    keep_checkpoints: int = setting(
+        2,
+        "keep the newest N checkpoints in OUT/checkpoints, delete older ones (0: keep all)",
+        metavar="N",
+        minimum=0,
+    )
     batch_size: int | None = setting(
         None, f"update batch size (default {TDMPC2Config.batch_size})", minimum=1
     )
@@ -170,27 +205,34 @@ class FinetuneConfig(OnlineConfig):
         f"stored in multitask/mt70-{FINETUNE_SIZE}.pt, downloaded once, says), else mt80-"
         f"{FINETUNE_SIZE}. An mt70 model gets a new task-embedding row for a task it holds out",
     )
-    revision: str | None = setting(None, "branch, tag or commit of a Hub checkpoint (or of the "
-                                   "published repo, without --checkpoint)")  # fmt: skip
+    revision: str | None = setting(
+        None,
+        "branch, tag or commit of a Hub checkpoint (or of the published repo, without "
+        "--checkpoint)",
+    )
 
 
 @dataclass
 class EvalConfig:
     """``tdmpc2-eval``: a checkpoint evaluated with MPPI planning on a task or a task set."""
 
-    checkpoint: str | None = setting(None, "Hub repo, save_pretrained dir, legacy .pt or alias",
-                                     required=True)  # fmt: skip
+    checkpoint: str | None = setting(
+        None, "Hub repo, save_pretrained dir, legacy .pt or alias", required=True
+    )
     revision: str | None = setting(None, "branch, tag or commit of a Hub checkpoint")
     task: str | None = setting(None, "one task", action=Once)
-    tasks: str | None = setting(None, "a task set (mt80, mt30, mt80-heldout) or a comma list",
-                                type=flags.task_list)  # fmt: skip
+    tasks: str | None = setting(
+        None, "a task set (mt80, mt30, mt80-heldout) or a comma list", type=flags.task_list
+    )
     out: str | None = setting(None, "result directory of --tasks (required with it)")
-    workers: int | None = setting(None, "processes for --tasks (default: one per core)",
-                                  minimum=1)  # fmt: skip
+    workers: int | None = setting(None, "processes for --tasks (default: one per core)", minimum=1)
     threads: int | None = setting(None, THREADS_HELP, minimum=1)
     episodes: int = setting(10, "episodes per task", minimum=1)
-    video: str | None = setting(None, "directory for episode videos (mp4); without a display, "
-                                "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set")  # fmt: skip
+    video: str | None = setting(
+        None,
+        "directory for episode videos (mp4); without a display, "
+        "MUJOCO_GL egl or else osmesa is used unless MUJOCO_GL is set",
+    )
     seed: int = setting(0, "random seed", type=flags.seed)
     device: str = setting("auto", "auto, cpu, cuda ...")
     json: str | None = setting(None, "also write the results to this JSON file")
