@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tdmpc2_data.versions import add_version_flag
+from tdmpc2_model.config import TDMPC2Config
 from tdmpc2_model.malloc import retain_freed_memory
 from tdmpc2_model.run_settings import (
     EvalConfig,
@@ -184,8 +185,6 @@ def _parse(parser: SettingsParser, argv: Sequence[str] | None) -> tuple[Any, dic
     values = {f.name: getattr(args, f.name) for f in fields(parser.settings)}
     values["config"] = {**(defaults.config or {}), **_config_items(parser, args.config)}
     settings = parser.settings(**values)
-    from tdmpc2_model.config import TDMPC2Config
-
     try:
         TDMPC2Config.check_fields(settings.config)  # bogus=1, lr=abc: here, not deep inside
     except ValueError as exc:
@@ -421,7 +420,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         from tdmpc2_model.agent import TDMPC2
-        from tdmpc2_model.config import TDMPC2Config
 
         config = _online_config(settings)
         for key, flag in (("size", "--size"), ("tasks", "--task")):
