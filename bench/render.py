@@ -29,18 +29,16 @@ TASK = "cartpole-balance"
 
 def worker(video: bool, steps: int, warmup: int, size: str) -> dict:
     """Time ``steps`` agent steps (after ``warmup``) in this process; episodes restart."""
-    import argparse as ap
-
     import torch
 
     from tdmpc2_data.envs import make_env
     from tdmpc2_model import TDMPC2, TDMPC2Config
-    from tdmpc2_model.apps.cli import _set_threads
+    from tdmpc2_model.apps.cli import set_threads
     from tdmpc2_model.evaluation.episodes import check_task, planner_actor
     from tdmpc2_model.evaluation.malloc import retain_freed_memory
 
     retain_freed_memory()  # as the model commands do
-    _set_threads(ap.Namespace(threads=None))  # tdmpc2-eval's default: 1 unless OMP_NUM_THREADS
+    set_threads(None)  # tdmpc2-eval's default: 1 unless OMP_NUM_THREADS
     torch.manual_seed(0)
     agent = TDMPC2(TDMPC2Config(size=size, tasks=TASK))
     spec = check_task(agent, TASK)

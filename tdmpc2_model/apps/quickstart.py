@@ -28,6 +28,7 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     from tdmpc2_model.evaluation.episodes import evaluate
     from tdmpc2_model.training.online import train
     from tdmpc2_model.training.pretrain import pretrain
+    from tdmpc2_model.training.settings import FinetuneConfig, PretrainConfig
 
     out, seed = Path(out), int(recipe.get("seed", 0))
     c, p, f, e = (recipe[k] for k in ("collect", "pretrain", "finetune", "eval"))
@@ -44,9 +45,9 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
           f"of {len(c['tasks'])} tasks (table: {len(ds.tasks)} tasks)")  # fmt: skip
 
     start = time.perf_counter()
-    final = pretrain(data, out / "pretrain", size=p["size"], max_steps=p["max_steps"],
-                     batch_size=p["batch_size"], seed=seed, devices=1,
-                     num_workers=0, progress=progress, config=p.get("config"))  # fmt: skip
+    settings = PretrainConfig(**p, data=str(data), out=str(out / "pretrain"), seed=seed,
+                              devices=1, num_workers=0)  # fmt: skip
+    final = pretrain(settings, progress=progress)
     stage("pretrain", start, f"{p['size']} model, {p['max_steps']} updates -> {final}")
 
     task, config = f["task"], dict(f.get("config") or {}, batch_size=f["batch_size"])
@@ -56,8 +57,8 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     stage("eval pretrained", start, before.line())
 
     start = time.perf_counter()
-    result = train(TDMPC2.from_pretrained(final, **config), task, out / "finetune", f["steps"],
-                   seed=seed, seed_steps=f["seed_steps"], eval_episodes=0, progress=progress,
+    settings = FinetuneConfig(**f, out=str(out / "finetune"), seed=seed, eval_episodes=0)
+    result = train(TDMPC2.from_pretrained(final, **config), settings, progress=progress,
                    training_data=f"quickstart: {data} + online on {task}")  # fmt: skip
     stage("finetune", start, f"{result.steps} steps on {task} -> {result.final}")
 

@@ -25,9 +25,8 @@ def command_record(
     from tdmpc2_data.versions import package_versions
 
     line = list(sys.argv[1:] if argv is None else argv)
-    clean = {k: v for k, v in settings.items() if k != "print_config"}
     return {"command": prog, "argv": line,
-            "settings": json.loads(json.dumps(clean, default=str)),  # paths as text
+            "settings": json.loads(json.dumps(settings, default=str)),  # paths as text
             "versions": package_versions()}  # fmt: skip
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -75,6 +74,7 @@ from tdmpc2_model.outputs.run_record import append_record
 from tdmpc2_model.training.checkpoints import resume_latest
 from tdmpc2_model.training.random_streams import RandomStreams, Stream
 from tdmpc2_model.training.replay import ReplayBuffer
+from tdmpc2_model.training.settings import OnlineConfig
 
 BUFFER_DIR, FINAL_DIR, RUN_FILE = "buffer", "final", "run.json"
 
@@ -159,35 +159,29 @@ def default_seed_steps(spec: Task) -> int:
 
 def train(
     agent: TDMPC2,
-    task: str,
-    out: str | os.PathLike,
-    steps: int,
+    settings: OnlineConfig,
     *,
-    seed: int = 0,
-    seed_steps: int | None = None,
-    eval_every: int | None = None,
-    eval_episodes: int | None = None,
-    eval_at_start: bool | None = None,
-    checkpoint_every: int = 50_000,
-    keep_checkpoints: int = 2,
-    resume: bool = False,
     training_data: str | None = None,
     progress: bool = True,
-    loggers: str | Sequence[str] = "csv",
     record: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Online RL of ``agent`` on ``task`` for ``steps`` environment steps (see the module
-    docstring for the loop, the run directory ``out`` and resuming).
+    """Online RL of ``agent`` on ``settings.task`` for ``settings.steps`` environment steps
+    (see the module docstring for the loop, the run directory ``settings.out`` and resuming).
 
     ``eval_every``, ``eval_episodes``, ``eval_at_start``: evaluate every that many steps (0:
     only at the end), that many episodes each (0: never), and before training; None: fitted
     to ``steps`` (`eval_plan`, shown at the start). ``checkpoint_every``: write ``out/checkpoints/step-N`` every
     that many steps (at the next episode end); the newest ``keep_checkpoints`` stay (0: all).
-    ``training_data``: provenance line for the model card. ``loggers``: "csv" (``out/logs``,
+    ``training_data``: provenance line for the model card. ``logger``: "csv" (``out/logs``,
     always) and/or "tensorboard" (the same rows, beside it). ``record``: the
     command's entry for ``out/run_config.json`` (``run_record.py``). Returns the trained agent
     (eval mode) and where its files are.
     """
+    task, out, steps, seed = settings.task, settings.out, settings.steps, settings.seed
+    seed_steps, resume, loggers = settings.seed_steps, settings.resume, settings.logger
+    eval_every, eval_episodes = settings.eval_every, settings.eval_episodes
+    eval_at_start = settings.eval_at_start
+    checkpoint_every, keep_checkpoints = settings.checkpoint_every, settings.keep_checkpoints
     spec = check_task(agent, task)
     out, loggers = Path(out), parse_loggers(loggers)
     for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every)):

@@ -31,11 +31,13 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 from tdmpc2_data.batch import Batch
 from tdmpc2_data.progress import bars_enabled
+from tdmpc2_data.tasks import resolve_tasks
 from tdmpc2_model.agent import TDMPC2, make_optimizers
 from tdmpc2_model.core.config import TDMPC2Config
 from tdmpc2_model.core.update import LOSS_TERMS, nonfinite_loss_error, update_step
 from tdmpc2_model.formats.run_checkpoint import save_torch_atomically
 from tdmpc2_model.training.lightning_output import UpdatesBar, quiet_lightning
+from tdmpc2_model.training.settings import PretrainConfig
 
 LIGHTNING_DIR, FINAL_DIR = "lightning", "final"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -204,8 +206,6 @@ class TaskSetEvaluation(Callback):
 
     def __init__(self, every: int, tasks: str | list[str], episodes: int = 10,
                  workers: int = 1, seed: int = 0):  # fmt: skip
-        from tdmpc2_data.tasks import resolve_tasks
-
         if every < 1 or episodes < 1:
             raise ValueError(f"Got eval every={every}, episodes={episodes}; both must be >= 1.")
         self.every, self.tasks, self.episodes = every, resolve_tasks(tasks), episodes
@@ -397,41 +397,14 @@ def check_cpu_run(
 
 
 def pretrain(
-    data: str | os.PathLike | Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    size: str = "5M",
-    max_steps: int = 100_000,
-    batch_size: int = 1024,
-    *,
-    devices: int | str = "auto",
-    num_nodes: int = 1,
-    strategy: str = "auto",
-    precision: str = "32-true",
-    accelerator: str = "auto",
-    resume: str | None = None,
-    seed: int = 0,
-    cache_bytes: int = 4 << 30,
-    num_workers: int = 1,
-    checkpoint_every: int = 1000,
-    log_every: int = 50,
-    config: dict[str, Any] | None = None,
-    progress: bool = True,
-    exclude_tasks: Sequence[str] = (),
-    eval_every: int = 0,
-    eval_tasks: str | Sequence[str] | None = None,
-    eval_episodes: int = 10,
-    loggers: str | Sequence[str] = "csv",
-    select: str | dict[str, Any] | None = None,
-    record: dict[str, Any] | None = None,
+    settings: PretrainConfig, *, progress: bool = True, record: dict[str, Any] | None = None
 ) -> Path | None:
-    """Pretrain a ``size`` model on shard datasets ``data`` (dirs, ``hf://`` URLs, ``mt80``,
-    ``mt30``); the model's task table and widths are the data's. ``config``: further
-    `TDMPC2Config` fields. ``resume``: "auto" (the last checkpoint in ``OUT/lightning``, if
-    any) or a Lightning checkpoint path. ``exclude_tasks``: never sampled but kept in the task
-    table, so that they can be finetuned later (the few-shot split). ``eval_every`` N > 0:
-    evaluate on ``eval_tasks`` (default: the model's table) every N updates,
-    ``eval_episodes`` each (`TaskSetEvaluation`). ``loggers``: "csv" and/or "tensorboard"
-    (``loggers.py``). ``select``: train on a view of each dataset
+    """Pretrain a ``settings.size`` model on shard datasets ``settings.data`` (dirs, ``hf://``
+    URLs, ``mt80``, ``mt30``); the model's task table and widths are the data's. The settings
+    are explained in `PretrainConfig`: ``config`` holds further `TDMPC2Config` fields;
+    ``exclude_tasks`` are never sampled but kept in the task table, so that they can be
+    finetuned later (the few-shot split); ``eval_every`` N > 0 evaluates every N updates
+    (`TaskSetEvaluation`); ``select`` trains on a view of each dataset
     (``tdmpc2_data.curate.select`` filters, as a dict or ``"tasks=mt30,top_fraction=0.5"``),
     recorded in the run's hyperparameters (``selection``). ``record``: the command's entry for
     ``OUT/run_config.json`` (``run_record.py``). Returns ``OUT/final`` on rank 0 (which
@@ -442,6 +415,17 @@ def pretrain(
     from tdmpc2_model.outputs.metrics_csv import lightning_loggers
     from tdmpc2_model.outputs.run_record import append_record
 
+    data, out, size, seed = settings.data, settings.out, settings.size, settings.seed
+    max_steps, batch_size, resume = settings.max_steps, settings.batch_size, settings.resume
+    devices = int(settings.devices) if str(settings.devices).isdigit() else settings.devices
+    num_nodes, strategy = settings.num_nodes, settings.strategy
+    precision, accelerator = settings.precision, settings.accelerator
+    cache_bytes, num_workers = int(settings.cache_gb * (1 << 30)), settings.num_workers
+    checkpoint_every, log_every = settings.checkpoint_every, settings.log_every
+    config, loggers, select = settings.config, settings.logger, settings.select
+    exclude_tasks = resolve_tasks(settings.exclude_tasks) if settings.exclude_tasks else []
+    eval_every, eval_episodes = settings.eval_every, settings.eval_episodes
+    eval_tasks = resolve_tasks(settings.eval_tasks) if settings.eval_tasks else None
     if precision not in PRECISIONS:
         raise ValueError(
             f"Got precision={precision!r}; use one of {PRECISIONS} (16-mixed would need a "

@@ -181,13 +181,16 @@ def test_a_stopped_task_set_evaluation_ends_its_workers_and_keeps_results(agent,
 def test_pretraining_evaluates_into_the_run_logs(tmp_path):
     from tdmpc2_data.collect import collect
     from tdmpc2_model.training.pretrain import pretrain
+    from tdmpc2_model.training.settings import PretrainConfig
 
     data = collect(tmp_path / "data", ["mw-reach"], episodes=2, seed=0,
                    task_set=["mw-reach", "mw-push"])  # fmt: skip
     small = dict(num_samples=16, num_elites=4, num_pi_trajs=2, iterations=1)
-    pretrain(data, tmp_path / "run", size="1M", max_steps=4, batch_size=16, devices=1,
-             accelerator="cpu", num_workers=0, log_every=1, config=small, progress=False,
-             eval_every=2, eval_tasks=["mw-reach"], eval_episodes=1)  # fmt: skip
+    settings = PretrainConfig(data=str(data), out=str(tmp_path / "run"), size="1M", max_steps=4,
+                              batch_size=16, devices=1, accelerator="cpu", num_workers=0,
+                              log_every=1, config=small, eval_every=2, eval_tasks="mw-reach",
+                              eval_episodes=1)  # fmt: skip
+    pretrain(settings, progress=False)
     with open(next((tmp_path / "run" / "logs").rglob("metrics.csv")), newline="") as f:
         rows = list(csv.DictReader(f))
     evals = [r for r in rows if r.get("eval/mean_normalized_score")]
@@ -196,7 +199,6 @@ def test_pretraining_evaluates_into_the_run_logs(tmp_path):
     assert all(0 <= float(r["eval/mw-reach/score"]) <= 100 for r in evals)
     assert any(r.get("train/total_loss") for r in rows)  # the same CSV as the losses
     with pytest.raises(ValueError, match="walker-walk"):  # checked before any training
-        pretrain(data, tmp_path / "other", size="1M", max_steps=4, batch_size=16, devices=1,
-                 accelerator="cpu", num_workers=0, config=small, progress=False,
-                 eval_every=2, eval_tasks=["walker-walk"])  # fmt: skip
+        other = dataclasses.replace(settings, out=str(tmp_path / "other"), eval_tasks="walker-walk")
+        pretrain(other, progress=False)
     assert not (tmp_path / "other" / "lightning").exists()
