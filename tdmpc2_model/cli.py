@@ -112,22 +112,16 @@ def _steps_flag(p: argparse.ArgumentParser, default: int) -> None:
 
 
 def _threads_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default 1, or OMP_NUM_THREADS when set: planning "
-                        "and updating gain little from more, and with another busy process "
-                        "on the machine spinning OpenMP threads made a run 20x slower; "
-                        "bench/contention.py)")  # fmt: skip
+    from tdmpc2_model.threads import THREADS_HELP
+
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
 
 
 def _set_threads(args: argparse.Namespace) -> None:
-    """Apply ``--threads`` (see `_threads_flag`) before any torch work of the command."""
-    import os
+    """Apply ``--threads`` before any torch work of the command."""
+    from tdmpc2_model.threads import set_torch_threads
 
-    import torch
-
-    threads = args.threads or (None if "OMP_NUM_THREADS" in os.environ else 1)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_torch_threads(args.threads)
 
 
 def _online_flags(p: argparse.ArgumentParser) -> None:
@@ -382,6 +376,7 @@ def pretrain_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--cache-gb", type=finite_float, default=4.0, help="RAM for decoded episodes")
     p.add_argument("--num-workers", type=int, default=1, help="loader threads")
+    _threads_flag(p)
     p.add_argument("--checkpoint-every", type=int, default=1000, help="Lightning checkpoint period")
     p.add_argument("--log-every", type=int, default=50, help="log losses every N updates")
     _logger_flag(p)
@@ -545,6 +540,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         from tdmpc2_model.lightning import pretrain
 
         _check_repo_id(args)
+        _set_threads(args)
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
         final = pretrain(
             args.data,

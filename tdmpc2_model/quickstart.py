@@ -28,7 +28,9 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     from tdmpc2_model.evaluation import evaluate
     from tdmpc2_model.lightning import pretrain
     from tdmpc2_model.online import train
+    from tdmpc2_model.threads import set_torch_threads
 
+    set_torch_threads()  # the CLIs' default, for every stage
     out, seed = Path(out), int(recipe.get("seed", 0))
     c, p, f, e = (recipe[k] for k in ("collect", "pretrain", "finetune", "eval"))
     rows: list[dict[str, Any]] = []
