@@ -8,7 +8,8 @@ two processes that spin on a core each, side by side, with the thread settings o
 - finetune: ``tdmpc2-finetune`` tiny (a fresh 1M mw-reach model, 300 steps, 100 seed steps);
 - eval: ``tdmpc2-eval`` tiny (that model, 2 episodes of mw-reach, small planner);
 - quickstart: ``python -m tdmpc2_model.quickstart`` with a reduced recipe (1 episode per
-  task, 100 pretraining updates of batch 128, 200 finetuning steps, 1 evaluation episode).
+  task, 100 pretraining updates of batch 128, 200 finetuning steps and 1 evaluation episode
+  with the small planner).
 
 Fair share on 2 cores is ~1x the time alone for a one-thread command next to one busy process
 (a core is free) and ~1.5x next to two (three processes on two cores); the goal is within ~2x.
@@ -42,7 +43,7 @@ collect: {table: [cartpole-balance, reacher-easy, mw-reach, mw-door-open],
           tasks: [cartpole-balance, reacher-easy, mw-reach], episodes: 1}
 pretrain: {size: 1M, max_steps: 100, batch_size: 128}
 finetune: {task: mw-door-open, steps: 200, seed_steps: 100, batch_size: 64,
-           config: {num_samples: 128, num_elites: 16, num_pi_trajs: 8, iterations: 3}}
+           config: {num_samples: 32, num_elites: 4, num_pi_trajs: 4, iterations: 1}}
 eval: {episodes: 1}
 """
 
@@ -123,6 +124,10 @@ def seconds(wall: float) -> str:
     return ">timeout" if wall == float("inf") else f"{wall:.1f}"
 
 
+def ratio(busy: float, alone: float) -> str:
+    return "-" if alone == float("inf") else f"{busy / alone:.1f}x"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
@@ -152,8 +157,8 @@ def main() -> None:
                 (alone, l0), (one, l1), (two, l2) = cells
                 setting = " ".join(filter(None, [spec, flags])) or "(defaults)"
                 print(f"{run:<10} {setting:<22} {seconds(alone):>8} {l0:>5} {seconds(one):>9} "
-                      f"{l1:>5} {one / alone:>5.1f}x {seconds(two):>9} {l2:>5} "
-                      f"{two / alone:>5.1f}x", flush=True)  # fmt: skip
+                      f"{l1:>5} {ratio(one, alone):>6} {seconds(two):>9} {l2:>5} "
+                      f"{ratio(two, alone):>6}", flush=True)  # fmt: skip
     print(f"/proc/loadavg after: {open('/proc/loadavg').read().strip()}")
 
 
