@@ -125,7 +125,7 @@ def seconds(wall: float) -> str:
 
 
 def ratio(busy: float, alone: float) -> str:
-    return "-" if alone == float("inf") else f"{busy / alone:.1f}x"
+    return "-" if float("inf") in (alone, busy) else f"{busy / alone:.1f}x"
 
 
 def main() -> None:
