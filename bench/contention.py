@@ -1,53 +1,95 @@
-"""What a competing busy process costs a run: a tiny ``tdmpc2-train`` (``--run train``:
-mw-reach, 400 steps, 100 seed steps, small planner) or a short ``tdmpc2-pretrain`` (``--run
-pretrain``: 1M model, 40 updates of batch 256 on the synthetic mt80-shaped dataset of
-bench/loader.py, default loader workers) alone and next to ``--busy`` processes that spin on
-a core each, with the thread settings given by ``--env`` (one row per setting, the same run).
-Fair share on 2 cores with one busy process is about 2x the time alone (less when the run
-uses one thread: the second core is free).
+"""What competing busy processes cost each command users run: alone, next to one and next to
+two processes that spin on a core each, side by side, with the thread settings of ``--env``
+(one row per command and setting). Commands (``--runs``), all on CPU:
+
+- train: ``tdmpc2-train`` tiny (mw-reach, 1M, 400 steps, 100 seed steps, small planner);
+- pretrain: ``tdmpc2-pretrain`` short (1M, 40 updates of batch 256 on the synthetic
+  mt80-shaped dataset of bench/loader.py, its default loader workers);
+- finetune: ``tdmpc2-finetune`` tiny (a fresh 1M mw-reach model, 300 steps, 100 seed steps);
+- eval: ``tdmpc2-eval`` tiny (that model, 2 episodes of mw-reach, small planner);
+- quickstart: ``python -m tdmpc2_model.apps.quickstart`` with a reduced recipe (1 episode per
+  task, 100 pretraining updates of batch 128, 200 finetuning steps and 1 evaluation episode
+  with the small planner).
+
+Fair share on 2 cores is ~1x the time alone for a one-thread command next to one busy process
+(a core is free) and ~1.5x next to two (three processes on two cores); the goal is within ~2x.
+A run past ``--timeout`` is stopped and shown as ">timeout". The 1-minute load average before
+each measurement is printed beside it (other users' processes count too).
 
     python bench/contention.py
-    python bench/contention.py --busy 1 --env "" "OMP_WAIT_POLICY=PASSIVE" "OMP_NUM_THREADS=1"
-    python bench/contention.py --run pretrain --env "" "OMP_NUM_THREADS=2"
+    python bench/contention.py --runs pretrain quickstart --env "" "OMP_NUM_THREADS=2"
+    python bench/contention.py --runs pretrain --env "" --flags "" "--num-workers 0"
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+RUNS = ("train", "pretrain", "finetune", "eval", "quickstart")
+TASK = "mw-reach"
 SMALL = ["--config", "batch_size=32", "--config", "num_samples=32", "--config", "num_elites=4",
          "--config", "num_pi_trajs=4", "--config", "iterations=1"]  # fmt: skip
 SPIN = "while True: pass"
+QUICKSTART = """seed: 0
+collect: {table: [cartpole-balance, reacher-easy, mw-reach, mw-door-open],
+          tasks: [cartpole-balance, reacher-easy, mw-reach], episodes: 1}
+pretrain: {size: 1M, max_steps: 100, batch_size: 128}
+finetune: {task: mw-door-open, steps: 200, seed_steps: 100, batch_size: 64,
+           config: {num_samples: 32, num_elites: 4, num_pi_trajs: 4, iterations: 1}}
+eval: {episodes: 1}
+"""
 
 
-def command(run: str, out: str, data: str) -> list[str]:
-    """The benchmarked command line of ``--run``, writing into ``out``."""
+def command(run: str, out: str, inputs: Path) -> list[str]:
+    """The benchmarked command line of ``run``, writing into ``out``; ``inputs`` holds the
+    data, the model and the recipe (`prepare`)."""
+    model = ["--checkpoint", str(inputs / "model"), "--task", TASK]
     if run == "train":
-        return ["tdmpc2-train", "--task", "mw-reach", "--size", "1M", "--steps", "400",
+        return ["tdmpc2-train", "--task", TASK, "--size", "1M", "--steps", "400",
                 "--seed-steps", "100", "--eval-episodes", "0", "--out", out, *SMALL]  # fmt: skip
-    return ["tdmpc2-pretrain", "--size", "1M", "--data", data, "--max-steps", "40",
-            "--batch-size", "256", "--cache-gb", "1", "--log-every", "10", "--out", out]  # fmt: skip
+    if run == "pretrain":
+        return ["tdmpc2-pretrain", "--size", "1M", "--data", str(inputs / "data"),
+                "--max-steps", "40", "--batch-size", "256", "--cache-gb", "1",
+                "--log-every", "10", "--out", out]  # fmt: skip
+    if run == "finetune":
+        return ["tdmpc2-finetune", *model, "--steps", "300", "--seed-steps", "100",
+                "--eval-episodes", "0", "--out", out, *SMALL]  # fmt: skip
+    if run == "eval":
+        return ["tdmpc2-eval", *model, "--episodes", "2", *SMALL]
+    return [sys.executable, "-m", "tdmpc2_model.apps.quickstart", "--recipe",
+            str(inputs / "quickstart.yaml"), "--out", out]  # fmt: skip
 
 
-def run_once(extra_env: dict[str, str], run: str = "train", data: str = "") -> tuple[float, float]:
-    """Wall and CPU seconds (user + system of the child) of one short run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = command(run, f"{tmp}/run", data)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(argv, env=clean_env(extra_env), check=True, capture_output=True)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+def prepare(inputs: Path, runs: list[str], transitions: int) -> None:
+    """The pretraining data, a fresh 1M model of the task and the reduced quickstart recipe."""
+    if "pretrain" in runs:
+        from loader import build  # bench/loader.py
+
+        build(inputs / "data", transitions)
+    if {"finetune", "eval"} & set(runs) and not (inputs / "model").exists():
+        from tdmpc2_model import TDMPC2, TDMPC2Config
+
+        TDMPC2(TDMPC2Config(size="1M", tasks=TASK)).save_pretrained(inputs / "model")
+    (inputs / "quickstart.yaml").write_text(QUICKSTART)
+
+
+def run_once(argv: list[str], extra_env: dict[str, str], timeout: float) -> float:
+    """Wall seconds of one run (inf past ``timeout``)."""
+    start = time.perf_counter()
+    try:
+        subprocess.run(argv, env=clean_env(extra_env), check=True, capture_output=True,
+                       timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return float("inf")
+    return time.perf_counter() - start
 
 
 def clean_env(extra_env: dict[str, str]) -> dict[str, str]:
@@ -73,31 +115,50 @@ def parse_env(spec: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in spec.split(",") if item)
 
 
+def load() -> str:
+    """The 1-minute load average now."""
+    return open("/proc/loadavg").read().split()[0]
+
+
+def seconds(wall: float) -> str:
+    return ">timeout" if wall == float("inf") else f"{wall:.1f}"
+
+
+def ratio(busy: float, alone: float) -> str:
+    return "-" if float("inf") in (alone, busy) else f"{busy / alone:.1f}x"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", choices=["train", "pretrain"], default="train")
-    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "bench-mt80-1M"),
-                   help="pretraining data (built by bench/loader.py when missing)")  # fmt: skip
-    p.add_argument("--busy", type=int, default=1, help="competing spinning processes")
+    p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    p.add_argument("--inputs", type=Path, default=Path(tempfile.gettempdir(), "bench-contention"),
+                   help="data, model and recipe (made when missing)")  # fmt: skip
+    p.add_argument("--transitions", type=int, default=1_000_000, help="of the pretraining data")
     p.add_argument("--env", nargs="+", default=[""],
-                   help='thread settings to compare, e.g. "" "OMP_WAIT_POLICY=PASSIVE"')  # fmt: skip
+                   help='thread settings to compare, e.g. "" "OMP_NUM_THREADS=2"')  # fmt: skip
+    p.add_argument("--flags", nargs="+", default=[""],
+                   help='command flags to compare, e.g. "" "--num-workers 0" (pretrain)')  # fmt: skip
+    p.add_argument("--timeout", type=float, default=300, help="seconds per run")
     args = p.parse_args()
-    if args.run == "pretrain":
-        from pathlib import Path
-
-        from loader import build  # bench/loader.py
-
-        build(Path(args.data), 1_000_000)
+    args.inputs.mkdir(parents=True, exist_ok=True)
+    prepare(args.inputs, args.runs, args.transitions)
     print(f"{os.cpu_count()} CPUs; /proc/loadavg before: {open('/proc/loadavg').read().strip()}")
-    print(" ".join(command(args.run, "OUT", args.data)))
-    print(f"{'setting':<40} {'alone s':>8} {'busy s':>8} {'ratio':>6} {'busy CPU s':>10}")
-    for spec in args.env:
-        env = parse_env(spec)
-        alone, _ = run_once(env, args.run, args.data)
-        with busy_processes(args.busy):
-            busy, cpu = run_once(env, args.run, args.data)
-        print(f"{spec or '(defaults)':<40} {alone:>8.1f} {busy:>8.1f} {busy / alone:>5.1f}x "
-              f"{cpu:>10.1f}")  # fmt: skip
+    print(f"{'command':<10} {'setting':<22} {'alone s':>8} {'load':>5} {'1 busy s':>9} {'load':>5} "
+          f"{'ratio':>6} {'2 busy s':>9} {'load':>5} {'ratio':>6}")  # fmt: skip
+    for run in args.runs:
+        for spec in args.env:
+            for flags in args.flags:
+                cells = []
+                for busy in (0, 1, 2):
+                    before = load()
+                    with tempfile.TemporaryDirectory() as tmp, busy_processes(busy):
+                        argv = [*command(run, f"{tmp}/run", args.inputs), *flags.split()]
+                        cells.append((run_once(argv, parse_env(spec), args.timeout), before))
+                (alone, l0), (one, l1), (two, l2) = cells
+                setting = " ".join(filter(None, [spec, flags])) or "(defaults)"
+                print(f"{run:<10} {setting:<22} {seconds(alone):>8} {l0:>5} {seconds(one):>9} "
+                      f"{l1:>5} {ratio(one, alone):>6} {seconds(two):>9} {l2:>5} "
+                      f"{ratio(two, alone):>6}", flush=True)  # fmt: skip
     print(f"/proc/loadavg after: {open('/proc/loadavg').read().strip()}")
 
 

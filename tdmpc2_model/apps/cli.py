@@ -31,6 +31,7 @@ from tdmpc2_model.training.settings import (
     errors,
     from_recipe,
 )
+from tdmpc2_model.training.threads import set_torch_threads
 
 
 class SettingsParser(argparse.ArgumentParser):
@@ -81,18 +82,6 @@ def _push(
                             "versions": record["versions"], "evaluation": evaluation}  # fmt: skip
     commit = agent.push_to_hub(settings.push_to_hub)
     print(f"pushed {final} to {settings.push_to_hub} (commit {commit[:12]})")
-
-
-def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` (its help in ``training/settings.py``) before any torch work of the
-    command."""
-    import os
-
-    import torch
-
-    threads = threads or (None if "OMP_NUM_THREADS" in os.environ else 1)
-    if threads is not None:
-        torch.set_num_threads(threads)
 
 
 def packaged_recipes() -> dict[str, Path]:
@@ -376,6 +365,7 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         from tdmpc2_model.training.pretrain import pretrain
 
         _check_repo_id(settings)
+        set_torch_threads(settings.threads)
         final = pretrain(settings, record=record)
         if final is not None:  # rank 0
             print(f"model in {final}")
@@ -391,7 +381,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         from tdmpc2_data.tasks import resolve_task_name
 
-        set_threads(settings.threads)
+        set_torch_threads(settings.threads)
         config = _online_config(settings)
         checkpoint = settings.checkpoint
         if checkpoint is None:
@@ -416,7 +406,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     settings, record = _parse(train_parser(), argv)
 
     def body() -> None:
-        set_threads(settings.threads)
+        set_torch_threads(settings.threads)
         import torch
 
         from tdmpc2_model.agent import TDMPC2
@@ -446,7 +436,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 def evaluate_checkpoint(settings: EvalConfig) -> None:
     """``tdmpc2-eval``: evaluate ``settings.checkpoint`` on its task or task set and print
     (and write) the results."""
-    set_threads(settings.threads)
+    set_torch_threads(settings.threads)
     import torch
 
     from tdmpc2_data.atomic import write_text_atomic

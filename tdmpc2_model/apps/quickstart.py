@@ -29,7 +29,9 @@ def run(recipe: dict[str, Any], out: str | Path, progress: bool = True) -> list[
     from tdmpc2_model.training.online import train
     from tdmpc2_model.training.pretrain import pretrain
     from tdmpc2_model.training.settings import FinetuneConfig, PretrainConfig
+    from tdmpc2_model.training.threads import set_torch_threads
 
+    set_torch_threads()  # the CLIs' default, for every stage
     out, seed = Path(out), int(recipe.get("seed", 0))
     c, p, f, e = (recipe[k] for k in ("collect", "pretrain", "finetune", "eval"))
     rows: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from tdmpc2_data import flags
 from tdmpc2_model.core.config import SIZE_PRESETS, TDMPC2Config, parse_size
 from tdmpc2_model.hub.repo import FINETUNE_SIZE
+from tdmpc2_model.training.threads import THREADS_HELP
 
 Settings = TypeVar("Settings")
 
@@ -66,11 +67,6 @@ PUSH_HELP = (
     "upload OUT/final to this Hub model repo when the run ends, with a model card "
     "holding the run's settings and final evaluation"
 )
-THREADS_HELP = (
-    "torch CPU threads (default 1, or OMP_NUM_THREADS when set: planning and "
-    "updating gain little from more, and with another busy process on the machine "
-    "spinning OpenMP threads made a run 20x slower; bench/contention.py)"
-)
 SIZE_HELP = f"model size: {' '.join(SIZE_PRESETS)}"
 CONFIG_HELP = "TDMPC2Config field, repeatable (e.g. --config num_samples=256)"
 CONFIG_FLAG = {"action": "append", "metavar": "KEY=VALUE"}
@@ -111,6 +107,7 @@ class PretrainConfig:
     seed: int = setting(0, "random seed", type=flags.seed)
     cache_gb: float = setting(4.0, "RAM for decoded episodes")
     num_workers: int = setting(1, "loader threads", minimum=0)
+    threads: int | None = setting(None, THREADS_HELP, minimum=1)
     checkpoint_every: int = setting(1000, "Lightning checkpoint period", minimum=1)
     log_every: int = setting(50, "log losses every N updates", minimum=1)
     logger: str = setting("csv", LOGGER_HELP, metavar="csv|tensorboard")

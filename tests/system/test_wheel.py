@@ -67,6 +67,7 @@ def test_wheel_ships_recipes_and_card_templates(wheel):
         assert f"tdmpc2_data/card_templates/{card.name}" in names
     assert "tdmpc2_data/envs/walker_long_floor.xml" in names
     assert "tdmpc2_model/hub/model_card.md" in names  # the model card's template
+    assert f"tdmpc2_toolkit-{__version__}.dist-info/licenses/LICENSE" in names
     curves = [n for n in names if n.startswith("tdmpc2_model/published/")]
     assert len([n for n in curves if n.startswith("tdmpc2_model/published/tdmpc2/")]) == 104
     assert "tdmpc2_model/published/README.md" in curves and len(curves) > 400
