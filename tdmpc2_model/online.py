@@ -20,10 +20,12 @@ Run directory ``OUT``::
                              (``train/<field>``) and per evaluation (``eval/<field>``) at
                              step = environment steps; each invocation (--resume) a new version
 
-Resuming (``resume=True``) loads the newest checkpoint (or keeps the given agent if none was
-written yet; checkpoints are taken at episode ends), refills the replay buffer with the
-episodes it had seen and then replays the episodes stored after it: their updates are made
-again, each with the buffer as it was when they were made, while their actions, already in
+The loop's state (buffer, random streams, counters) is one `OnlineState`; the env speaks the
+model's widths through one `PaddedEnv`. Resuming (``resume=True``) loads the newest
+checkpoint (or keeps the given agent if none was written yet; checkpoints are taken at
+episode ends), restores the state's counters, refills the replay buffer with the episodes
+it had seen and runs the same loop, which first goes through the episodes stored after the
+checkpoint: their updates are made again, each with the buffer as it was when they were made, while their actions, already in
 ``OUT/buffer``, are not planned again. Every random draw is seeded from (seed, what it is for,
 its step or update number; ``random_streams.py``) and every episode resets with seed
 ``seed + episode``, so a run killed anywhere and resumed ends with the weights of the run that
@@ -320,6 +322,7 @@ def train(
             if plan.episodes and plan.at_start and run.step == 0 and not redo:  # zero-shot
                 evaluation = evaluate_now()
             while redo or run.step < steps:
+                # reset (a stored episode is not acted again), then act, step and update
                 live = None if redo else Episode(env, run.actor(env, planner, seed_steps),
                                                  seed=seed + run.episode)  # fmt: skip
                 for _ in range(length):
@@ -328,6 +331,7 @@ def train(
                     run.step += 1
                     bar.update()
                     run.update(agent, seed_steps)
+                # store the finished episode: in the run's shards (once) and the replay buffer
                 if live is None:
                     obs, action, reward = redo.popleft()
                 else:
@@ -346,6 +350,7 @@ def train(
                     tqdm.write(f"redid the updates of the {redone} episodes stored after it: "
                                f"now at step {run.step}")  # fmt: skip
                 run.losses.clear()
+                # evaluate and checkpoint when due
                 if every and run.step >= next_eval:  # redone episodes were evaluated before
                     if live is not None and run.step < steps:
                         evaluation = evaluate_now()
