@@ -406,7 +406,7 @@ def test_online_commands_use_one_thread_unless_told(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_a_resumed_runs_state_equals_the_uninterrupted_runs_at_the_same_step(tmp_path):
+def test_a_resumed_runs_state_equals_the_uninterrupted_runs_at_the_same_step(tmp_path, request):
     """A run whose newest checkpoint (step 200) is lost resumes from step 100: it restores the
     checkpoint's counters and buffer, redoes the stored second episode's updates, and its
     `OnlineState` at step 200 equals the uninterrupted run's."""
@@ -420,6 +420,9 @@ def test_a_resumed_runs_state_equals_the_uninterrupted_runs_at_the_same_step(tmp
 
     common = {"steps": 200, "seed_steps": 50, "eval_episodes": 0, "checkpoint_every": 100,
               "keep_checkpoints": 0, "progress": False}  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI does: spinning threads crawl on a busy machine
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     whole = train(agent(), TASK, tmp_path / "whole", **common).state
     parts = tmp_path / "parts"
     train(agent(), TASK, parts, **common)
