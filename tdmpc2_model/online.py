@@ -133,8 +133,12 @@ class OnlineState:
                     f"The run's stored episodes are fewer than its checkpoint at step "
                     f"{self.step} has seen; the run's replay buffer was changed or removed."
                 )
-            self.buffer.add(*data)
-            self.episode += 1
+            self.add(*data)
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        """A finished episode into the replay buffer (model widths)."""
+        self.buffer.add(obs, action, reward)
+        self.episode += 1
 
     def update(self, agent: TDMPC2, seed_steps: int) -> None:
         """Make the updates the schedule owes by now (none before an episode is stored)."""
@@ -340,8 +344,7 @@ def train(
                     writer.add_episode(spec.name, obs, action, reward, ep.get("success"),
                                        source=0, source_index=run.episode)  # fmt: skip
                     writer.flush()
-                run.buffer.add(obs, action, reward)
-                run.episode += 1
+                run.add(obs, action, reward)
                 run.update(agent, seed_steps)  # the seed phase's once an episode is stored
                 if live is not None:
                     metrics.log(_train_row(run, ep, time.perf_counter() - start))
