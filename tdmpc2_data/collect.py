@@ -11,11 +11,11 @@ import zlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tdmpc2_data.envs import make_env
+from tdmpc2_data.episode import rollout
 from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.reader import open_dataset
 from tdmpc2_data.tasks import get_task, resolve_tasks
@@ -46,50 +46,6 @@ def load_policy(spec: str, seed: int = 0) -> Policy:
             "(install tdmpc2-toolkit with its model package)."
         )
     return next(iter(loaders)).load()(spec)
-
-
-#: An actor maps (observation, first step of the episode?) to an action.
-Actor = Callable[[np.ndarray, bool], np.ndarray]
-
-
-def rollout(
-    env: Any,
-    act: Actor,
-    seed: int | None = None,
-    on_step: Callable[[], None] | None = None,
-    render: bool = False,
-) -> dict[str, Any]:
-    """One full episode of ``env`` (``seed`` reseeds it; None continues its random stream).
-
-    ``on_step`` runs after every environment step (an online learner updates there).
-    Returns obs [T+1, d], action [T, a], reward [T], success [T] (tasks with a success
-    flag), the return, and the frames if ``render``.
-    """
-    obs, _ = env.reset(seed=seed)
-    observations, actions, rewards, successes, frames = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = np.asarray(act(obs, len(actions) == 0), dtype=np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        successes.append(bool(info.get("success", False)))
-        done = terminated or truncated
-        if render:
-            frames.append(env.render())
-        if on_step is not None:
-            on_step()
-    episode = {
-        "obs": np.stack(observations).astype(np.float32),
-        "action": np.stack(actions),
-        "reward": np.asarray(rewards, dtype=np.float32),
-        "return": float(np.sum(rewards)),
-        "frames": frames,
-    }
-    if env.task.has_success:
-        episode["success"] = np.asarray(successes)
-    return episode
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:

@@ -2,7 +2,7 @@
 
 A multitask TD-MPC2 model sees every task's observation zero-padded to the widest one and
 emits actions as wide as the widest action space; the task's own action dims come first
-(``action_mask``). This env does that padding around one per-task env each.
+(``action_mask``). This env holds one `PaddedEnv` per task, which does that padding.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tdmpc2_data.envs.base import TaskEnv
 from tdmpc2_data.envs.make import make_env
-from tdmpc2_data.schema import action_masks, zero_pad
+from tdmpc2_data.envs.padded import PaddedEnv
 from tdmpc2_data.tasks import (
     ACTION_LIMIT,
     Task,
@@ -45,7 +44,7 @@ class MultitaskEnv(gym.Env):
         self._seed = seed
         self.np_random, _ = gym.utils.seeding.np_random(seed)
         self._env_kwargs = env_kwargs
-        self._envs: dict[int, TaskEnv] = {}
+        self._envs: dict[int, PaddedEnv] = {}
         self.task_id: int | None = None  # the current episode's task; None before reset
 
     @property
@@ -56,13 +55,15 @@ class MultitaskEnv(gym.Env):
     @property
     def action_mask(self) -> np.ndarray:
         """float32 [action_dim]: 1 for the current task's action dims, 0 for padding."""
-        return action_masks([self.task.action_dim], self.action_space.shape[0])[0]
+        return self.env(self._current()).action_mask
 
-    def env(self, task: str | int) -> TaskEnv:
-        """The (lazily created) env of a task given by name or id."""
+    def env(self, task: str | int) -> PaddedEnv:
+        """The (lazily created) padded env of a task given by name or id."""
         task_id = self.task_index(task)
         if task_id not in self._envs:
-            self._envs[task_id] = make_env(self.tasks[task_id], seed=self._seed, **self._env_kwargs)
+            env = make_env(self.tasks[task_id], seed=self._seed, **self._env_kwargs)
+            self._envs[task_id] = PaddedEnv(env, *self.observation_space.shape,
+                                            *self.action_space.shape)  # fmt: skip
         return self._envs[task_id]
 
     def task_index(self, task: str | int) -> int:
@@ -83,18 +84,11 @@ class MultitaskEnv(gym.Env):
             task = int(self.np_random.integers(len(self.tasks)))
         self.task_id = self.task_index(task)
         obs, info = self.env(self.task_id).reset(seed=seed)
-        return self._pad(obs), {**info, "task_id": self.task_id}
+        return obs, {**info, "task_id": self.task_id}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"MultitaskEnv: actions are padded to shape {self.action_space.shape}, "
-                f"got {action.shape}."
-            )
-        env = self.env(self._current())
-        obs, reward, terminated, truncated, info = env.step(action[: env.task.action_dim])
-        return self._pad(obs), reward, terminated, truncated, {**info, "task_id": self.task_id}
+        obs, reward, terminated, truncated, info = self.env(self._current()).step(action)
+        return obs, reward, terminated, truncated, {**info, "task_id": self.task_id}
 
     def render(self) -> np.ndarray:
         return self.env(self._current()).render()
@@ -108,6 +102,3 @@ class MultitaskEnv(gym.Env):
         if self.task_id is None:
             raise RuntimeError("MultitaskEnv: call reset() first.")
         return self.task_id
-
-    def _pad(self, obs: np.ndarray) -> np.ndarray:
-        return zero_pad(obs, self.observation_space.shape[0])

@@ -1,5 +1,5 @@
 """Acting with a trained agent in the real simulators: which tasks an agent can act on,
-MPPI as an actor, episodes with observations and actions padded to the model's widths, the
+MPPI as an actor, a task's env at the model's widths (`PaddedEnv`), the
 paper's evaluation (``evaluate``, `EvalResult`) and a checkpoint as a `tdmpc2-data collect`
 policy (``checkpoint_policy``, the ``tdmpc2_data.policies`` entry point)."""
 
@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tdmpc2_data.collect import Actor
-from tdmpc2_data.collect import rollout as collect_rollout
-from tdmpc2_data.envs import make_env
+from tdmpc2_data.envs import PaddedEnv, make_env
+from tdmpc2_data.episode import Actor, rollout
 from tdmpc2_data.progress import progress_bar
 from tdmpc2_data.tasks import Task, UnknownTaskError, get_task
 from tdmpc2_model.agent import TDMPC2
@@ -53,35 +52,22 @@ def check_task(agent: TDMPC2, task: str) -> Task:
     return spec
 
 
-def _pad(x: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(np.asarray(x, np.float32), [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+def padded_env(agent: TDMPC2, spec: Task, seed: int = 0, **kwargs: Any) -> PaddedEnv:
+    """``spec``'s env (`make_env` with ``seed`` and ``kwargs``) at ``agent``'s widths."""
+    return PaddedEnv(make_env(spec.name, seed=seed, **kwargs), agent.cfg.obs_dim,
+                     agent.cfg.action_dim)  # fmt: skip
 
 
 def planner_actor(agent: TDMPC2, spec: Task, eval_mode: bool = True) -> Actor:
     """MPPI planning (``cfg.plan_action``: a drawn elite's or the mean's first action;
-    training mode, ``eval_mode`` False, adds the plan's std as noise)."""
+    training mode, ``eval_mode`` False, adds the plan's std as noise); actions at the model's
+    width (padding dims 0), for a `padded_env`."""
     task = spec.name if agent.cfg.task_names else None
 
     def act(obs: np.ndarray, t0: bool) -> np.ndarray:
-        return agent.act(obs, t0=t0, eval_mode=eval_mode, task=task)[: spec.action_dim]
+        return agent.act(obs, t0=t0, eval_mode=eval_mode, task=task)
 
     return act
-
-
-def rollout(
-    env: Any,
-    act: Actor,
-    obs_dim: int,
-    action_dim: int,
-    seed: int | None = None,
-    on_step: Callable[[], None] | None = None,
-    render: bool = False,
-) -> dict[str, Any]:
-    """``tdmpc2_data.collect.rollout`` with obs and actions zero padded to the model's widths."""
-    episode = collect_rollout(env, act, seed, on_step, render)
-    episode["obs"] = _pad(episode["obs"], obs_dim)
-    episode["action"] = _pad(episode["action"], action_dim)
-    return episode
 
 
 @dataclass
@@ -139,13 +125,12 @@ def evaluate(
         except ImportError:
             raise OnlineError("Videos need imageio: pip install 'imageio[ffmpeg]'.") from None
         Path(video_dir).mkdir(parents=True, exist_ok=True)
-    result, cfg, act = EvalResult(spec.name), agent.cfg, planner_actor(agent, spec)
-    env = make_env(spec.name, seed=seed, render_mode="rgb_array" if video_dir else None)
+    result, act = EvalResult(spec.name), planner_actor(agent, spec)
+    env = padded_env(agent, spec, seed, render_mode="rgb_array" if video_dir else None)
     try:
         bar = progress_bar(range(episodes), desc=f"eval {spec.name}", unit="ep", enabled=progress)
         for i in bar:
-            ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, seed=seed + i,
-                         render=video_dir is not None)  # fmt: skip
+            ep = rollout(env, act, seed=seed + i, render=video_dir is not None)
             success = None if "success" not in ep else bool(ep["success"][-1])
             result.episodes.append({"episode": i, "return": ep["return"], "success": success,
                                     "length": len(ep["reward"])})  # fmt: skip

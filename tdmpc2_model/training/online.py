@@ -20,10 +20,12 @@ Run directory ``OUT``::
                              (``train/<field>``) and per evaluation (``eval/<field>``) at
                              step = environment steps; each invocation (--resume) a new version
 
-Resuming (``resume=True``) loads the newest checkpoint (or keeps the given agent if none was
-written yet; checkpoints are taken at episode ends), refills the replay buffer with the
-episodes it had seen and then replays the episodes stored after it: their updates are made
-again, each with the buffer as it was when they were made, while their actions, already in
+The loop's state (buffer, random streams, counters) is one `OnlineState`; the env speaks the
+model's widths through one `PaddedEnv`. Resuming (``resume=True``) loads the newest
+checkpoint (or keeps the given agent if none was written yet; checkpoints are taken at
+episode ends), restores the state's counters, refills the replay buffer with the episodes
+it had seen and runs the same loop, which first goes through the episodes stored after the
+checkpoint: their updates are made again, each with the buffer as it was when they were made, while their actions, already in
 ``OUT/buffer``, are not planned again. Every random draw is seeded from (seed, what it is for,
 its step or update number; ``random_streams.py``) and every episode resets with seed
 ``seed + episode``, so a run killed anywhere and resumed ends with the weights of the run that
@@ -42,8 +44,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,8 @@ from tqdm.auto import tqdm
 
 from tdmpc2_data import open_dataset
 from tdmpc2_data.atomic import write_text_atomic
-from tdmpc2_data.envs import make_env
+from tdmpc2_data.envs import PaddedEnv
+from tdmpc2_data.episode import Actor, Episode
 from tdmpc2_data.format import ShardWriter, compact, finalize
 from tdmpc2_data.jsonfile import read_json
 from tdmpc2_data.progress import progress_bar
@@ -64,8 +68,8 @@ from tdmpc2_model.evaluation.episodes import (
     OnlineError,
     check_task,
     evaluate,
+    padded_env,
     planner_actor,
-    rollout,
 )
 from tdmpc2_model.formats.run_checkpoint import latest_checkpoint, save_atomically, save_checkpoint
 from tdmpc2_model.outputs.loggers import numeric, parse_loggers
@@ -90,6 +94,71 @@ class TrainResult:
     out: Path
     final: Path
     evaluation: EvalResult | None
+    state: OnlineState
+
+
+@dataclass
+class OnlineState:
+    """Where an online run is: its replay buffer, random streams and counters. A checkpoint
+    keeps the counters (`saved`); resuming restores them and refills the buffer from the
+    run's stored episodes (`restore`). Every random draw is a function of (seed, a counter),
+    so a resumed run goes on exactly as the uninterrupted one."""
+
+    buffer: ReplayBuffer
+    streams: RandomStreams
+    step: int = 0  # environment steps taken
+    episode: int = 0  # episodes finished, all of them added to the buffer
+    updates: int = 0  # gradient updates made
+    losses: list[dict[str, float]] = field(default_factory=list)  # the current episode's
+
+    def saved(self) -> dict[str, int]:
+        """What a checkpoint keeps besides the step."""
+        return {"updates": self.updates}
+
+    def restore(
+        self, saved: dict[str, Any], stored: Iterator[tuple[np.ndarray, ...]], seed_steps: int
+    ) -> None:
+        """The counters of a checkpoint's trainer state ``saved``, and its episodes (the
+        first of ``stored``: checkpoints are taken at episode ends) back in the buffer."""
+        self.step = saved["step"]
+        self.updates = saved.get("updates", updates_due(self.step, seed_steps))  # older ones
+        while self.episode < self.step // self.buffer.length:
+            data = next(stored, None)
+            if data is None:
+                raise OnlineError(
+                    f"The run's stored episodes are fewer than its checkpoint at step "
+                    f"{self.step} has seen; the run's replay buffer was changed or removed."
+                )
+            self.add(*data)
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        """A finished episode into the replay buffer (model widths)."""
+        self.buffer.add(obs, action, reward)
+        self.episode += 1
+
+    def update(self, agent: TDMPC2, seed_steps: int) -> None:
+        """Make the updates the schedule owes by now (none before an episode is stored)."""
+        cfg = agent.cfg
+        while self.updates < updates_due(self.step, seed_steps) and self.buffer.episodes:
+            self.streams.use(Stream.UPDATE, self.updates)
+            self.buffer.generator.manual_seed(self.streams.value(Stream.REPLAY, self.updates))
+            info = agent.update(self.buffer.sample(cfg.batch_size, cfg.horizon))
+            check_losses(info, self.updates + 1)  # stop before a checkpoint holds NaN weights
+            self.losses.append(info)
+            self.updates += 1
+
+    def actor(self, env: PaddedEnv, planner: Actor, seed_steps: int) -> Actor:
+        """How the current episode acts: uniform random actions in the seed phase, then
+        ``planner`` (each step's planning draws seeded by the step)."""
+        random_actions = self.streams.numpy(Stream.SEED_ACTIONS, self.episode)
+
+        def act(obs: np.ndarray, t0: bool) -> np.ndarray:
+            if self.step < seed_steps:
+                return env.random_action(random_actions)
+            self.streams.use(Stream.PLAN, self.step)
+            return planner(obs, t0)
+
+        return act
 
 
 #: by default evaluation takes at most this share of a run's environment steps (at least one
@@ -192,18 +261,21 @@ def train(
     if (eval_every or 0) < 0 or (eval_episodes or 0) < 0:
         raise OnlineError(f"Got eval_every={eval_every}, eval_episodes={eval_episodes}; need >= 0.")
     plan = eval_plan(steps, spec.episode_length, eval_every, eval_episodes, eval_at_start)
-    run = _open_run(out, spec, agent, seed, seed_steps, resume)
-    seed, seed_steps = run["seed"], run["seed_steps"]
+    every = plan.every if plan.episodes else 0
+    record_run = _open_run(out, spec, agent, seed, seed_steps, resume)
+    seed, seed_steps = record_run["seed"], record_run["seed_steps"]
     append_record(out, record, device=str(agent.device), seed=seed, seed_steps=seed_steps,
                   eval_plan=asdict(plan))  # fmt: skip
-    state = None
+    saved = None
     if resume:
-        agent, state = resume_latest(out, agent)
+        agent, saved = resume_latest(out, agent)
         check_task(agent, spec.name)
     cfg, length = agent.cfg, spec.episode_length
+    env = padded_env(agent, spec, seed)  # every episode resets with a seed of its own
     task_id = cfg.task_id(spec.name) if cfg.multitask else 0
     buffer = ReplayBuffer(cfg.buffer_size, length, cfg.obs_dim, cfg.action_dim, agent.device,
                           seed, task_id)  # fmt: skip
+    run = OnlineState(buffer, RandomStreams(seed, agent.device))
     if resume and (out / BUFFER_DIR).exists():  # index an episode flushed just before a kill
         finalize(out / BUFFER_DIR)
     source = {"description": f"tdmpc2-toolkit online RL on {spec.name}", "seed": seed}
@@ -214,113 +286,73 @@ def train(
         action_dim=cfg.action_dim,
         sources=[source],
     )
-    # the checkpoint's episodes refill the buffer; those stored after it are replayed below
     stored = _stored_episodes(out / BUFFER_DIR, spec)
-    made = 0 if state is None else state.get("updates", updates_due(state["step"], seed_steps))
-    for _ in range(0 if state is None else state["step"] // length):  # taken at episode ends
-        data = next(stored, None)
-        if data is None:
-            raise OnlineError(
-                f"{out / BUFFER_DIR}: fewer episodes than its checkpoint at step "
-                f"{state['step']} has seen; the run's replay buffer was changed or removed."
-            )
-        buffer.add(*data)
-    step, episode = buffer.added * length, buffer.added
-    buffer_start = episode
-    # Updates still owed: the schedule's count at this step less those the weights hold
-    # (a checkpoint taken inside a seed phase shorter than an episode still owes them all).
-    owed, losses, evaluation = updates_due(step, seed_steps) - made, [], None
-    streams = RandomStreams(seed, agent.device)
-    env = make_env(spec.name, seed=seed + episode)
+    if saved is not None:
+        run.restore(saved, stored, seed_steps)
+    # Episodes stored after the checkpoint: their updates are made again, each with the buffer
+    # as it was then, while their actions (from the weights those updates produced) are kept.
+    redo = deque(stored)
     planner = planner_actor(agent, spec, eval_mode=False)
-    next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-    bar = progress_bar(total=steps, initial=min(step, steps), desc=f"train {spec.name}",
+    bar = progress_bar(total=steps, initial=min(run.step, steps), desc=f"train {spec.name}",
                        unit="step", enabled=progress, dynamic_ncols=True)  # fmt: skip
-    random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
-
-    def act(obs: np.ndarray, t0: bool) -> np.ndarray:
-        if step < seed_steps:
-            return random_actions.uniform(-1, 1, spec.action_dim).astype(np.float32)
-        streams.use(Stream.PLAN, step)
-        return planner(obs, t0)
-
-    def pay() -> None:
-        nonlocal owed, made
-        while owed and buffer.episodes:
-            streams.use(Stream.UPDATE, made)
-            buffer.generator.manual_seed(streams.value(Stream.REPLAY, made))
-            info = agent.update(buffer.sample(cfg.batch_size, cfg.horizon))
-            check_losses(info, made + 1)  # stop before a checkpoint holds NaN weights
-            losses.append(info)
-            owed, made = owed - 1, made + 1
-
-    def on_step() -> None:
-        nonlocal step, owed
-        step += 1
-        bar.update()
-        if step >= seed_steps:  # the seeding phase ends with one update per seed step
-            owed += seed_steps if step == seed_steps else 1
-        pay()
-
-    def add(obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
-        nonlocal episode, random_actions
-        buffer.add(obs, action, reward)
-        episode += 1
-        random_actions = streams.numpy(Stream.SEED_ACTIONS, episode)
-        pay()  # what the seed phase owes once the first episode is in the buffer
-
-    def checkpoint_if_due(final: bool = False) -> None:
-        nonlocal next_checkpoint
-        if final or step >= next_checkpoint:
-            save_checkpoint(out, agent, step, training_data, keep_checkpoints, {"updates": made})
-            next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-
-    def evaluate_now() -> EvalResult:
-        streams.use(Stream.EVALUATE, step)
-        return _evaluate_and_log(agent, spec, plan.episodes, seed, step, metrics)
-
     if progress:
         tqdm.write(plan.line(steps, spec.episode_length))
     if resume:
         found = latest_checkpoint(out)
         weights = f"weights of {found}" if found else "no checkpoint yet: the given weights"
-        tqdm.write(
-            f"resuming {out} at step {step} ({episode} episodes in {BUFFER_DIR}/); {weights}"
-        )
+        tqdm.write(f"resuming {out} at step {run.step} ({run.episode} episodes in "
+                   f"{BUFFER_DIR}/); {weights}")  # fmt: skip
+    evaluation, redone = None, len(redo)
+    next_checkpoint, next_eval = _next(run.step, checkpoint_every), _next(run.step, every)
     start = time.perf_counter()
     try:
-        # Episodes stored after the checkpoint: their updates are made again, each with the
-        # buffer as it was then, since their actions came from the weights those produced.
-        for obs, action, reward in stored:
-            for _ in range(length):
-                on_step()
-            add(obs, action, reward)
-            losses.clear()
-            checkpoint_if_due()
-        if episode > buffer_start:
-            tqdm.write(f"redid the updates of the {episode - buffer_start} episodes stored "
-                       f"after it: now at step {step}")  # fmt: skip
-        every = plan.every if plan.episodes else 0
-        next_eval = (step // every + 1) * every if every else None
         with writer, MetricsLog(out, loggers) as metrics:
-            if plan.episodes and plan.at_start and step == 0:  # the starting point (zero-shot)
+
+            def evaluate_now() -> EvalResult:
+                run.streams.use(Stream.EVALUATE, run.step)
+                return _evaluate_and_log(agent, spec, plan.episodes, seed, run.step, metrics)
+
+            if plan.episodes and plan.at_start and run.step == 0 and not redo:  # zero-shot
                 evaluation = evaluate_now()
-            while step < steps:
-                # each episode resets with its own seed: a resumed run meets the same starts
-                ep = rollout(env, act, cfg.obs_dim, cfg.action_dim, seed=seed + episode,
-                             on_step=on_step)  # fmt: skip
-                writer.add_episode(spec.name, ep["obs"], ep["action"], ep["reward"],
-                                   ep.get("success"), source=0, source_index=episode)  # fmt: skip
-                writer.flush()
-                add(ep["obs"], ep["action"], ep["reward"])
-                metrics.log(_train_row(step, episode, ep, losses, time.perf_counter() - start))
-                losses.clear()
-                bar.set_postfix(ep_return=f"{ep['return']:.1f}")
-                if next_eval is not None and step >= next_eval and step < steps:
-                    evaluation = evaluate_now()
-                    next_eval = (step // every + 1) * every
-                checkpoint_if_due()
-            checkpoint_if_due(final=True)  # before the final evaluation (not redone on resume)
+            while redo or run.step < steps:
+                # reset (a stored episode is not acted again), then act, step and update
+                live = None if redo else Episode(env, run.actor(env, planner, seed_steps),
+                                                 seed=seed + run.episode)  # fmt: skip
+                for _ in range(length):
+                    if live is not None:
+                        live.step()
+                    run.step += 1
+                    bar.update()
+                    run.update(agent, seed_steps)
+                # store the finished episode: in the run's shards (once) and the replay buffer
+                if live is None:
+                    obs, action, reward = redo.popleft()
+                else:
+                    ep = live.data()
+                    obs, action, reward = ep["obs"], ep["action"], ep["reward"]
+                    writer.add_episode(spec.name, obs, action, reward, ep.get("success"),
+                                       source=0, source_index=run.episode)  # fmt: skip
+                    writer.flush()
+                run.add(obs, action, reward)
+                run.update(agent, seed_steps)  # the seed phase's once an episode is stored
+                if live is not None:
+                    metrics.log(_train_row(run, ep, time.perf_counter() - start))
+                    bar.set_postfix(ep_return=f"{ep['return']:.1f}")
+                elif not redo:
+                    tqdm.write(f"redid the updates of the {redone} episodes stored after it: "
+                               f"now at step {run.step}")  # fmt: skip
+                run.losses.clear()
+                # evaluate and checkpoint when due
+                if every and run.step >= next_eval:  # redone episodes were evaluated before
+                    if live is not None and run.step < steps:
+                        evaluation = evaluate_now()
+                    next_eval = _next(run.step, every)
+                if run.step >= next_checkpoint:
+                    save_checkpoint(out, agent, run.step, training_data, keep_checkpoints,
+                                    run.saved())  # fmt: skip
+                    next_checkpoint = _next(run.step, checkpoint_every)
+            # the final checkpoint comes before the final evaluation (not redone on resume)
+            save_checkpoint(out, agent, run.step, training_data, keep_checkpoints, run.saved())
             if plan.episodes:
                 evaluation = evaluate_now()
     finally:
@@ -328,7 +360,12 @@ def train(
         env.close()
     compact(out / BUFFER_DIR)
     final = save_atomically(agent, out / FINAL_DIR, training_data)
-    return TrainResult(agent, step, episode, out, final, evaluation)
+    return TrainResult(agent, run.step, run.episode, out, final, evaluation, run)
+
+
+def _next(step: int, every: int) -> int:
+    """The first multiple of ``every`` after ``step`` (0 when ``every`` is 0)."""
+    return (step // every + 1) * every if every else 0
 
 
 def updates_due(step: int, seed_steps: int) -> int:
@@ -337,13 +374,13 @@ def updates_due(step: int, seed_steps: int) -> int:
     return step if step >= seed_steps else 0
 
 
-def _train_row(
-    step: int, episode: int, ep: dict[str, Any], losses: list[dict[str, float]], elapsed: float
-) -> dict[str, Any]:
+def _train_row(run: OnlineState, ep: dict[str, Any], elapsed: float) -> dict[str, Any]:
     """A metrics row for a finished episode: its return (and success) and the mean losses of
     the updates made during it."""
-    row = {"kind": "train", "step": step, "episode": episode, "episode_return": ep["return"],
-           "updates": len(losses), "elapsed_s": round(elapsed, 3)}  # fmt: skip
+    losses = run.losses
+    row = {"kind": "train", "step": run.step, "episode": run.episode,
+           "episode_return": ep["return"], "updates": len(losses),
+           "elapsed_s": round(elapsed, 3)}  # fmt: skip
     if "success" in ep:
         row["episode_success"] = bool(ep["success"][-1])
     row.update({k: float(np.mean([x[k] for x in losses])) for k in (losses[0] if losses else ())})

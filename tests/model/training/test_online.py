@@ -404,3 +404,35 @@ def test_online_commands_use_one_thread_unless_told(tmp_path, monkeypatch):
             assert record["torch_threads"] == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resumed_runs_state_equals_the_uninterrupted_runs_at_the_same_step(tmp_path, request):
+    """A run whose newest checkpoint (step 200) is lost resumes from step 100: it restores the
+    checkpoint's counters and buffer, redoes the stored second episode's updates, and its
+    `OnlineState` at step 200 equals the uninterrupted run's."""
+    import shutil
+
+    from tdmpc2_model.training.online import train
+
+    def agent() -> TDMPC2:  # the same initial weights each time
+        torch.manual_seed(0)
+        return TDMPC2(TDMPC2Config(size="1M", tasks=TASK, batch_size=32, num_samples=32,
+                                   num_elites=4, num_pi_trajs=4, iterations=1))  # fmt: skip
+
+    common = {"steps": 200, "seed_steps": 50, "eval_episodes": 0, "checkpoint_every": 100,
+              "keep_checkpoints": 0, "progress": False}  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI does: spinning threads crawl on a busy machine
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    whole = train(agent(), TASK, tmp_path / "whole", **common).state
+    parts = tmp_path / "parts"
+    train(agent(), TASK, parts, **common)
+    shutil.rmtree(parts / "checkpoints/step-000000200")  # as if killed before writing it
+    shutil.rmtree(parts / "final")
+    resumed = train(agent(), TASK, parts, resume=True, **common).state
+    counters = [(s.step, s.episode, s.updates, s.buffer.added) for s in (whole, resumed)]
+    assert counters[0] == counters[1] == (200, 2, 200, 2) and whole.losses == resumed.losses == []
+    for name in ("obs", "action", "reward"):
+        assert torch.equal(getattr(whole.buffer, name), getattr(resumed.buffer, name)), name
+    a, b = _weights(tmp_path / "whole/final"), _weights(parts / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
