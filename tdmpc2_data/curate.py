@@ -1,26 +1,8 @@
 """Curation: statistics of a shard dataset and filtered views of it, without copying data.
 
-Both read only the per-episode metadata (``Dataset.episode_metadata``: task, source,
-source_index, episode_return, episode_success; [E] arrays of a few bytes per episode), never
-observations, so they take seconds on datasets of hundreds of millions of transitions.
-Datasets written before format 1.1 have no return/success arrays: they are computed from
-``reward``/``success`` (slower, still no obs), and their ``source_index`` is unknown.
-
-A `DatasetView` is a dataset plus one boolean mask per shard. The loader (`WindowSampler`),
-``to_hf_dataset``, `stats` and exporters take a view wherever they take a dataset;
-``view.rows()`` iterates the selected (shard, episode) pairs in storage order.
-
-Filters of `select` (all optional; applied in this order, each to what the previous kept):
-
-- ``tasks``: names, short names or task sets (comma list or sequence). A name must be in the
-  dataset's table; a task set keeps those of its tasks that the dataset has.
-- ``sources``: root ``sources`` ids.
-- ``last_fraction_of_source``: per (source, task), the episodes with the highest
-  ``source_index`` (the latest of that agent's training), this fraction of them (rounded up).
-  Per task because one source may hold several tasks (a legacy chunk, a collection).
-- ``min_return``: episodes whose return is at least this.
-- ``top_fraction``: per task, the best this fraction (rounded up) by return (ties: the
-  earlier stored episode).
+Both read only the per-episode metadata (``Dataset.episode_metadata``), never observations.
+A `DatasetView` is a dataset plus one boolean mask per shard; the filters are `select`'s.
+Design: docs/design.md#curation; usage: docs/data.md#curating-statistics-filtered-views-merging.
 """
 
 from __future__ import annotations
@@ -168,7 +150,21 @@ def select(
     sources: int | Sequence[int] | None = None,
     last_fraction_of_source: float | None = None,
 ) -> DatasetView:
-    """The episodes of ``data`` that pass the filters (see the module docstring)."""
+    """The episodes of ``data`` that pass the filters, as a view (nothing is copied).
+
+    The filters are all optional and apply in the order listed, each to what the previous kept.
+
+    Args:
+        tasks: names, short names or task sets (comma list or sequence). A name must be in
+            the dataset's table; a task set keeps those of its tasks that the dataset has.
+        sources: root ``sources`` ids.
+        last_fraction_of_source: per (source, task), the episodes with the highest
+            ``source_index`` (the latest of that agent's training), this fraction of them
+            (rounded up).
+        min_return: episodes whose return is at least this.
+        top_fraction: per task, the best this fraction (rounded up) by return (ties: the
+            earlier stored episode).
+    """
     ds, view = split(data)
     meta = metadata(ds)
     keep = np.concatenate(as_view(data).masks) if ds.shards else np.zeros(0, bool)

@@ -1,24 +1,8 @@
 """`to_hf_dataset`: a shard dataset as a Hugging Face ``datasets`` Dataset, for that ecosystem.
 
-Rows are produced by a generator that reads one block of episodes at a time, so memory
-stays bounded: ``streaming=True`` gives an ``IterableDataset`` that reads on demand (works
-on ``hf://`` datasets too); ``streaming=False`` writes an Arrow copy into the ``datasets``
-cache once (needs the disk space of the uncompressed data).
-
-Units:
-
-- ``"episode"``: one row per episode: ``obs`` [T+1, D], ``action`` [T, A], ``reward`` [T],
-  ``task`` (ClassLabel over ``ds.tasks``), ``episode_length``; ``success`` [T] when every
-  shard stores it.
-- ``"transition"``: one row per step t: ``obs`` [D], ``action`` [A], ``reward``,
-  ``next_obs`` [D], ``task``, ``episode`` (global episode index), ``step``; ``success``.
-
-Observations and actions keep the dataset's zero padding; ``ds.action_mask(task)`` says
-which action entries are real. A shard without ``success`` gives null (None) there.
-
-``episode_table`` is the small per-episode view (no arrays) that ``tdmpc2-data push``
-uploads as ``episodes.parquet``, so that ``datasets.load_dataset(repo)`` and the Hub's
-viewer work on a pushed repo while the shards stay zarr.
+``episode_table`` is the small per-episode view (no arrays) that ``tdmpc2-data push`` uploads
+as ``episodes.parquet``. Rows, units and memory: `to_hf_dataset`'s docstring and
+docs/data.md#hugging-face-datasets.
 """
 
 from __future__ import annotations
@@ -148,7 +132,17 @@ def to_hf_dataset(ds: Any, unit: str = "episode", streaming: bool = False) -> An
     """A ``datasets.Dataset`` (or ``IterableDataset`` if ``streaming``) of ``ds``'s episodes
     or transitions; ``ds`` is an ``open_dataset`` result, a `DatasetView` of one (only its
     episodes; ``episode`` indices stay the whole dataset's) or anything ``open_dataset``
-    opens."""
+    opens.
+
+    ``unit="episode"``: one row per episode: ``obs`` [T+1, D], ``action`` [T, A], ``reward``
+    [T], ``task`` (ClassLabel over ``ds.tasks``), ``episode_length``; ``success`` [T] when
+    every shard stores it. ``unit="transition"``: one row per step t: ``obs`` [D], ``action``
+    [A], ``reward``, ``next_obs`` [D], ``task``, ``episode`` (global episode index),
+    ``step``; ``success`` (null where a shard lacks it). Observations and actions keep the
+    dataset's zero padding (``ds.action_mask(task)``). Memory stays bounded;
+    ``streaming=False`` writes an Arrow copy into the ``datasets`` cache once (the disk space
+    of the uncompressed data).
+    """
     from tdmpc2_data.curate import DatasetView
     from tdmpc2_data.reader import Dataset, open_dataset
 

@@ -1,38 +1,10 @@
 """Hugging Face Hub I/O for shard datasets: download, push, metadata-only info.
 
-Everything goes through ``huggingface_hub`` (cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
-tokens, resumable HTTP), so the Hub's own semantics hold:
-
-- ``download("OWNER/NAME", tasks=...)`` reads the root ``zarr.json`` index, then fetches
-  only the shards that hold episodes of the requested tasks. A shard is the unit of
-  download: a shard mixing a requested task with others comes whole, so the result can
-  hold a few episodes of other tasks (use ``Dataset.task_episodes`` to select). The
-  revision is resolved to a commit first, so every file comes from the same commit.
-  An interrupted file resumes from its last byte within the call (HTTP Range); a rerun
-  skips every file already complete (the unit of resumption across runs is the file:
-  each array of a shard is one file). Every shard file is then checked against the Hub's
-  id of it (sha256 of LFS files, git blob id of others; ``_check_download``): a file with
-  other bytes is deleted and fetched once more, then refused, so neither the cache nor a
-  ``local_dir`` keeps bytes the Hub does not list (offline, the cache is taken as checked).
-- ``download("mt80" | "mt30")`` uses the repo named by ``TDMPC2_DATA_REPO_MT80`` /
-  ``TDMPC2_DATA_REPO_MT30`` (or ``repo=``), default the published legacy repo. A repo
-  with a root ``zarr.json`` is a shard repo (above); otherwise its ``mt80/chunk_*.pt``
-  files are fetched one at a time, converted to shards and deleted (bounded disk and
-  memory); a rerun continues after the last converted chunk, and a chunk whose download
-  was cut, even by a kill, resumes from its last byte on disk (``resumable``). Each chunk
-  is refused before its download when its disk lacks room for it and its shards.
-- ``push(dir, "OWNER/NAME", revision=BRANCH, tag=TAG)`` uploads shards in commits of
-  bounded size, skipping files already on the Hub with the same content, then the root
-  index and the dataset card in a final commit, so the branch never indexes a shard that
-  is not there.
-
-Repo ids, the published repo names, what ``revision`` means and the error messages come
-from ``tdmpc2_data.hub_api``, shared with the model Hub IO.
-
-Where files land: the Hugging Face cache by default (a dataset with a task filter gets a
-small "view" directory under ``TDMPC2_DATA_HOME``: a filtered ``zarr.json`` and links to
-the cached shards), or ``local_dir``. Legacy conversions go to ``local_dir`` or
-``TDMPC2_DATA_HOME/<name>``.
+Everything goes through ``huggingface_hub``; repo ids, what ``revision`` means and the error
+messages come from ``tdmpc2_data.hub_api``, shared with the model Hub IO. ``download`` with
+``tasks`` fetches only the shards holding them (whole shards: a few episodes of other tasks
+may come along) and checks every file against the Hub's id of it. Behaviour (revisions,
+resumption, legacy chunks, where files land): docs/design.md#dataset-hub-io.
 """
 
 from __future__ import annotations
@@ -183,7 +155,10 @@ def download(
     max_workers: int = 8,
 ) -> Path:
     """Download a shard dataset (or convert the legacy ``mt80``/``mt30`` chunks); returns
-    the directory to pass to ``open_dataset``. See the module docstring for the rules."""
+    the directory to pass to ``open_dataset``. ``mt80``/``mt30`` come from the repo of
+    ``TDMPC2_DATA_REPO_MT80`` / ``_MT30`` (or ``repo=``), default the published legacy repo.
+    The rules (task filters, revisions, checks, resumption, where files land):
+    docs/design.md#dataset-hub-io."""
     if name in PUBLISHED_DATASETS:
         repo_id = published_data_repo(name, repo)
     elif repo is not None:

@@ -1,32 +1,8 @@
 """`WindowSampler`: sub-trajectory batches for TD-MPC2 from shard datasets, in bounded memory.
 
-Training needs windows of H+1 observations with the H actions and rewards between them,
-drawn uniformly over transitions. The original implementation kept the whole dataset in one
-TorchRL buffer (128 GB of RAM for mt80); here decoded episodes live in a cache of
-``cache_bytes`` (``tdmpc2_data.cache``) and the sampler rotates blocks of episodes through
-it:
-
-- Sampling distribution. A window start t is uniform over 0..T-H of its episode, and
-  episodes are weighted by their number of valid starts, so every valid window is equally
-  likely. The original's TorchRL ``SliceSampler`` picks an episode uniformly, then a start;
-  on the published data (one episode length) that is the same distribution, and ours stays
-  uniform over transitions when lengths differ. ``task_weights`` reweights whole tasks.
-- Rotation. The dataset is cut into blocks of about 1/16 of the budget, each made of
-  read-sized runs of whole episodes from many tasks (shards store tasks one after another;
-  interleaving keeps every task in the cache at any time). When all blocks fit, they stay
-  resident and each batch is one vectorized gather. Otherwise each slot holds a block for a
-  quota of windows proportional to the block's sampling mass (``reuse`` windows per valid
-  start), then the next block in a seeded order replaces it, so over each cycle every block
-  is sampled exactly in proportion to its weight while only the budget is in RAM. Quotas of
-  the first blocks are staggered so slots do not all expire together.
-- Determinism. The whole schedule (draws, evictions, which step a reloaded slot rejoins) is
-  a function of (seed, rank, world_size, epoch), independent of thread timing: a reloaded
-  slot rejoins a fixed number of steps later and sampling waits for it if decoding is late.
-  So any ``num_workers`` gives the same batches.
-- DDP. Each rank samples from a disjoint set of shards (or of episode ranges, when there are
-  fewer shards than ranks), assigned by sampling mass, so no window is drawn by two ranks.
-- Throughput. Batches are produced in groups of ~8K rows (one index per group) by
-  ``num_workers`` background threads while other threads decode the next blocks.
+Windows are uniform over transitions; decoded episodes live in a cache of ``cache_bytes``
+(``tdmpc2_data.cache``) through which blocks of episodes rotate. Distribution, rotation,
+determinism, DDP and throughput: docs/design.md#the-window-sampler.
 """
 
 from __future__ import annotations
@@ -109,10 +85,8 @@ class WindowSampler:
         pin_memory: page-lock batches for fast CUDA copies (automatic when ``device`` is CUDA).
         device: move each batch there (non-blocking from pinned memory).
         batches_per_epoch: make each ``iter()`` finite (``len()``); default: endless.
-        reuse: windows drawn per valid window start while a block is resident when the data
-            does not fit (higher: less decoding; lower: more blocks mixed per unit of time).
-            For a view it is multiplied by the episodes its reads decode per episode selected
-            (whole stored chunks are decoded), so a batch costs the whole dataset's decoding.
+        reuse: windows drawn per valid start while a block is resident, when the data does
+            not fit the cache (trade-off: docs/design.md#the-window-sampler).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The shard schema shared by the writer, the reader and `verify`: fields, codecs, root attributes.
 
-See ``tdmpc2_data/format.py`` for the format description. Everything here is pure metadata (no
-I/O), so the three sides cannot disagree about shapes, dtypes or names.
+See docs/design.md#the-shard-format for the format description. Everything here is pure
+metadata (no I/O), so the three sides cannot disagree about shapes, dtypes or names.
 """
 
 from __future__ import annotations

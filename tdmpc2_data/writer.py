@@ -1,24 +1,7 @@
 """`ShardWriter`: append whole episodes to a local shard dataset, safely and concurrently.
 
-Design (why it is crash-safe and cheap for online agents):
-
-- Episodes are padded on arrival and buffered in memory, grouped by episode length T and by
-  task. A shard (one T, episodes ordered by task id) is written when ``episodes_per_shard``
-  episodes of one T are buffered, on ``flush()``, and on ``close()``. An online agent that
-  wants every finished episode on disk calls ``flush()`` after each one (a tiny shard costs a
-  few ms and ~20 KB); ``compact()`` later merges small shards into full ones.
-- A shard is written into ``shards/.tmp-<host>-<pid>-<uuid>/``, fsynced, and renamed to the
-  next free ``shards/<nnnnnn>``. ``rename`` of a directory is atomic and fails if the target
-  exists, so concurrent writers claim distinct numbers and a crash (even SIGKILL) never
-  leaves a half shard under a final name; stale temp directories are removed by
-  ``finalize()`` once their process is gone.
-- Root attributes (``zarr.json``) change only under an exclusive ``flock`` on
-  ``.tdmpc2.lock`` and are replaced atomically, so readers always see a whole file. Every
-  new shard is appended to the root ``shards`` index at once; ``finalize()`` rebuilds the
-  index from what is on disk. A shard that another process's ``compact()`` merged between
-  its rename and its indexing is not indexed again (the merged shard is).
-- Reopening an existing root appends to it (its task table is kept; ``tasks`` may name any
-  subset of it).
+Shards are written to a temp directory and renamed into place; root attributes change under
+a lock. Why it is crash-safe and cheap for online agents: docs/design.md#the-shard-writer.
 """
 
 from __future__ import annotations

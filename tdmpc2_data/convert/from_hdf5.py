@@ -1,20 +1,8 @@
 """Convert HDF5 files (one agent/seed each, read with h5py) into a shard dataset.
 
-Two layouts, detected from the file:
-
-- D4RL-style flat rows at the root: ``observations [N, d]``, ``actions [N, a]``,
-  ``rewards [N]``, episode ends from ``terminals``/``timeouts`` (or ``done``, or per-row
-  ``episode`` ids), optional ``next_observations``. Without next observations the D4RL
-  convention applies (``actions[t]`` taken at ``observations[t]``; the last row of each
-  episode has no successor and is dropped); ``index_convention="legacy"`` reads rows whose
-  row 0 is a filler instead.
-- per-episode groups: every root group (``episode_0``, ``episode_1`` ... in numeric order)
-  holds one episode: ``obs|observations [T+1, d]``, ``action|actions [T, a]``,
-  ``reward|rewards [T]`` (a Minari ``main_data.hdf5`` has this layout). Rows of equal length
-  need ``index_convention`` (or ``next_obs|next_observations``).
-
-The other accepted names are in `episodes.NAMES`. Optional root attributes: ``task`` (a task
-name) and ``seed``. Episodes are read one at a time (h5py slices), never the whole file.
+Two layouts, detected from the file: D4RL-style flat rows at the root, or one root group per
+episode (a Minari ``main_data.hdf5``); accepted names are in `episodes.NAMES`. Layouts and
+``index_convention``: docs/data.md#source-layouts.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Convert LeRobotDatasets (local directories) into shard datasets: ``convert SRC OUT --from lerobot``.
 
-A source is the root of a LeRobotDataset (the directory holding ``meta/info.json``), read
-with LeRobot's own ``LeRobotDataset(repo_id, root=...)`` (local files only, no download).
-Each of its tasks becomes one `Source` (like ``from_shards``), so a multitask dataset, as
-``export --to lerobot`` writes it, converts back whole.
-
-Frames are transitions: ``observation.state`` (obs[t]), ``action``, ``next.reward``, and when
-present ``next.observation.state`` (obs[t+1]: it gives each episode its final observation
-and is checked against the next frame's state) and ``next.success``. Without
-``next.observation.state`` the last frame's action and reward have no next observation and
-are dropped (`align`'s "shards" convention).
-
-Task of a source: LeRobot's task string when it names a registry task (an export writes the
-registry names); then ``tasks`` keeps only those tasks. A dataset whose task strings are not
-task names (recorded elsewhere) needs ``tasks``: one name for all sources or one per source.
-Widths: ``meta/tdmpc2.json`` (an export's record of each task's real dims) or else the
-registry's dims cut the zero padding off; padding that is not zero is refused.
+A source is the root of a LeRobotDataset (the directory holding ``meta/info.json``); each of
+its tasks becomes one `Source`. A dataset whose task strings are not task names needs
+``tasks``: one name for all sources or one per source. Frames, tasks and widths:
+docs/data.md#source-layouts.
 """
 
 from __future__ import annotations

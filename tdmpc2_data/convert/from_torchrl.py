@@ -1,21 +1,8 @@
 """Convert TorchRL replay buffers saved with ``ReplayBuffer.dumps(path)`` into a shard dataset.
 
-``dumps`` of a tensor storage (``LazyTensorStorage``, ``LazyMemmapStorage``) writes each
-tensor as a raw ``storage/<key>.memmap`` file described by ``storage/meta.json`` (nested keys
-in subdirectories), the number of valid rows in ``storage/storage_metadata.json`` and the
-ring-buffer cursor in ``writer/metadata.json``. This module reads those JSON files and
-memory-maps the raw files with numpy: no pickle is loaded (``prefetch.pkl`` is ignored),
-no torch is needed, and episodes stream from the map.
-
-Two row layouts:
-
-- TorchRL transitions: ``observation`` (or ``obs``), ``action``, ``("next", "observation")``,
-  ``("next", "reward")``; episodes from ``("collector", "traj_ids")`` or ``episode`` ids,
-  else from ``("next", "done" | "terminated" | "truncated")``.
-- The original TD-MPC2 buffer: per-episode TensorDicts with ``obs``, ``action``, ``reward``,
-  ``episode`` and no next observations, step 0 a filler (the ``legacy`` index convention,
-  the default here when there are no next observations; ``index_convention="shards"``
-  reads rows whose action is taken at their obs instead).
+Reads the JSON descriptions and memory-maps the raw ``.memmap`` files: no pickle is loaded,
+no torch is needed. Row layouts (TorchRL transitions; the original TD-MPC2 buffer, step 0 a
+filler, ``index_convention``): docs/data.md#source-layouts.
 """
 
 from __future__ import annotations

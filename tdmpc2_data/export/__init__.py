@@ -1,21 +1,10 @@
 """Export shard datasets into other libraries' formats: ``tdmpc2-data export DATA OUT --to X``.
 
-The reverse of ``tdmpc2_data.convert`` (each exported format also converts back: ``convert
---from lerobot`` / ``--from minari``), so shards can be handed to LeRobot or Minari users and
-their tools. One module per format writes a selection of episodes into a directory with
-the library's own writing API; `export` does what they share:
-
-- the selection (``tasks`` and/or ``episodes``, see `select_episodes`), at the tasks' real
-  widths: the shards' zero padding is cut off (``from_shards.read_episodes``, which also
-  refuses damaged episodes);
-- refusing a non-empty ``out`` unless ``overwrite``, and never an ``out`` that holds ``data``;
-- writing into a temporary sibling renamed to ``out`` when complete (``write_dir_atomic``), so
-  a crash or Ctrl-C never leaves a half dataset at ``out``;
-- one progress bar over the episodes.
-
-Register a new format with one line in ``EXPORTERS``; its module has ``require()`` (import
-the library or raise ``LibraryUnavailableError``, before any work) and ``write(ds, selection,
-root, bar, **options) -> list[str]`` (what it wrote, e.g. dataset ids) creating ``root``.
+One module per format writes a selection of episodes with the library's own writing API;
+`export` does what they share (selection at real widths, refusing a non-empty ``out``
+unless ``overwrite``, atomic rename into place, one progress bar). Register a new format with
+one line in ``EXPORTERS``; its module has ``require()`` and ``write(ds, selection, root, bar,
+**options) -> list[str]``. Details: docs/design.md#exports.
 """
 
 from __future__ import annotations

@@ -15,21 +15,11 @@ task                   string       the task's registry name (LeRobot's task str
 episode_index          int64        running number of the exported episode (LeRobot's)
 ====================== ============ ==================================================
 
-``next.observation.state`` keeps each episode's final observation, which has no frame of
-its own: without it the export would lose one observation per episode and the round trip
-(``convert --from lerobot``) would not give the shards back.
-
-Widths: a LeRobot feature has one shape for the whole dataset, so D and A are the widths of
-the widest task *exported*, not the shard dataset's padded widths. An export of one task
-(``--tasks walker-walk``) is therefore unpadded, exactly the task's dims; a multitask export
-zero-pads the narrower tasks up to the widest exported one (as TD-MPC2's multitask model
-consumes them) and records each task's real dims in ``meta/tdmpc2.json`` (``tasks``: name,
-obs_dim, action_dim; the action mask is ``schema.action_masks``), which ``convert --from
-lerobot`` uses to cut the padding off again. (Exporting one task per call instead would make
-mt80 eighty datasets; padding without a record would make the real dims unrecoverable.)
-
-The shards do not store a control rate: ``fps`` only sets LeRobot's timestamps
-(frame_index / fps), default ``DEFAULT_FPS``.
+``next.observation.state`` keeps each episode's final observation, so the round trip
+(``convert --from lerobot``) gives the shards back. D and A are the widths of the widest task
+*exported* (one task: unpadded); a multitask export records each task's real dims in
+``meta/tdmpc2.json``. ``fps`` (default ``DEFAULT_FPS``) only sets LeRobot's timestamps.
+Why: docs/design.md#lerobot-export.
 """
 
 from __future__ import annotations

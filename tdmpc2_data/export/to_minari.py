@@ -1,21 +1,8 @@
 """Write shard episodes as Minari datasets: one dataset per task, at the task's real widths.
 
-A Minari dataset has one observation and one action space, so each task becomes its own
-dataset ``tdmpc2/<task>/<name>-v0`` (``name``: the shard dataset's name by default) under
-the output directory, which is then a ``MINARI_DATASETS_PATH`` root::
-
-    MINARI_DATASETS_PATH=OUT python -c "import minari; minari.load_dataset('tdmpc2/walker-walk/NAME-v0')"
-
-The conventions are those ``convert --from minari`` reads back (``from_minari``): the task is
-a part of the dataset id, observations [T+1] and actions/rewards [T] as in the shards, actions
-in the tasks' Box(-1, 1). The episodes are time-limit ends (``truncations`` true at the last
-step, ``terminations`` false): the shards do not record terminal states. Success flags, when
-the shards have them, are ``infos["success"]`` (T+1 entries like every Minari info: the
-reset's is false). Each dataset keeps its task's gymnasium ``EnvSpec`` (``tdmpc2/<task>-v0``,
-`tdmpc2_data.envs.gym_id`), so ``recover_environment()`` makes the task's env, when the
-task's simulator is installed where it is exported (else none is kept, as Minari allows).
-Written with Minari's own ``create_dataset_from_buffers`` and
-``update_dataset_from_buffer``, ``BATCH_EPISODES`` episodes at a time (bounded memory).
+Each task becomes ``tdmpc2/<task>/<name>-v0`` under the output directory, which is then a
+``MINARI_DATASETS_PATH`` root. Conventions (time-limit ends, ``infos["success"]``, the
+``EnvSpec``), which ``convert --from minari`` reads back: docs/design.md#minari-export.
 """
 
 from __future__ import annotations

@@ -109,11 +109,8 @@ class TDMPC2Config:
             trajectories drawn from the policy prior.
         min_std, max_std: clamp of the sampling std (max_std is also the initial std).
         temperature: MPPI score temperature.
-        plan_action: the action executed from a plan. ``"elite"`` (the original code's, so
-            published checkpoints score as in the paper): one elite sequence drawn with
-            probability proportional to its MPPI score, its first action (plus the plan's std
-            times Gaussian noise in training mode). ``"mean"`` (the paper's Sec. 3.3 wording):
-            the plan mean's first action (plus the same noise in training mode).
+        plan_action: ``"elite"`` (the original's: one elite drawn by MPPI score, its first
+            action) or ``"mean"`` (the plan mean's, paper Sec. 3.3); details: docs/model.md.
 
     Derived (not arguments; computed in ``__post_init__``)
         task_names, num_tasks, action_dims, episode_lengths, discounts (one per task).

@@ -88,39 +88,8 @@ class HubMixin:
     ``TDMPC2`` inherits this (it needs the agent's ``cfg``, ``model`` and ``scale``), so
     the agent imports this module and never the other way round.
 
-    Why not ``huggingface_hub.ModelHubMixin`` / ``PyTorchModelHubMixin`` (hub_mixin.py,
-    huggingface_hub 2.4): we would have to override all three of its public methods, and
-    what is left (``__new__``, ``__init_subclass__``) works against us:
-
-    - its ``from_pretrained`` takes anything that is not a directory for a Hub repo id and
-      calls ``hf_hub_download(repo_id=..., filename="config.json")`` on it, so a legacy
-      ``.pt`` file, a Lightning ``.ckpt`` and the aliases (``mt80-317M``: a file inside
-      ``nicklashansen/tdmpc2``) cannot pass; it swallows an ``HfHubHTTPError`` on
-      config.json (logged at info level) and builds the model without a config, so a missing
-      repo, revision or token surfaces later as an unrelated error; and it fetches config.json
-      and the weights in separate calls that each resolve ``revision``, so a push in between
-      can pair one commit's config with another's weights (one ``snapshot_download`` here);
-    - its ``__new__`` records the constructor's arguments as the config that
-      ``save_pretrained`` writes: ``TDMPC2(cfg)`` built with ``from_pretrained`` overrides
-      would save ``{"cfg": ...}`` holding the run's planner settings, the leak that
-      ``model_defaults`` / ``run_overrides`` prevent; and it passes config.json's keys to
-      ``__init__``, where ours also carries ``format_version`` (checked first) and provenance;
-    - its ``save_pretrained`` deletes config.json before ``_save_pretrained`` runs and writes
-      README.md only ``if not model_card_path.exists()``: saving over a model would keep the
-      previous model's card, and a crash in between leaves weights without a config; every
-      file here is written atomically and the card is replaced;
-    - ``PyTorchModelHubMixin`` saves with ``safetensors.torch.save_model`` (no metadata: no
-      ``tensors_sha256``, no record of shared views) and loads with ``load_model(...,
-      strict=False)``, which ignores missing or unexpected tensors; nothing refuses NaN/Inf;
-    - its ``push_to_hub`` uploads to ``branch`` without creating it (a new branch is an
-      error), cannot tag, raises raw HTTP errors and returns a URL, not the commit id.
-
-    What comes from huggingface_hub: the download, cache, revision, offline and token
-    handling (``hf_hub_download``, ``snapshot_download``), the upload (``HfApi``:
-    ``create_repo``, ``create_branch``, ``upload_folder``, ``create_tag``), the model card
-    (``ModelCard.from_template``, ``ModelCardData``, ``EvalResult``), and the mixin's method
-    and keyword names (``revision``, ``token``, ``cache_dir``, ``force_download``,
-    ``local_files_only``, ``private``, ``commit_message``).
+    It does not use ``huggingface_hub.ModelHubMixin``, but keeps its method and keyword
+    names; why: docs/design.md#why-not-modelhubmixin.
     """
 
     cfg: TDMPC2Config

@@ -1,42 +1,11 @@
 """Online RL on one task (paper Sec. 4): train from scratch, finetune a pretrained model,
 evaluate. Used by `tdmpc2-train`, `tdmpc2-finetune` and `tdmpc2-eval`.
 
-The loop follows the paper's agents: ``seed_steps`` = max(1000, 5 x episode length) steps of
-uniform random actions, then as many updates as seed steps at once (as soon as an episode is
-in the replay buffer: a seed phase shorter than an episode pays at its end), then one update
-per environment step, with MPPI acting in training mode (planned action + noise). Finished episodes
-go into an in-RAM replay buffer and, flushed one episode at a time, into a shard dataset
-(``OUT/buffer``), so the data outlives the run and can join a pretraining set.
-
-Run directory ``OUT``::
-
-    run.json                 task, seed, seed_steps of the run (checked on --resume)
-    buffer/                  shard dataset of every finished episode (the replay buffer)
-    checkpoints/step-N/      save_pretrained output + trainer_state.pt (optimizers, counters);
-                             written to a temp dir and renamed, so a checkpoint is whole or absent
-    final/                   save_pretrained output of the finished agent
-    logs/version_N/          the metrics (``loggers.py``): metrics.csv, with tensorboard event
-                             files beside it on --logger tensorboard; a row per finished episode
-                             (``train/<field>``) and per evaluation (``eval/<field>``) at
-                             step = environment steps; each invocation (--resume) a new version
-
 The loop's state (buffer, random streams, counters) is one `OnlineState`; the env speaks the
-model's widths through one `PaddedEnv`. Resuming (``resume=True``) loads the newest
-checkpoint (or keeps the given agent if none was written yet; checkpoints are taken at
-episode ends), restores the state's counters, refills the replay buffer with the episodes
-it had seen and runs the same loop, which first goes through the episodes stored after the
-checkpoint: their updates are made again, each with the buffer as it was when they were made, while their actions, already in
-``OUT/buffer``, are not planned again. Every random draw is seeded from (seed, what it is for,
-its step or update number; ``random_streams.py``) and every episode resets with seed
-``seed + episode``, so a run killed anywhere and resumed ends with the weights of the run that
-was never stopped (on deterministic kernels); only the episode in progress is lost and redone.
-
-Finetuning a multitask model works on any task of its task table (the embedding row, action
-mask and padded widths exist). The paper's few-shot setting (pretrain on 70 of the mt80
-tasks, finetune on the 10 held out) is reproduced by pretraining with the full 80-task table,
-i.e. on a dataset whose task table is mt80 but which holds episodes of only the 70 tasks; the
-held-out tasks then have untrained embedding rows to finetune. A task outside the table
-cannot be added to a checkpoint (its tensors fix the table); that is a clear error.
+model's widths through one `PaddedEnv`. ``resume=True`` continues from the newest checkpoint
+of ``OUT`` and ends as the run that was never stopped. The loop and the run directory:
+docs/online.md; resuming: docs/reliability.md#crash-safe-runs; held-out tasks:
+docs/design.md#online-training-and-few-shot-finetuning.
 """
 
 from __future__ import annotations
@@ -235,7 +204,8 @@ def train(
     record: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Online RL of ``agent`` on ``settings.task`` for ``settings.steps`` environment steps
-    (see the module docstring for the loop, the run directory ``settings.out`` and resuming).
+    (the loop and the run directory ``settings.out``: docs/online.md; resuming:
+    docs/reliability.md#crash-safe-runs).
 
     ``eval_every``, ``eval_episodes``, ``eval_at_start``: evaluate every that many steps (0:
     only at the end), that many episodes each (0: never), and before training; None: fitted

@@ -1,18 +1,9 @@
-"""Offline multitask pretraining with Lightning (paper Sec. 4: mt30/mt80, batch 1024).
+"""Offline multitask pretraining with Lightning (paper Sec. 4).
 
-`TDMPC2Module` owns the Trainer's side (manual optimization, logging, sharding); the data
-comes from `tdmpc2_data.datamodule.WindowDataModule`; each training step is the update that
-``TDMPC2.update`` runs too (``tdmpc2_model.core.update.update_step``, paper Sec. 3.2).
-Precision, devices and the strategy come from the Trainer: ``ddp`` (Lightning's DDPStrategy)
-or ``fsdp`` (Lightning's ModelParallelStrategy: FSDP2 ``fully_shard`` of each network of the
-world model; ``configure_model`` below). Lightning's older FSDPStrategy cannot run manual
-optimization (the backward pass would run inside the sharded forward, Lightning #19626).
-
-`pretrain` is what `tdmpc2-pretrain` runs: dataset -> config (task table and padded widths
-of the data) -> Trainer.fit -> ``OUT/final`` (``save_pretrained``), with Lightning
-checkpoints in ``OUT/lightning`` for ``resume="auto"``. `TaskSetEvaluation` evaluates the
-model on a task set every N updates as the original's offline trainer does, into the same
-metrics CSV (``OUT/logs``).
+`TDMPC2Module` owns the Trainer's side (manual optimization, logging, sharding; each step is
+``tdmpc2_model.core.update.update_step``); `pretrain` is what `tdmpc2-pretrain` runs;
+`TaskSetEvaluation` evaluates during pretraining. Strategies, resuming and outputs:
+docs/pretraining.md.
 """
 
 from __future__ import annotations
