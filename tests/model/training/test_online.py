@@ -413,23 +413,26 @@ def test_a_resumed_runs_state_equals_the_uninterrupted_runs_at_the_same_step(tmp
     import shutil
 
     from tdmpc2_model.training.online import train
+    from tdmpc2_model.training.settings import OnlineConfig
 
     def agent() -> TDMPC2:  # the same initial weights each time
         torch.manual_seed(0)
         return TDMPC2(TDMPC2Config(size="1M", tasks=TASK, batch_size=32, num_samples=32,
                                    num_elites=4, num_pi_trajs=4, iterations=1))  # fmt: skip
 
-    common = {"steps": 200, "seed_steps": 50, "eval_episodes": 0, "checkpoint_every": 100,
-              "keep_checkpoints": 0, "progress": False}  # fmt: skip
+    def settings(out: Path, resume: bool = False) -> OnlineConfig:
+        return OnlineConfig(task=TASK, out=str(out), steps=200, seed_steps=50, eval_episodes=0,
+                            checkpoint_every=100, keep_checkpoints=0, resume=resume)  # fmt: skip
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the CLI does: spinning threads crawl on a busy machine
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    whole = train(agent(), TASK, tmp_path / "whole", **common).state
+    whole = train(agent(), settings(tmp_path / "whole"), progress=False).state
     parts = tmp_path / "parts"
-    train(agent(), TASK, parts, **common)
+    train(agent(), settings(parts), progress=False)
     shutil.rmtree(parts / "checkpoints/step-000000200")  # as if killed before writing it
     shutil.rmtree(parts / "final")
-    resumed = train(agent(), TASK, parts, resume=True, **common).state
+    resumed = train(agent(), settings(parts, resume=True), progress=False).state
     counters = [(s.step, s.episode, s.updates, s.buffer.added) for s in (whole, resumed)]
     assert counters[0] == counters[1] == (200, 2, 200, 2) and whole.losses == resumed.losses == []
     for name in ("obs", "action", "reward"):
