@@ -94,8 +94,10 @@ def run_once(argv: list[str], extra_env: dict[str, str], timeout: float) -> floa
 
 def clean_env(extra_env: dict[str, str]) -> dict[str, str]:
     """This environment without thread settings (OpenMP, MKL, Mesa's llvmpipe), plus
-    ``extra_env``: each row of a bench sets its own."""
+    ``extra_env``: each row of a bench sets its own. The commands are this Python's console
+    scripts, found without an activated venv."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "LP_"))}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return {**env, **extra_env}
 
 
